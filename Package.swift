@@ -1,0 +1,44 @@
+// swift-tools-version: 6.0
+// Plexus: a cluster of Linux machines as one computer for parallel programs.
+// Layers (one target each, dependencies point down):
+//   plexus (CLI), Examples  ->  Plexus (umbrella API), PlexusC (C API)
+//   -> Cluster (node daemon, launcher), Memory (DSM), Names (quorum)
+//   -> Transport (TCP, fault injection) -> Wire (frames, codecs)
+//   -> CFault (C: SIGSEGV handler, memfd dual mapping, futex hand-off)
+import PackageDescription
+
+let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+    name: "Plexus",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Plexus", targets: ["Plexus"]),
+        .library(name: "PlexusC", type: .dynamic, targets: ["PlexusC"]),
+        .executable(name: "plexus", targets: ["plexus"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        .target(name: "Wire", swiftSettings: strict),
+        .target(name: "Transport", dependencies: ["Wire"], swiftSettings: strict),
+        .target(name: "Cluster", dependencies: ["Wire", "Transport", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .target(name: "Plexus", dependencies: ["Wire", "Transport", "Cluster"], swiftSettings: strict),
+        .target(name: "PlexusC", dependencies: ["Plexus"], swiftSettings: strict),
+        .executableTarget(
+            name: "plexus",
+            dependencies: [
+                "Plexus", "Cluster", "Transport", "Wire",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+        .executableTarget(name: "ring", dependencies: ["Plexus"], path: "Examples/ring", swiftSettings: strict),
+        .executableTarget(name: "c-hello", dependencies: ["PlexusC"], path: "Examples/c-hello"),
+        .testTarget(name: "WireTests", dependencies: ["Wire"], swiftSettings: strict),
+        .testTarget(name: "TransportTests", dependencies: ["Transport", "Wire"], swiftSettings: strict),
+        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Plexus"], swiftSettings: strict),
+    ]
+)

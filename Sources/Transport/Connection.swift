@@ -1,0 +1,212 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Synchronization
+import Wire
+
+/// One TCP connection carrying Plexus frames, after a successful hello.
+///
+/// Thread safety: `send` may be called from any thread (writes are serialised
+/// by a lock, so frames never interleave). Exactly one thread reads: either a
+/// caller of `receive()` or, after `startReader`, the reader thread. Only the
+/// reading side closes the descriptor, so `shutdown()` from another thread
+/// cannot race a reuse of the descriptor number.
+public final class Connection: @unchecked Sendable {
+    /// The hello the other side sent: its job, identity and role.
+    public let peerHello: Hello
+    public let remote: String
+    private let fd: Int32
+    private let sendLock = Mutex(())
+    private var decoder: FrameDecoder
+    private var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
+    private let isShutdown = Atomic<Bool>(false)
+    private let readerOwnsClose = Atomic<Bool>(false)
+
+    init(fd: Int32, peerHello: Hello, remote: String, maxPayload: Int) {
+        self.fd = fd
+        self.peerHello = peerHello
+        self.remote = remote
+        self.decoder = FrameDecoder(maxPayload: maxPayload)
+    }
+
+    /// Dials `address`, introduces itself with `hello` and waits for the answer.
+    /// Throws `.refused` with the peer's reason if it will not talk to us.
+    public static func dial(
+        _ address: SocketAddress, hello: Hello, timeoutMillis: Int32 = 3000,
+        maxPayload: Int = Frame.defaultMaxPayload
+    ) throws(TransportError) -> Connection {
+        let fd = try Sys.connect(to: address, timeoutMillis: timeoutMillis)
+        let pending = Connection(fd: fd, peerHello: hello, remote: address.description, maxPayload: maxPayload)
+        do {
+            try pending.send(Frame(.hello, payload: hello.encoded()))
+            Sys.setReceiveTimeout(fd, millis: Int(timeoutMillis))
+            guard let answer = try pending.receive() else {
+                throw TransportError.unreachable(address: address.description, reason: "closed during the handshake")
+            }
+            Sys.setReceiveTimeout(fd, millis: 0)
+            switch answer.kind {
+            case .helloAccepted:
+                let theirs: Hello
+                do { theirs = try Hello.decode(answer.payload) } catch {
+                    throw TransportError.protocolViolation("bad hello from \(address): \(error)")
+                }
+                return Connection(fd: fd, peerHello: theirs, remote: address.description, maxPayload: maxPayload)
+            case .helloRejected:
+                let reason = String(decoding: answer.payload.prefix(1024), as: UTF8.self)
+                throw TransportError.refused(address: address.description, reason: reason)
+            default:
+                throw TransportError.protocolViolation("\(address) answered the hello with \(answer.kind)")
+            }
+        } catch let e as TransportError {
+            close(fd)
+            throw e
+        } catch {
+            close(fd)
+            throw .protocolViolation("\(error)")
+        }
+    }
+
+    /// Sends one frame. Throws `.peerLost` if the connection is broken.
+    public func send(_ frame: Frame) throws(TransportError) {
+        let bytes = frame.encoded()
+        let err: Int32? = sendLock.withLock { _ in
+            bytes.withUnsafeBytes { Sys.writeAll(fd, $0) }
+        }
+        if let e = err {
+            throw .peerLost(peerHello.sender, reason: "send to \(remote) failed: \(String(cString: strerror(e)))")
+        }
+    }
+
+    /// Blocks until a frame arrives; nil on orderly close. Throws on a broken
+    /// connection or a frame that violates the protocol.
+    public func receive() throws(TransportError) -> Frame? {
+        while true {
+            do {
+                if let f = try decoder.next() { return f }
+            } catch {
+                throw .protocolViolation("from \(remote): \(error)")
+            }
+            let n = readBuffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n > 0 {
+                decoder.append(readBuffer[0..<n])
+            } else if n == 0 {
+                if decoder.buffered > 0 {
+                    throw .peerLost(peerHello.sender, reason: "\(remote) closed inside a frame")
+                }
+                return nil
+            } else if errno == EINTR {
+                continue
+            } else if errno == EAGAIN || errno == EWOULDBLOCK {
+                throw .timedOut("waiting for a frame from \(remote)")
+            } else {
+                throw .peerLost(peerHello.sender, reason: String(cString: strerror(errno)))
+            }
+        }
+    }
+
+    /// Starts the reader thread. `onFrame` runs on it for every frame, in order;
+    /// `onClose` runs once, last, with the reason. The descriptor is closed after.
+    public func startReader(
+        name: String, onFrame: @escaping @Sendable (Frame) -> Void,
+        onClose: @escaping @Sendable (String) -> Void
+    ) {
+        readerOwnsClose.store(true, ordering: .sequentiallyConsistent)
+        let t = Thread { [self] in
+            var reason = "closed by peer"
+            while true {
+                do throws(TransportError) {
+                    guard let f = try receive() else { break }
+                    onFrame(f)
+                } catch {
+                    reason = error.description
+                    break
+                }
+            }
+            if isShutdown.load(ordering: .sequentiallyConsistent) { reason = "closed locally" }
+            Glibc.close(fd)
+            onClose(reason)
+        }
+        t.name = name
+        t.start()
+    }
+
+    /// Shuts the connection down in both directions; the reader (if any) sees
+    /// the end and closes the descriptor. Idempotent.
+    public func shutdown() {
+        if isShutdown.exchange(true, ordering: .sequentiallyConsistent) { return }
+        _ = Glibc.shutdown(fd, Int32(SHUT_RDWR))
+        if !readerOwnsClose.load(ordering: .sequentiallyConsistent) { Glibc.close(fd) }
+    }
+}
+
+/// Accepts connections, checks each hello with `admit` (nil = accept, else the
+/// reason to refuse) and hands admitted connections to `onConnection`.
+/// A dialer that says nothing is dropped after `handshakeMillis`.
+public final class Listener: @unchecked Sendable {
+    public let address: SocketAddress
+    private let fd: Int32
+    private let closed = AtomicFlag()
+
+    public init(
+        address: SocketAddress, identity: Hello, handshakeMillis: Int = 3000,
+        maxPayload: Int = Frame.defaultMaxPayload,
+        admit: @escaping @Sendable (Hello) -> String?,
+        onConnection: @escaping @Sendable (Connection) -> Void
+    ) throws(TransportError) {
+        let (fd, bound) = try Sys.listen(on: address)
+        self.fd = fd
+        self.address = bound
+        let t = Thread { [closed] in
+            while let c = Sys.accept(fd) {
+                if closed.isSet {
+                    Glibc.close(c)
+                    break
+                }
+                // The handshake runs on its own short-lived thread so that a
+                // silent dialer cannot hold up everyone else's accept.
+                let h = Thread {
+                    Listener.handshake(c, identity: identity, handshakeMillis: handshakeMillis,
+                                       maxPayload: maxPayload, admit: admit, onConnection: onConnection)
+                }
+                h.name = "plexus-handshake"
+                h.start()
+            }
+        }
+        t.name = "plexus-accept \(bound)"
+        t.start()
+    }
+
+    private static func handshake(
+        _ c: Int32, identity: Hello, handshakeMillis: Int, maxPayload: Int,
+        admit: (Hello) -> String?, onConnection: (Connection) -> Void
+    ) {
+        Sys.setReceiveTimeout(c, millis: handshakeMillis)
+        let probe = Connection(fd: c, peerHello: identity, remote: "incoming", maxPayload: 4096)
+        guard let first = try? probe.receive(), first.kind == .hello,
+              let hello = try? Hello.decode(first.payload) else {
+            Glibc.close(c)
+            return
+        }
+        if let reason = admit(hello) {
+            try? probe.send(Frame(.helloRejected, payload: Array(reason.utf8)))
+            Glibc.close(c)
+            return
+        }
+        do {
+            try probe.send(Frame(.helloAccepted, payload: identity.encoded()))
+        } catch {
+            Glibc.close(c)
+            return
+        }
+        Sys.setReceiveTimeout(c, millis: 0)
+        onConnection(Connection(fd: c, peerHello: hello, remote: "process \(hello.sender)", maxPayload: maxPayload))
+    }
+
+    /// Stops accepting. Connections already handed out stay open.
+    public func close() {
+        if closed.set() { return }
+        _ = Glibc.shutdown(fd, Int32(SHUT_RDWR))
+        Glibc.close(fd)
+    }
+}

@@ -1,0 +1,169 @@
+import Foundation
+import Synchronization
+import Wire
+
+/// What a transport tells the layer above. Both closures run on transport
+/// threads (one reader thread per connection): they must not block for long.
+public struct TransportHandler: Sendable {
+    /// A frame from a peer. Frames from one peer arrive in the order sent.
+    public var onFrame: @Sendable (ProcessID, Frame) -> Void
+    /// The connection to a peer ended (the peer exited, crashed or was cut off).
+    public var onPeerLost: @Sendable (ProcessID, String) -> Void
+
+    public init(
+        onFrame: @escaping @Sendable (ProcessID, Frame) -> Void,
+        onPeerLost: @escaping @Sendable (ProcessID, String) -> Void = { _, _ in }
+    ) {
+        self.onFrame = onFrame
+        self.onPeerLost = onPeerLost
+    }
+}
+
+/// Moves frames between the processes of one job, addressed by global PID.
+/// Implementations: `TCPTransport`, and `FaultInjectingTransport` around it for tests.
+public protocol Transport: AnyObject, Sendable {
+    var localID: ProcessID { get }
+    /// Sends a frame to a peer, connecting first if needed. Frames to one peer
+    /// are delivered in order. Throws if the peer cannot be reached.
+    func send(_ frame: Frame, to peer: ProcessID) throws(TransportError)
+    /// Drops the connection to `peer` (the next send reconnects).
+    func disconnect(_ peer: ProcessID)
+    /// Closes every connection and stops accepting.
+    func close()
+}
+
+/// TCP transport: one connection per peer pair, TCP_NODELAY, one reader
+/// thread per connection so that the receive path never waits behind the
+/// application: a process busy computing still answers its peers.
+///
+/// Connections are made lazily by `send` or eagerly by `connect(to:)`. A job
+/// establishes its mesh eagerly at start (each process dials the peers with a
+/// higher PID and waits for the others), so two processes never dial each
+/// other at once. If they do later (after a reconnect), both connections are
+/// read until they close and each side keeps sending on the one it has: no
+/// frame is lost, though the pair then briefly has two connections.
+public final class TCPTransport: Transport, @unchecked Sendable {
+    public let localID: ProcessID
+    public let job: String
+    public var address: SocketAddress { listener.address }
+    public let connectTimeoutMillis: Int32
+
+    private let handler: TransportHandler
+    private var listener: Listener!
+    private let state = Mutex(State())
+    private let changed = NSCondition()
+
+    private struct State {
+        var directory: [ProcessID: SocketAddress] = [:]
+        var connections: [ProcessID: Connection] = [:]
+        var closed = false
+    }
+
+    public init(
+        job: String, localID: ProcessID, bind: SocketAddress, connectTimeoutMillis: Int32 = 5000,
+        handler: TransportHandler
+    ) throws(TransportError) {
+        self.job = job
+        self.localID = localID
+        self.handler = handler
+        self.connectTimeoutMillis = connectTimeoutMillis
+        let me = Hello(job: job, sender: localID, role: "process")
+        listener = try Listener(
+            address: bind, identity: me,
+            admit: { hello in hello.refusal(expectedJob: job) },
+            onConnection: { [weak self] c in self?.adopt(c) })
+    }
+
+    /// Tells the transport where processes are (from the launcher or the name service).
+    public func updateDirectory(_ entries: [ProcessID: SocketAddress]) {
+        state.withLock { $0.directory.merge(entries) { _, new in new } }
+    }
+
+    public func send(_ frame: Frame, to peer: ProcessID) throws(TransportError) {
+        let c = try connection(to: peer)
+        try c.send(frame)
+    }
+
+    /// Establishes the mesh: dials every peer with a higher PID, then waits
+    /// until every peer with a lower PID has dialled us, within the timeout.
+    public func connect(to peers: [ProcessID]) throws(TransportError) {
+        for p in peers where p > localID { _ = try connection(to: p) }
+        let deadline = Date().addingTimeInterval(Double(connectTimeoutMillis) / 1000)
+        changed.lock()
+        defer { changed.unlock() }
+        while true {
+            let missing = state.withLock { s in peers.filter { $0 < localID && s.connections[$0] == nil } }
+            if missing.isEmpty { return }
+            if state.withLock({ $0.closed }) { throw .closed }
+            if !changed.wait(until: deadline) {
+                throw .timedOut("processes \(missing) did not connect within \(connectTimeoutMillis) ms")
+            }
+        }
+    }
+
+    public func disconnect(_ peer: ProcessID) {
+        let c = state.withLock { $0.connections.removeValue(forKey: peer) }
+        c?.shutdown()
+    }
+
+    public func close() {
+        let all = state.withLock { s -> [Connection] in
+            s.closed = true
+            defer { s.connections.removeAll() }
+            return Array(s.connections.values)
+        }
+        listener.close()
+        for c in all { c.shutdown() }
+        changed.lock()
+        changed.broadcast()
+        changed.unlock()
+    }
+
+    public var connectedPeers: [ProcessID] { state.withLock { Array($0.connections.keys) } }
+
+    private func connection(to peer: ProcessID) throws(TransportError) -> Connection {
+        let (existing, address, closed) = state.withLock { ($0.connections[peer], $0.directory[peer], $0.closed) }
+        if closed { throw .closed }
+        if let c = existing { return c }
+        guard let address else { throw .unknownPeer(peer) }
+        let c = try Connection.dial(address, hello: Hello(job: job, sender: localID, role: "process"),
+                                    timeoutMillis: connectTimeoutMillis)
+        guard c.peerHello.sender == peer else {
+            c.shutdown()
+            throw .refused(address: address.description,
+                           reason: "expected process \(peer) there but found process \(c.peerHello.sender)")
+        }
+        return adopt(c)
+    }
+
+    /// Registers a connection (unless one to that peer already exists, in which
+    /// case the older one keeps carrying our sends) and starts reading it.
+    @discardableResult
+    private func adopt(_ c: Connection) -> Connection {
+        let peer = c.peerHello.sender
+        let (current, closed) = state.withLock { s -> (Connection, Bool) in
+            if s.closed { return (c, true) }
+            if let old = s.connections[peer] { return (old, false) }
+            s.connections[peer] = c
+            return (c, false)
+        }
+        let handler = self.handler
+        c.startReader(
+            name: "plexus-recv \(peer)",
+            onFrame: { f in handler.onFrame(peer, f) },
+            onClose: { [weak self] reason in
+                guard let self else { return }
+                let wasCurrent = self.state.withLock { s -> Bool in
+                    guard let cur = s.connections[peer], cur === c else { return false }
+                    s.connections[peer] = nil
+                    return true
+                }
+                if wasCurrent { handler.onPeerLost(peer, reason) }
+            })
+        if closed { c.shutdown() }
+        changed.lock()
+        changed.broadcast()
+        changed.unlock()
+        return current
+    }
+}

@@ -1,0 +1,129 @@
+/// The unit of everything Plexus sends: a fixed 20-byte header and a payload.
+///
+///     offset  size  field
+///          0     4  magic        0x504C5853 ("PLXS"), little-endian
+///          4     2  version      Frame.version
+///          6     2  kind         MessageKind raw value
+///          8     8  requestID    correlates a reply with its request (0: none)
+///         16     4  length       payload length in bytes, <= the decoder's limit
+///         20     n  payload
+public struct Frame: Equatable, Sendable {
+    public static let magic: UInt32 = 0x504C_5853
+    public static let version: UInt16 = 1
+    public static let headerSize = 20
+    /// Default bound on a payload: large enough for a batch of pages, small
+    /// enough that a lying length cannot make a process allocate gigabytes.
+    public static let defaultMaxPayload = 16 << 20
+
+    public var kind: MessageKind
+    public var requestID: UInt64
+    public var payload: [UInt8]
+
+    public init(_ kind: MessageKind, requestID: UInt64 = 0, payload: [UInt8] = []) {
+        self.kind = kind
+        self.requestID = requestID
+        self.payload = payload
+    }
+
+    /// Header and payload, ready for the socket.
+    public func encoded() -> [UInt8] {
+        var w = ByteWriter(capacity: Frame.headerSize + payload.count)
+        w.u32(Frame.magic)
+        w.u16(Frame.version)
+        w.u16(kind.rawValue)
+        w.u64(requestID)
+        w.u32(UInt32(payload.count))
+        w.raw(payload)
+        return w.bytes
+    }
+}
+
+/// Message kinds, grouped by layer in blocks of 0x100 so a layer can add kinds
+/// without renumbering others. Unknown kinds decode fine (the frame is valid);
+/// the layer that receives one decides whether it is an error.
+public struct MessageKind: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt16
+    public init(rawValue: UInt16) { self.rawValue = rawValue }
+
+    // 0x00xx: transport control
+    public static let hello = MessageKind(rawValue: 0x0001)
+    public static let helloAccepted = MessageKind(rawValue: 0x0002)
+    public static let helloRejected = MessageKind(rawValue: 0x0003)
+    // 0x01xx: node daemon and launcher
+    public static let spawn = MessageKind(rawValue: 0x0101)
+    public static let spawned = MessageKind(rawValue: 0x0102)
+    public static let output = MessageKind(rawValue: 0x0103)
+    public static let exited = MessageKind(rawValue: 0x0104)
+    public static let killJob = MessageKind(rawValue: 0x0105)
+    public static let register = MessageKind(rawValue: 0x0106)
+    public static let directory = MessageKind(rawValue: 0x0107)
+    public static let spawnFailed = MessageKind(rawValue: 0x0108)
+    public static let nodeJoin = MessageKind(rawValue: 0x0109)
+    public static let nodeMembers = MessageKind(rawValue: 0x010A)
+    public static let processReport = MessageKind(rawValue: 0x010B)
+    // 0x02xx: shared memory protocols
+    public static let memory = MessageKind(rawValue: 0x0201)
+    public static let sync = MessageKind(rawValue: 0x0202)
+    // 0x03xx: name service
+    public static let names = MessageKind(rawValue: 0x0301)
+    // 0x04xx: application messages (Plexus.send / receive)
+    public static let user = MessageKind(rawValue: 0x0401)
+
+    public var description: String { "kind 0x\(String(rawValue, radix: 16))" }
+}
+
+/// Incremental frame decoder for a byte stream (TCP). Feed it whatever arrived;
+/// `next()` returns a frame once one is complete, nil if more bytes are needed,
+/// and throws on a frame that can never be valid. The claimed length is checked
+/// against `maxPayload` before any buffer of that size exists.
+public struct FrameDecoder: Sendable {
+    public let maxPayload: Int
+    private var buffer: [UInt8] = []
+    private var start = 0
+
+    public init(maxPayload: Int = Frame.defaultMaxPayload) {
+        self.maxPayload = maxPayload
+    }
+
+    /// Bytes received but not yet part of a returned frame.
+    public var buffered: Int { buffer.count - start }
+
+    public mutating func append<C: Collection>(_ bytes: C) where C.Element == UInt8 {
+        if start > 0 && start >= buffer.count / 2 {
+            buffer.removeFirst(start)
+            start = 0
+        }
+        buffer.append(contentsOf: bytes)
+    }
+
+    public mutating func next() throws(WireError) -> Frame? {
+        guard buffered >= Frame.headerSize else { return nil }
+        var header = ByteReader(Array(buffer[start..<start + Frame.headerSize]))
+        let magic = try header.u32()
+        guard magic == Frame.magic else { throw .badMagic(magic) }
+        let version = try header.u16()
+        guard version == Frame.version else { throw .unsupportedVersion(got: version, supported: Frame.version) }
+        let kind = MessageKind(rawValue: try header.u16())
+        let requestID = try header.u64()
+        let length = Int(try header.u32())
+        guard length <= maxPayload else { throw .oversized(what: "frame payload", length: length, limit: maxPayload) }
+        guard buffered >= Frame.headerSize + length else { return nil }
+        let p = start + Frame.headerSize
+        let payload = Array(buffer[p..<p + length])
+        start = p + length
+        if start == buffer.count {
+            buffer.removeAll(keepingCapacity: true)
+            start = 0
+        }
+        return Frame(kind, requestID: requestID, payload: payload)
+    }
+
+    /// Decodes exactly one frame from a complete byte array (datagram use, tests).
+    public static func decodeOne(_ bytes: [UInt8], maxPayload: Int = Frame.defaultMaxPayload) throws(WireError) -> Frame {
+        var d = FrameDecoder(maxPayload: maxPayload)
+        d.append(bytes)
+        guard let f = try d.next() else { throw .truncated(what: "frame") }
+        guard d.buffered == 0 else { throw .malformed("\(d.buffered) bytes after the frame") }
+        return f
+    }
+}
