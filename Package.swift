@@ -24,13 +24,14 @@ let package = Package(
     targets: [
         .target(name: "Wire", swiftSettings: strict),
         .target(name: "Transport", dependencies: ["Wire"], swiftSettings: strict),
-        .target(name: "Cluster", dependencies: ["Wire", "Transport", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .target(name: "CFault"),
+        .target(name: "Cluster", dependencies: ["Wire", "Transport", "CFault", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .target(name: "Plexus", dependencies: ["Wire", "Transport", "Cluster"], swiftSettings: strict),
         .target(name: "PlexusC", dependencies: ["Plexus"], swiftSettings: strict),
         .executableTarget(
             name: "plexus",
             dependencies: [
-                "Plexus", "Cluster", "Transport", "Wire",
+                "Plexus", "Cluster", "Transport", "Wire", "CFault",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

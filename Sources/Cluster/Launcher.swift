@@ -1,0 +1,341 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Logging
+import Transport
+import Wire
+
+/// What to run: N processes of one program, on given nodes or on an embedded
+/// local node.
+public struct JobSpec: Sendable {
+    public var processes: Int
+    /// Node daemons to use; empty means an embedded node on loopback.
+    public var nodes: [SocketAddress]
+    public var program: String
+    public var arguments: [String]
+    /// Extra environment for every process (settings for the runtime).
+    public var environment: [String: String]
+    public var workingDirectory: String
+    /// How long processes get between SIGTERM and SIGKILL when a job is stopped.
+    public var graceMillis: Int
+
+    public init(processes: Int, nodes: [SocketAddress], program: String, arguments: [String],
+                environment: [String: String] = [:], workingDirectory: String = FileManager.default.currentDirectoryPath,
+                graceMillis: Int = 1000) {
+        self.processes = processes
+        self.nodes = nodes
+        self.program = program
+        self.arguments = arguments
+        self.environment = environment
+        self.workingDirectory = workingDirectory
+        self.graceMillis = graceMillis
+    }
+}
+
+/// How a job ended.
+public struct JobResult: Sendable {
+    /// The status `plexus run` exits with: 0, the failing rank's exit status,
+    /// 128 + its signal, or 130/143 when interrupted.
+    public var status: Int32
+    /// One line per problem, naming the rank, its node and what happened.
+    public var failures: [String]
+    /// JSON reports the processes sent before exiting, by rank.
+    public var reports: [Int: [UInt8]]
+    public var seconds: Double
+}
+
+/// Errors that stop a job before it starts. Each says what to do.
+public enum LaunchError: Error, Sendable, CustomStringConvertible {
+    case badSize(Int)
+    case program(SpawnError)
+    case node(String, TransportError)
+    case rendezvous(TransportError)
+
+    public var description: String {
+        switch self {
+        case .badSize(let n): return "-n must be at least 1 (got \(n))"
+        case .program(let e): return e.description
+        case .node(let a, let e): return "cannot use node \(a): \(e)"
+        case .rendezvous(let e): return "cannot open the job's rendezvous endpoint: \(e)"
+        }
+    }
+}
+
+/// Where a job's output goes: `plexus run` prints lines prefixed by rank.
+public protocol OutputSink: Sendable {
+    func line(rank: Int, stream: UInt8, _ text: String)
+    func note(_ text: String)
+}
+
+/// Prints "[rank] line" to the launcher's stdout/stderr, and notes to stderr.
+public struct PrefixedOutput: OutputSink {
+    public init() {}
+    public func line(rank: Int, stream: UInt8, _ text: String) {
+        writeAll(stream == 2 ? 2 : 1, "[\(rank)] \(text)\n")
+    }
+    public func note(_ text: String) { writeAll(2, "plexus: \(text)\n") }
+}
+
+/// `plexus run`: starts a job, relays its output, watches every process and
+/// stops the whole job as soon as one process fails or the user interrupts.
+///
+/// All decisions are made on one thread (the event loop in `run`): node
+/// readers, the rendezvous endpoint and signal handlers only post events.
+public final class Launcher: @unchecked Sendable {
+    public let spec: JobSpec
+    public let job: String
+    private let output: OutputSink
+    private let log: Logger
+    private let trampoline: String
+    private let events = Mailbox<Event>(capacity: 65_536)
+
+    enum Event: Sendable {
+        case control(node: Int, ControlMessage)
+        case nodeLost(node: Int, String)
+        case registered(rank: Int, pid: ProcessID, address: String, Connection)
+        case report(rank: Int, [UInt8])
+        case interrupt(Int32)
+    }
+
+    public init(spec: JobSpec, output: OutputSink = PrefixedOutput(), logger: Logger, trampoline: String) {
+        self.spec = spec
+        self.output = output
+        self.log = logger
+        self.trampoline = trampoline
+        var rng = SystemRandomNumberGenerator()
+        job = "job-" + String(rng.next() as UInt32, radix: 16)
+    }
+
+    /// Stops the job as if the user pressed Ctrl-C (`signal` decides the exit status).
+    public func interrupt(signal: Int32) { events.put(.interrupt(signal)) }
+
+    /// Runs the job to the end. Throws only for problems found before any
+    /// process started; everything later is in the result.
+    public func run() throws(LaunchError) -> JobResult {
+        let started = Date()
+        let n = spec.processes
+        guard n >= 1 else { throw .badSize(n) }
+        // Check the program here as well as on the nodes, so that the common
+        // local mistake is reported before anything starts.
+        if spec.nodes.isEmpty {
+            do {
+                _ = try resolveProgram(spec.program, path: ProcessInfo.processInfo.environment["PATH"],
+                                       directory: spec.workingDirectory)
+            } catch { throw .program(error) }
+        }
+
+        // Nodes: the given daemons, or one embedded on loopback.
+        var embedded: NodeDaemon?
+        var nodeAddresses = spec.nodes
+        if nodeAddresses.isEmpty {
+            do {
+                let d = try NodeDaemon(listen: SocketAddress(host: "127.0.0.1", port: 0), trampoline: trampoline, logger: log)
+                embedded = d
+                nodeAddresses = [d.address]
+            } catch { throw .node("embedded", error) }
+        }
+        defer { embedded?.stop() }
+        var nodes: [Connection] = []
+        for (i, a) in nodeAddresses.enumerated() {
+            do {
+                let c = try Connection.dial(a, hello: Hello(job: controlJob, sender: 0, role: "launcher"))
+                nodes.append(c)
+                c.startReader(
+                    name: "plexus-launcher-node \(i)",
+                    onFrame: { [events] f in
+                        if let m = try? ControlMessage(frame: f) { events.put(.control(node: i, m)) }
+                        else { events.put(.nodeLost(node: i, "sent a malformed frame")) }
+                    },
+                    onClose: { [events] reason in events.put(.nodeLost(node: i, reason)) })
+            } catch {
+                for c in nodes { c.shutdown() }
+                throw .node(a.description, error)
+            }
+        }
+        defer { for c in nodes { c.shutdown() } }
+
+        // Rendezvous: processes register their transport address here and get
+        // the job's directory once all have.
+        let rendezvousHost = embedded != nil ? "127.0.0.1" : "0.0.0.0"
+        let rendezvous: Listener
+        do {
+            rendezvous = try Listener(
+                address: SocketAddress(host: rendezvousHost, port: 0),
+                identity: Hello(job: job, sender: 0, role: "launcher"),
+                admit: { [job] in $0.refusal(expectedJob: job) },
+                onConnection: { [events] c in
+                    c.startReader(
+                        name: "plexus-launcher-process",
+                        onFrame: { f in
+                            switch try? ControlMessage(frame: f) {
+                            case .register(let rank, let pid, let address)?:
+                                events.put(.registered(rank: rank, pid: pid, address: address, c))
+                            case .processReport(let rank, let json)?:
+                                events.put(.report(rank: rank, json))
+                            default: break
+                            }
+                        },
+                        onClose: { _ in })
+                })
+        } catch { throw .rendezvous(error) }
+        defer { rendezvous.close() }
+        let launcherHost = embedded != nil ? "127.0.0.1" : localAddress(towards: nodeAddresses[0])
+
+        // Global PIDs are job-scoped until the name service assigns them.
+        var rng = SystemRandomNumberGenerator()
+        let pidBase = ProcessID(rng.next() as UInt32 | 1) << 16
+        var placement: [Int] = []
+        for rank in 0..<n {
+            let node = rank % nodes.count
+            placement.append(node)
+            var env = spec.environment
+            env["PLEXUS_RANK"] = "\(rank)"
+            env["PLEXUS_SIZE"] = "\(n)"
+            env["PLEXUS_JOB"] = job
+            env["PLEXUS_PID"] = "\(pidBase + ProcessID(rank))"
+            env["PLEXUS_LAUNCHER"] = "\(launcherHost):\(rendezvous.address.port)"
+            env["PLEXUS_NODE"] = nodeAddresses[node].host == "0.0.0.0" ? launcherHost : nodeAddresses[node].host
+            let req = SpawnRequest(job: job, rank: rank, size: n, pid: pidBase + ProcessID(rank), program: spec.program,
+                                   arguments: spec.arguments, environment: env, workingDirectory: spec.workingDirectory)
+            do { try nodes[node].send(ControlMessage.spawn(req).frame()) } catch {
+                events.put(.nodeLost(node: node, error.description))
+            }
+        }
+
+        // The event loop.
+        var exited: [Int: ExitStatus] = [:]
+        var osPIDs: [Int: Int32] = [:]
+        var registered: [Int: (ProcessID, String, Connection)] = [:]
+        var reports: [Int: [UInt8]] = [:]
+        var failures: [String] = []
+        var status: Int32 = 0
+        var stopping = false
+        var stopDeadline = Date.distantFuture
+        var partial: [Int: [UInt8]] = [:]
+        var lostNodes = Set<Int>()
+
+        func whereIs(_ rank: Int) -> String {
+            let pid = osPIDs[rank].map { "pid \($0) " } ?? ""
+            return "rank \(rank) (\(pid)on node \(nodeAddresses[placement[rank]]))"
+        }
+        func stop(_ why: String?, status s: Int32) {
+            if let why { failures.append(why); output.note(why) }
+            guard !stopping else { return }
+            stopping = true
+            status = s
+            if exited.count < n { output.note("stopping the job: \(n - exited.count) process(es) still running") }
+            for (i, c) in nodes.enumerated() where !lostNodes.contains(i) {
+                try? c.send(ControlMessage.killJob(graceMillis: spec.graceMillis).frame())
+            }
+            stopDeadline = Date().addingTimeInterval(Double(spec.graceMillis) / 1000 + 3)
+        }
+        func flushLines(_ key: Int, final: Bool) {
+            guard var buf = partial[key] else { return }
+            while let nl = buf.firstIndex(of: 10) {
+                output.line(rank: key >> 2, stream: UInt8(key & 3), String(decoding: buf[..<nl], as: UTF8.self))
+                buf.removeSubrange(...nl)
+            }
+            if final && !buf.isEmpty {
+                output.line(rank: key >> 2, stream: UInt8(key & 3), String(decoding: buf, as: UTF8.self))
+                buf.removeAll()
+            }
+            partial[key] = buf
+        }
+
+        while exited.count < n {
+            let wait = stopping ? max(0, stopDeadline.timeIntervalSinceNow) : 3600
+            guard let ev = events.take(timeout: wait) else {
+                if stopping {
+                    let missing = (0..<n).filter { exited[$0] == nil }
+                    output.note("gave up waiting for \(missing.map(whereIs).joined(separator: ", ")) to report its exit")
+                    failures.append("no exit report from ranks \(missing)")
+                    break
+                }
+                continue
+            }
+            switch ev {
+            case .control(_, .output(let rank, let stream, let bytes)):
+                let key = rank << 2 | Int(stream & 3)
+                partial[key, default: []].append(contentsOf: bytes)
+                if partial[key]!.count > 1 << 20 { flushLines(key, final: true) } else { flushLines(key, final: false) }
+            case .control(_, .spawned(let rank, let pid)):
+                osPIDs[rank] = pid
+            case .control(_, .spawnFailed(let rank, let reason)):
+                exited[rank] = .exited(127)
+                stop("\(whereIs(rank)) could not start: \(reason)", status: 127)
+            case .control(_, .exited(let rank, let pid, let st)):
+                osPIDs[rank] = pid
+                exited[rank] = st
+                flushLines(rank << 2 | 1, final: true)
+                flushLines(rank << 2 | 2, final: true)
+                if !st.succeeded && !stopping {
+                    stop("\(whereIs(rank)) \(st)", status: st.shellStatus)
+                } else if !st.succeeded {
+                    log.debug("\(whereIs(rank)) \(st) while the job was stopping")
+                }
+            case .control(let node, let other):
+                log.warning("unexpected control message from node \(node): \(other.kind)")
+            case .nodeLost(let node, let reason):
+                if lostNodes.insert(node).inserted {
+                    let ranks = (0..<n).filter { placement[$0] == node && exited[$0] == nil }
+                    for r in ranks { exited[r] = .signaled(SIGKILL) }
+                    if !ranks.isEmpty || !stopping {
+                        stop("lost node \(nodeAddresses[node]) (\(reason)); its ranks \(ranks) are gone", status: 1)
+                    }
+                }
+            case .registered(let rank, let pid, let address, let c):
+                guard rank < n else { continue }
+                registered[rank] = (pid, address, c)
+                if registered.count == n {
+                    let dir = registered.map { DirectoryEntry(rank: $0.key, pid: $0.value.0, address: $0.value.1) }
+                        .sorted { $0.rank < $1.rank }
+                    for (_, v) in registered { try? v.2.send(ControlMessage.directory(dir).frame()) }
+                }
+            case .report(let rank, let json):
+                reports[rank] = json
+            case .interrupt(let sig):
+                stop("interrupted by \(signalName(sig))", status: 128 + sig)
+            }
+        }
+        for (_, v) in registered { v.2.shutdown() }
+        return JobResult(status: status, failures: failures, reports: reports, seconds: Date().timeIntervalSince(started))
+    }
+}
+
+/// The local IP address a connection to `node` would leave from: the address
+/// processes on that node can reach the launcher at.
+func localAddress(towards node: SocketAddress) -> String {
+    let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+    guard fd >= 0 else { return "127.0.0.1" }
+    defer { close(fd) }
+    var sa = sockaddr_in()
+    sa.sin_family = sa_family_t(AF_INET)
+    sa.sin_port = node.port.bigEndian
+    inet_pton(AF_INET, node.host, &sa.sin_addr)
+    let r = withUnsafePointer(to: &sa) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard r == 0 else { return "127.0.0.1" }
+    var local = sockaddr_in()
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &local) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+    }
+    var buf = [CChar](repeating: 0, count: 32)
+    inet_ntop(AF_INET, &local.sin_addr, &buf, 32)
+    return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+/// Writes a whole string to a file descriptor (1 or 2), unbuffered, so lines
+/// from the event loop and from notes never interleave mid-line.
+public func writeAll(_ fd: Int32, _ text: String) {
+    var bytes = Array(text.utf8)
+    var done = 0
+    while done < bytes.count {
+        let n = bytes.withUnsafeMutableBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { return }
+        done += n
+    }
+}

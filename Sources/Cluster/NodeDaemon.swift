@@ -1,0 +1,212 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Logging
+import Transport
+import Wire
+
+/// The name every launcher, node and control client uses in its hello on
+/// control connections (job processes use their job's own name).
+public let controlJob = "plexus-control"
+
+/// `plexus node`: a daemon per machine that starts, watches and stops job
+/// processes on behalf of launchers.
+///
+/// Each launcher connection is a session. Processes it starts belong to it:
+/// when the session ends (the job finished, the launcher died, or the link
+/// broke) every process still alive is killed with its whole process group,
+/// so no job process outlives its job. Processes are started through the
+/// `plexus _exec` trampoline (`trampoline` is the path of the plexus
+/// executable), which asks the kernel to kill the process if the daemon
+/// itself dies (PR_SET_PDEATHSIG), then changes directory and execs.
+public final class NodeDaemon: @unchecked Sendable {
+    public var address: SocketAddress { listener.address }
+    /// The address other nodes and launchers use to reach this node.
+    public let advertised: String
+    private var listener: Listener!
+    private let trampoline: String
+    private let log: Logger
+    private let members = Locked<Set<String>>([])
+    private let sessions = Locked<[ObjectIdentifier: Session]>([:])
+
+    public init(listen: SocketAddress, trampoline: String, logger: Logger) throws(TransportError) {
+        self.trampoline = trampoline
+        self.log = logger
+        let box = Locked<NodeDaemon?>(nil)
+        let identity = Hello(job: controlJob, sender: 0, role: "node")
+        let l = try Listener(
+            address: listen, identity: identity,
+            admit: { $0.refusal(expectedJob: controlJob) },
+            onConnection: { c in box.value?.serve(c) })
+        listener = l
+        advertised = l.address.description
+        members.withLock { _ = $0.insert(l.address.description) }
+        box.withLock { $0 = self }
+    }
+
+    /// Joins the cluster that `other` belongs to; returns the members it knows.
+    @discardableResult
+    public func join(_ other: SocketAddress) throws(TransportError) -> [String] {
+        let c = try Connection.dial(other, hello: Hello(job: controlJob, sender: 0, role: "node"))
+        defer { c.shutdown() }
+        try c.send(ControlMessage.nodeJoin(address: advertised).frame())
+        guard let f = try c.receive(), case .nodeMembers(let ms)? = try? ControlMessage(frame: f) else {
+            throw .protocolViolation("\(other) did not answer the join with its members")
+        }
+        members.withLock { $0.formUnion(ms) }
+        log.info("joined cluster via \(other)", metadata: ["members": "\(ms.sorted())"])
+        return ms
+    }
+
+    public var knownMembers: [String] { members.value.sorted() }
+
+    /// Stops accepting and kills every process of every session.
+    public func stop() {
+        listener.close()
+        for s in sessions.withLock({ Array($0.values) }) { s.end(reason: "node stopping") }
+    }
+
+    private func serve(_ c: Connection) {
+        let session = Session(connection: c, trampoline: trampoline, log: log)
+        let key = ObjectIdentifier(session)
+        sessions.withLock { $0[key] = session }
+        // Spawning happens on this reader thread, which lives exactly as long
+        // as the session: the parent-death signal of a child fires when the
+        // thread that started it exits, which is when its session has ended.
+        c.startReader(
+            name: "plexus-node-session",
+            onFrame: { [weak self] f in
+                guard let self else { return }
+                guard let msg = try? ControlMessage(frame: f) else {
+                    self.log.warning("malformed control frame from \(c.remote); closing the session")
+                    c.shutdown()
+                    return
+                }
+                switch msg {
+                case .nodeJoin(let a):
+                    self.members.withLock { _ = $0.insert(a) }
+                    try? c.send(ControlMessage.nodeMembers(self.knownMembers).frame())
+                case .spawn(let req): session.spawn(req)
+                case .killJob(let grace): session.killAll(graceMillis: grace)
+                default:
+                    self.log.warning("unexpected \(f.kind) from \(c.remote)")
+                }
+            },
+            onClose: { [weak self] reason in
+                session.end(reason: reason)
+                self?.sessions.withLock { $0[key] = nil }
+            })
+    }
+}
+
+/// The processes one launcher connection started on this node.
+final class Session: @unchecked Sendable {
+    let connection: Connection
+    let trampoline: String
+    let log: Logger
+    private let children = Locked<[Int: ChildState]>([:])
+    private let ended = AtomicFlag()
+
+    struct ChildState: Sendable {
+        var pid: pid_t
+        var reaped = false
+    }
+
+    init(connection: Connection, trampoline: String, log: Logger) {
+        self.connection = connection
+        self.trampoline = trampoline
+        self.log = log
+    }
+
+    func spawn(_ req: SpawnRequest) {
+        var env = ProcessInfo.processInfo.environment
+        env.merge(req.environment) { _, new in new }
+        let program: String
+        do {
+            program = try resolveProgram(req.program, path: env["PATH"], directory: req.workingDirectory)
+        } catch {
+            try? connection.send(ControlMessage.spawnFailed(rank: req.rank, reason: error.description).frame())
+            return
+        }
+        let argv = [trampoline, "_exec", "--cwd", req.workingDirectory, "--", program] + req.arguments
+        let child: Child
+        do {
+            child = try spawnChild(argv: argv, environment: env)
+        } catch {
+            try? connection.send(ControlMessage.spawnFailed(rank: req.rank, reason: error.description).frame())
+            return
+        }
+        children.withLock { $0[req.rank] = ChildState(pid: child.pid) }
+        log.debug("started rank \(req.rank) of \(req.job) as pid \(child.pid)")
+        try? connection.send(ControlMessage.spawned(rank: req.rank, osPID: child.pid).frame())
+        if ended.isSet { kill(-child.pid, SIGKILL) }
+        let t = Thread { [self] in watch(rank: req.rank, child: child) }
+        t.name = "plexus-watch \(req.rank)"
+        t.start()
+    }
+
+    /// Forwards the child's output until its pipes close, then reports its exit.
+    /// If the child has exited but something it started still holds the pipes,
+    /// forwarding stops shortly after and the group is killed.
+    private func watch(rank: Int, child: Child) {
+        var fds = [pollfd(fd: child.stdout, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: child.stderr, events: Int16(POLLIN), revents: 0)]
+        var open = 2
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        var status: ExitStatus?
+        var drainDeadline: Date?
+        while open > 0 {
+            let n = poll(&fds, 2, 50)
+            if n > 0 {
+                for i in 0..<2 where fds[i].fd >= 0 && fds[i].revents != 0 {
+                    let r = buffer.withUnsafeMutableBytes { read(fds[i].fd, $0.baseAddress, $0.count) }
+                    if r > 0 {
+                        try? connection.send(ControlMessage.output(rank: rank, stream: UInt8(i + 1), bytes: Array(buffer[0..<r])).frame())
+                    } else if r == 0 || (errno != EINTR && errno != EAGAIN) {
+                        close(fds[i].fd)
+                        fds[i].fd = -1
+                        open -= 1
+                    }
+                }
+            }
+            if status == nil {
+                var st: Int32 = 0
+                if waitpid(child.pid, &st, WNOHANG) == child.pid {
+                    status = exitStatus(fromWait: st)
+                    drainDeadline = Date().addingTimeInterval(0.2)
+                }
+            } else if let d = drainDeadline, Date() > d {
+                break
+            }
+        }
+        for p in fds where p.fd >= 0 { close(p.fd) }
+        if status == nil {
+            var st: Int32 = 0
+            while waitpid(child.pid, &st, 0) < 0 && errno == EINTR {}
+            status = exitStatus(fromWait: st)
+        }
+        // Whatever the process left behind in its group goes with it.
+        kill(-child.pid, SIGKILL)
+        children.withLock { $0[rank]?.reaped = true }
+        try? connection.send(ControlMessage.exited(rank: rank, osPID: child.pid, status: status!).frame())
+    }
+
+    /// SIGTERM to every live process group now, SIGKILL after the grace period.
+    func killAll(graceMillis: Int) {
+        signalAll(SIGTERM)
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(graceMillis)) { [self] in
+            signalAll(SIGKILL)
+        }
+    }
+
+    func end(reason: String) {
+        if ended.set() { return }
+        signalAll(SIGKILL)
+        connection.shutdown()
+    }
+
+    private func signalAll(_ sig: Int32) {
+        for c in children.value.values where !c.reaped { kill(-c.pid, sig) }
+    }
+}

@@ -1,0 +1,128 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Transport
+
+/// Why a program cannot be started. The message says what to do.
+public enum SpawnError: Error, Equatable, Sendable, CustomStringConvertible {
+    case notFound(String)
+    case notExecutable(String)
+    case system(call: String, errno: Int32)
+
+    public var description: String {
+        switch self {
+        case .notFound(let p):
+            return p.contains("/") ? "program '\(p)' does not exist" : "program '\(p)' was not found on PATH"
+        case .notExecutable(let p): return "program '\(p)' is not an executable file (check its permissions)"
+        case .system(let call, let e): return "\(call) failed: \(String(cString: strerror(e)))"
+        }
+    }
+}
+
+/// Finds `program` the way a shell would: a name with a slash is a path
+/// (relative to `directory`), anything else is searched on PATH.
+public func resolveProgram(_ program: String, path: String?, directory: String) throws(SpawnError) -> String {
+    func check(_ candidate: String) -> SpawnError? {
+        var st = stat()
+        guard stat(candidate, &st) == 0 else { return .notFound(program) }
+        if (st.st_mode & S_IFMT) == S_IFDIR || access(candidate, X_OK) != 0 { return .notExecutable(program) }
+        return nil
+    }
+    if program.isEmpty { throw .notFound(program) }
+    if program.contains("/") {
+        let full = program.hasPrefix("/") ? program : directory + "/" + program
+        if let e = check(full) { throw e }
+        return full
+    }
+    var sawNonExecutable = false
+    for dir in (path ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":") {
+        let candidate = "\(dir)/\(program)"
+        switch check(candidate) {
+        case nil: return candidate
+        case .notExecutable?: sawNonExecutable = true
+        default: continue
+        }
+    }
+    throw sawNonExecutable ? .notExecutable(program) : .notFound(program)
+}
+
+/// A started child: its pid (also its process-group id) and the read ends of
+/// its stdout and stderr pipes.
+struct Child {
+    var pid: pid_t
+    var stdout: Int32
+    var stderr: Int32
+}
+
+/// Starts `argv[0]` (an absolute path; normally the `plexus _exec`
+/// trampoline, which changes directory and sets the parent-death signal
+/// before it execs the program) in a new process group with stdin from
+/// /dev/null, stdout and stderr to fresh pipes, default signal dispositions
+/// and an empty signal mask, so the launcher's own signal set-up never leaks
+/// into job processes.
+func spawnChild(argv: [String], environment: [String: String]) throws(SpawnError) -> Child {
+    // pipe2(O_CLOEXEC) is not exported to Swift; pipe + FD_CLOEXEC under one
+    // lock held across the spawn keeps a concurrent spawn from inheriting
+    // these pipes (which would hold them open and delay end-of-output).
+    spawnLock.lock()
+    defer { spawnLock.unlock() }
+    return try spawnLocked(argv: argv, environment: environment)
+}
+
+private let spawnLock = NSLock()
+
+private func spawnLocked(argv: [String], environment: [String: String]) throws(SpawnError) -> Child {
+    var outPipe: [Int32] = [0, 0], errPipe: [Int32] = [0, 0]
+    guard pipe(&outPipe) == 0 else { throw .system(call: "pipe", errno: errno) }
+    guard pipe(&errPipe) == 0 else {
+        let e = errno
+        close(outPipe[0]); close(outPipe[1])
+        throw .system(call: "pipe", errno: e)
+    }
+    for fd in outPipe + errPipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
+    posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+
+    var attr = posix_spawnattr_t()
+    posix_spawnattr_init(&attr)
+    defer { posix_spawnattr_destroy(&attr) }
+    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+    posix_spawnattr_setpgroup(&attr, 0)
+    var empty = sigset_t()
+    sigemptyset(&empty)
+    posix_spawnattr_setsigmask(&attr, &empty)
+    var defaults = sigset_t()
+    sigemptyset(&defaults)
+    for s in [SIGINT, SIGTERM, SIGPIPE, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR1, SIGUSR2] { sigaddset(&defaults, s) }
+    posix_spawnattr_setsigdefault(&attr, &defaults)
+
+    let cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+    let cEnv: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer {
+        for p in cArgs { free(p) }
+        for p in cEnv { free(p) }
+    }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, argv[0], &actions, &attr, cArgs, cEnv)
+    close(outPipe[1])
+    close(errPipe[1])
+    if rc != 0 {
+        close(outPipe[0]); close(errPipe[0])
+        if rc == ENOENT { throw .notFound(argv[0]) }
+        if rc == EACCES || rc == ENOEXEC { throw .notExecutable(argv[0]) }
+        throw .system(call: "posix_spawn", errno: rc)
+    }
+    return Child(pid: pid, stdout: outPipe[0], stderr: errPipe[0])
+}
+
+/// Decodes a waitpid status.
+func exitStatus(fromWait status: Int32) -> ExitStatus {
+    let sig = status & 0x7F
+    if sig == 0 { return .exited((status >> 8) & 0xFF) }
+    return .signaled(sig)
+}

@@ -1,0 +1,204 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import Cluster
+import Foundation
+import Logging
+import Transport
+
+struct PlexusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "plexus",
+        abstract: "Run parallel programs on a cluster of Linux machines as if it were one computer.",
+        discussion: """
+            Start here:
+              plexus demo                      a two-process job on this machine that shows false sharing
+              plexus run -n 4 PROGRAM [ARGS]   run 4 processes of PROGRAM as one job on this machine
+              plexus node --listen IP:PORT     on each machine of a cluster, then
+              plexus run -n 8 --nodes IP:PORT,IP:PORT PROGRAM
+
+            Each process learns its rank and the job size from PLEXUS_RANK and PLEXUS_SIZE
+            (or Plexus.join() in Swift, plexus_init() in C).
+            """,
+        subcommands: [Run.self, Node.self, Demo.self, Exec.self])
+}
+
+/// Options every subcommand shares.
+struct CommonOptions: ParsableArguments {
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = ProcessInfo.processInfo.environment["PLEXUS_LOG"] ?? "warning"
+
+    func makeLogger(_ label: String) throws -> Logger {
+        guard let level = Logger.Level(rawValue: logLevel) else {
+            throw ValidationError("unknown log level '\(logLevel)'; use one of: trace, debug, info, notice, warning, error, critical")
+        }
+        bootstrapLogging
+        var l = Logger(label: label)
+        l.logLevel = level
+        return l
+    }
+}
+
+private let bootstrapLogging: Void = LoggingSystem.bootstrap(StreamLogHandler.standardError)
+
+/// The path of this executable, used as the trampoline that starts job processes.
+func selfExecutable() -> String {
+    var buf = [CChar](repeating: 0, count: 4096)
+    let n = readlink("/proc/self/exe", &buf, buf.count - 1)
+    guard n > 0 else { return CommandLine.arguments[0] }
+    return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+/// Runs `body` when SIGINT or SIGTERM arrives (instead of dying).
+func onTerminationSignals(_ body: @escaping @Sendable (Int32) -> Void) -> [DispatchSourceSignal] {
+    [SIGINT, SIGTERM].map { sig in
+        signal(sig, SIG_IGN)
+        let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        s.setEventHandler { body(sig) }
+        s.resume()
+        return s
+    }
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run N processes of a program as one job.",
+        discussion: """
+            With no --nodes, the job runs on an embedded node on this machine (loopback).
+            Output lines are prefixed with the rank that wrote them. The job ends when every
+            process has exited; if one fails (non-zero status, crash, killed), the others are
+            stopped and plexus exits with its status (128+N for signal N). Ctrl-C stops the job.
+
+            Examples:
+              plexus run -n 4 ./my-program --size 1000
+              plexus run -n 8 --nodes 10.0.0.1:7400,10.0.0.2:7400 ./my-program
+            """)
+
+    @Option(name: .customShort("n"), help: "Number of processes.")
+    var processes: Int
+
+    @Option(name: .long, help: "Comma-separated node daemons (IP:PORT) to place ranks on, round-robin.")
+    var nodes: String?
+
+    @Option(name: .long, help: "Milliseconds a process gets between SIGTERM and SIGKILL when the job is stopped.")
+    var grace: Int = 1000
+
+    @OptionGroup var common: CommonOptions
+
+    @Argument(parsing: .captureForPassthrough, help: "The program and its arguments.")
+    var command: [String] = []
+
+    func validate() throws {
+        guard processes >= 1 else { throw ValidationError("-n must be at least 1 (got \(processes))") }
+        guard processes <= 4096 else { throw ValidationError("-n \(processes) is more than the 4096 processes a job may have") }
+        guard let first = command.first, !first.isEmpty else {
+            throw ValidationError("no program given: try `plexus run -n \(processes) ./my-program`")
+        }
+        guard grace >= 0 else { throw ValidationError("--grace must be >= 0") }
+    }
+
+    func run() throws {
+        let logger = try common.makeLogger("plexus.run")
+        var nodeAddresses: [SocketAddress] = []
+        for part in (nodes ?? "").split(separator: ",") {
+            do { nodeAddresses.append(try SocketAddress(parsing: String(part))) } catch {
+                throw ValidationError("--nodes: \(error)")
+            }
+        }
+        var args = command
+        let program = args.removeFirst()
+        let spec = JobSpec(processes: processes, nodes: nodeAddresses, program: program, arguments: args, graceMillis: grace)
+        let launcher = Launcher(spec: spec, logger: logger, trampoline: selfExecutable())
+        let sources = onTerminationSignals { launcher.interrupt(signal: $0) }
+        defer { for s in sources { s.cancel() } }
+        let result: JobResult
+        do { result = try launcher.run() } catch {
+            writeAll(2, "plexus: \(error)\n")
+            throw ExitCode(error.isUsage ? 2 : 1)
+        }
+        if result.status != 0 { throw ExitCode(result.status) }
+    }
+}
+
+extension LaunchError {
+    var isUsage: Bool {
+        if case .badSize = self { return true }
+        if case .program = self { return true }
+        return false
+    }
+}
+
+struct Node: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the node daemon that starts, watches and stops job processes on this machine.",
+        discussion: """
+            Run one per machine. It prints the address it listens on, then serves launchers
+            until SIGTERM or Ctrl-C, which stops every process it started.
+
+            Example:
+              plexus node --listen 10.0.0.1:7400 --join 10.0.0.2:7400
+            """)
+
+    @Option(name: .long, help: "Address to listen on (IP:PORT; port 0 picks a free one).")
+    var listen: String
+
+    @Option(name: .long, help: "Address of a node already in the cluster.")
+    var join: String?
+
+    @OptionGroup var common: CommonOptions
+
+    func run() throws {
+        let logger = try common.makeLogger("plexus.node")
+        let address: SocketAddress
+        do { address = try SocketAddress(parsing: listen) } catch { throw ValidationError("--listen: \(error)") }
+        let daemon: NodeDaemon
+        do { daemon = try NodeDaemon(listen: address, trampoline: selfExecutable(), logger: logger) } catch {
+            writeAll(2, "plexus node: \(error)\n")
+            throw ExitCode(1)
+        }
+        if let join {
+            do {
+                try daemon.join(try SocketAddress(parsing: join))
+            } catch {
+                writeAll(2, "plexus node: cannot join \(join): \(error)\n")
+                daemon.stop()
+                throw ExitCode(1)
+            }
+        }
+        writeAll(1, "plexus node listening on \(daemon.address)\n")
+        let done = DispatchSemaphore(value: 0)
+        let sources = onTerminationSignals { _ in done.signal() }
+        done.wait()
+        for s in sources { s.cancel() }
+        daemon.stop()
+    }
+}
+
+/// `plexus _exec --cwd DIR -- PROGRAM ARGS`: the trampoline every job process
+/// starts through. It makes the kernel kill the process if the node daemon
+/// dies, enters the working directory, then becomes PROGRAM (same pid).
+struct Exec: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "_exec", shouldDisplay: false)
+
+    @Option var cwd: String
+    @Argument(parsing: .captureForPassthrough) var command: [String] = []
+
+    func run() throws {
+        let parent = getppid()
+        _ = cfaultSetParentDeathSignal()
+        // The parent may have died before the request took effect.
+        if getppid() != parent { _exit(137) }
+        if chdir(cwd) != 0 {
+            writeAll(2, "plexus: cannot enter directory \(cwd): \(String(cString: strerror(errno)))\n")
+            _exit(127)
+        }
+        var argv = command
+        if argv.first == "--" { argv.removeFirst() }
+        guard let program = argv.first else { _exit(127) }
+        let cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        execv(program, cArgs)
+        writeAll(2, "plexus: cannot execute \(program): \(String(cString: strerror(errno)))\n")
+        _exit(127)
+    }
+}
