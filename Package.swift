@@ -27,7 +27,7 @@ let package = Package(
         .target(name: "CFault"),
         .target(name: "Cluster", dependencies: ["Wire", "Transport", "CFault", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .target(name: "Plexus", dependencies: ["Wire", "Transport", "Cluster"], swiftSettings: strict),
-        .target(name: "PlexusC", dependencies: ["Plexus"], swiftSettings: strict),
+        .target(name: "PlexusC", dependencies: ["Plexus", "Transport"], swiftSettings: strict),
         .executableTarget(
             name: "plexus",
             dependencies: [
@@ -37,7 +37,8 @@ let package = Package(
             ],
             swiftSettings: strict),
         .executableTarget(name: "ring", dependencies: ["Plexus"], path: "Examples/ring", swiftSettings: strict),
-        .executableTarget(name: "c-hello", dependencies: ["PlexusC"], path: "Examples/c-hello"),
+        .executableTarget(name: "c-hello", dependencies: ["PlexusC"], path: "Examples/c-hello",
+                         cSettings: [.headerSearchPath("../../Sources/PlexusC/include")]),
         .testTarget(name: "WireTests", dependencies: ["Wire"], swiftSettings: strict),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "Wire"], swiftSettings: strict),
         .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Plexus"], swiftSettings: strict),

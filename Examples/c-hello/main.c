@@ -1,1 +1,18 @@
-int main(void){return 0;}
+/* c-hello: a plain C program on Plexus.
+ *   plexus run -n 4 .build/debug/c-hello */
+#include <stdio.h>
+#include "plexus.h"
+
+int main(void) {
+    if (plexus_init() != 0) {
+        fprintf(stderr, "c-hello: %s\n", plexus_last_error());
+        return 1;
+    }
+    printf("hello from rank %d of %d (global PID %llu)\n", plexus_rank(), plexus_size(),
+           (unsigned long long)plexus_pid());
+    if (plexus_barrier() != 0 || plexus_finalize() != 0) {
+        fprintf(stderr, "c-hello: %s\n", plexus_last_error());
+        return 1;
+    }
+    return 0;
+}

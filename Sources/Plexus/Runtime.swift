@@ -56,6 +56,8 @@ public final class Plexus: @unchecked Sendable {
     private let barrierReleases = Mailbox<UInt64>(capacity: 1024)
     private let barrierEpoch = Locked<UInt64>(0)
     private let lostPeers = Locked<[Int: String]>([:])
+    /// Ranks that said goodbye in `finalize`: their disconnection is orderly.
+    private let departed = Locked<Set<Int>>([])
     private let isFinalized = AtomicFlag()
     private let handlers = Locked<[UInt16: @Sendable (Int, Frame) -> Void]>([:])
 
@@ -194,6 +196,9 @@ public final class Plexus: @unchecked Sendable {
         if isFinalized.isSet { return }
         try barrier()
         isFinalized.set()
+        // Goodbye travels behind everything else we sent each peer (FIFO per
+        // connection), so a peer never mistakes our close for a crash.
+        for r in 0..<size where r != rank { try? sendSync(kind: 2, epoch: 0, to: r) }
         transport.close()
         launcher.shutdown()
         inbox.close(reason: "finalized")
@@ -207,14 +212,18 @@ public final class Plexus: @unchecked Sendable {
         case .sync:
             var rd = ByteReader(f.payload)
             guard let k = try? rd.u8(), let e = try? rd.u64() else { return }
-            if k == 0 { barrierArrivals.put((r, e)) } else { barrierReleases.put(e) }
+            switch k {
+            case 0: barrierArrivals.put((r, e))
+            case 1: barrierReleases.put(e)
+            default: departed.withLock { _ = $0.insert(r) }
+            }
         default:
             handlers.value[f.kind.rawValue]?(r, f)
         }
     }
 
     private func onPeerLost(_ from: ProcessID, _ why: String) {
-        guard let r = rankOf[from], !isFinalized.isSet else { return }
+        guard let r = rankOf[from], !isFinalized.isSet, !departed.value.contains(r) else { return }
         lostPeers.withLock { $0[r] = why }
         // Anyone blocked waiting on the job would wait forever: wake them with an error.
         inbox.close(reason: "rank \(r) is gone: \(why)")

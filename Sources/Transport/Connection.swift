@@ -13,9 +13,10 @@ import Wire
 /// reading side closes the descriptor, so `shutdown()` from another thread
 /// cannot race a reuse of the descriptor number.
 public final class Connection: @unchecked Sendable {
-    /// The hello the other side sent: its job, identity and role.
-    public let peerHello: Hello
-    public let remote: String
+    /// The hello the other side sent: its job, identity and role. Set during
+    /// the handshake, before the connection is shared with other threads.
+    public internal(set) var peerHello: Hello
+    public internal(set) var remote: String
     private let fd: Int32
     private let sendLock = Mutex(())
     private var decoder: FrameDecoder
@@ -47,11 +48,12 @@ public final class Connection: @unchecked Sendable {
             Sys.setReceiveTimeout(fd, millis: 0)
             switch answer.kind {
             case .helloAccepted:
-                let theirs: Hello
-                do { theirs = try Hello.decode(answer.payload) } catch {
+                do { pending.peerHello = try Hello.decode(answer.payload) } catch {
                     throw TransportError.protocolViolation("bad hello from \(address): \(error)")
                 }
-                return Connection(fd: fd, peerHello: theirs, remote: address.description, maxPayload: maxPayload)
+                // The same object goes on: its decoder may already hold bytes
+                // the peer sent right after accepting us.
+                return pending
             case .helloRejected:
                 let reason = String(decoding: answer.payload.prefix(1024), as: UTF8.self)
                 throw TransportError.refused(address: address.description, reason: reason)
@@ -182,7 +184,7 @@ public final class Listener: @unchecked Sendable {
         admit: (Hello) -> String?, onConnection: (Connection) -> Void
     ) {
         Sys.setReceiveTimeout(c, millis: handshakeMillis)
-        let probe = Connection(fd: c, peerHello: identity, remote: "incoming", maxPayload: 4096)
+        let probe = Connection(fd: c, peerHello: identity, remote: "incoming", maxPayload: maxPayload)
         guard let first = try? probe.receive(), first.kind == .hello,
               let hello = try? Hello.decode(first.payload) else {
             Glibc.close(c)
@@ -200,7 +202,9 @@ public final class Listener: @unchecked Sendable {
             return
         }
         Sys.setReceiveTimeout(c, millis: 0)
-        onConnection(Connection(fd: c, peerHello: hello, remote: "process \(hello.sender)", maxPayload: maxPayload))
+        probe.peerHello = hello
+        probe.remote = "process \(hello.sender)"
+        onConnection(probe)
     }
 
     /// Stops accepting. Connections already handed out stay open.

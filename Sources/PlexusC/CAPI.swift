@@ -1,0 +1,62 @@
+import Plexus
+
+// The C API (include/plexus.h). One runtime per process; every function that
+// can fail returns -1 and leaves a message for plexus_last_error().
+
+nonisolated(unsafe) private var runtime: Plexus?
+private let lastError = Locked<[CChar]>([0])
+
+import Transport
+
+private func fail(_ error: Error) -> Int32 {
+    lastError.withLock { $0 = Array("\(error)".utf8CString) }
+    return -1
+}
+
+@_cdecl("plexus_init")
+public func plexus_init() -> Int32 {
+    if runtime != nil { return 0 }
+    do {
+        runtime = try Plexus.join()
+        return 0
+    } catch { return fail(error) }
+}
+
+@_cdecl("plexus_rank")
+public func plexus_rank() -> Int32 { Int32(runtime?.rank ?? -1) }
+
+@_cdecl("plexus_size")
+public func plexus_size() -> Int32 { Int32(runtime?.size ?? -1) }
+
+@_cdecl("plexus_pid")
+public func plexus_pid() -> UInt64 { runtime?.pid ?? 0 }
+
+@_cdecl("plexus_barrier")
+public func plexus_barrier() -> Int32 {
+    guard let r = runtime else { return fail(PlexusError.notLaunched(missing: "plexus_init()")) }
+    do { try r.barrier(); return 0 } catch { return fail(error) }
+}
+
+@_cdecl("plexus_finalize")
+public func plexus_finalize() -> Int32 {
+    guard let r = runtime else { return 0 }
+    do { try r.finalize(); return 0 } catch { return fail(error) }
+}
+
+/// The returned pointer stays valid until the next error (the buffer is kept).
+@_cdecl("plexus_last_error")
+public func plexus_last_error() -> UnsafePointer<CChar> {
+    lastErrorPointer()
+}
+
+nonisolated(unsafe) private var errorCopy: UnsafeMutablePointer<CChar>?
+
+private func lastErrorPointer() -> UnsafePointer<CChar> {
+    let bytes = lastError.value
+    let p = UnsafeMutablePointer<CChar>.allocate(capacity: bytes.count)
+    p.initialize(from: bytes, count: bytes.count)
+    let old = errorCopy
+    errorCopy = p
+    old?.deallocate()
+    return UnsafePointer(p)
+}
