@@ -26,7 +26,9 @@ let package = Package(
         .target(name: "Transport", dependencies: ["Wire"], swiftSettings: strict),
         .target(name: "CFault"),
         .target(name: "Cluster", dependencies: ["Wire", "Transport", "CFault", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
-        .target(name: "Plexus", dependencies: ["Wire", "Transport", "Cluster"], swiftSettings: strict),
+        .target(name: "Memory", dependencies: ["CFault"], swiftSettings: strict),
+        .target(name: "Lincheck", swiftSettings: strict),
+        .target(name: "Plexus", dependencies: ["Wire", "Transport", "Cluster", "Memory"], swiftSettings: strict),
         .target(name: "PlexusC", dependencies: ["Plexus", "Transport"], swiftSettings: strict),
         .executableTarget(
             name: "plexus",
@@ -39,8 +41,10 @@ let package = Package(
         .executableTarget(name: "ring", dependencies: ["Plexus"], path: "Examples/ring", swiftSettings: strict),
         .executableTarget(name: "c-hello", dependencies: ["PlexusC"], path: "Examples/c-hello",
                          cSettings: [.headerSearchPath("../../Sources/PlexusC/include")]),
-        .testTarget(name: "WireTests", dependencies: ["Wire"], swiftSettings: strict),
+        .testTarget(name: "WireTests", dependencies: ["Wire", "Transport"], swiftSettings: strict),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "Wire"], swiftSettings: strict),
+        .testTarget(name: "LincheckTests", dependencies: ["Lincheck"], swiftSettings: strict),
+        .testTarget(name: "MemoryTests", dependencies: ["Memory", "CFault"], swiftSettings: strict),
         .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Plexus"], swiftSettings: strict),
     ]
 )

@@ -1,0 +1,331 @@
+// The SIGSEGV fault path. Everything reachable from cfault_handler is
+// async-signal-safe: C11 atomics on preallocated static memory and the raw
+// system calls write (doorbell), futex, clock_gettime, sched_yield and
+// sigaction. No allocation, no locks, no Swift.
+//
+// Hand-off protocol, per slot of a fixed table:
+//
+//   FREE --claim--> CLAIMING --publish--> PENDING --cfault_next_fault--> IN_SERVICE
+//     ^                                      |                               |
+//     |                                      +------cfault_complete_page-----+--> DONE
+//     +---------------- last waiter leaves ------------------------------------------+
+//
+// A slot's 64-bit state word packs generation, phase, write bit and the number
+// of threads waiting on it, so joining a pending fault, completing it and
+// leaving it are single CASes that fail if the slot was recycled meanwhile
+// (the generation changes on every claim). A slot is recycled only after its
+// last waiter left, so a waiter's `done` word stays valid while it sleeps.
+#define _GNU_SOURCE
+#include "CFault.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <sched.h>
+#include <time.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#if !defined(__x86_64__)
+#error "CFault decodes the read/write bit of a fault from REG_ERR, which exists on x86_64 only"
+#endif
+
+enum {
+    SLOT_COUNT = 256,
+    // How long a waiter spins before sleeping: a page served from the local
+    // engine or a fast peer arrives within this, and a futex sleep/wake pair
+    // costs about 7 us on each side (MEASUREMENTS.md).
+    SPIN_NANOSECONDS = 50000,
+};
+
+enum phase { FREE = 0, CLAIMING = 1, PENDING = 2, IN_SERVICE = 3, DONE = 4 };
+
+// State word layout.
+#define WAITERS_MASK 0xffffull
+#define PHASE_SHIFT 16
+#define PHASE_MASK (0xfull << PHASE_SHIFT)
+#define WRITE_BIT (1ull << 20)
+#define GENERATION_SHIFT 32
+
+static inline uint64_t waiters_of(uint64_t w) { return w & WAITERS_MASK; }
+static inline enum phase phase_of(uint64_t w) { return (enum phase)((w & PHASE_MASK) >> PHASE_SHIFT); }
+static inline uint64_t generation_of(uint64_t w) { return w >> GENERATION_SHIFT; }
+static inline uint64_t with_phase(uint64_t w, enum phase p) { return (w & ~PHASE_MASK) | ((uint64_t)p << PHASE_SHIFT); }
+static inline bool waiting_phase(uint64_t w) { return phase_of(w) == PENDING || phase_of(w) == IN_SERVICE; }
+
+typedef struct slot {
+    _Atomic uint64_t state;
+    _Atomic uint64_t page;     // valid for the generation in `state`
+    _Atomic uint32_t done;     // futex word: 0 while waiting, 1 once completed
+    _Atomic uint32_t sleepers; // threads that may be in futex_wait on `done`
+} __attribute__((aligned(64))) slot;
+
+_Static_assert(sizeof(slot) == 64, "one slot per cache line");
+
+static slot slots[SLOT_COUNT];
+static _Atomic uintptr_t region_base;
+static _Atomic uintptr_t region_end; // 0 while no region is registered
+static _Atomic uint32_t page_shift;
+static _Atomic int doorbell = -1;
+static _Atomic uint32_t next_cursor; // where the engine resumes scanning
+static struct sigaction previous_action;
+static _Atomic bool installed;
+
+static _Atomic uint64_t stat_faults, stat_coalesced, stat_sleeps, stat_chained;
+
+static inline void count(_Atomic uint64_t *counter) { atomic_fetch_add_explicit(counter, 1, memory_order_relaxed); }
+
+static inline void cpu_relax(void) { __builtin_ia32_pause(); }
+
+static long futex(_Atomic uint32_t *word, int op, uint32_t value) {
+    return syscall(SYS_futex, word, op, value, NULL, NULL, 0);
+}
+
+static uint64_t now_nanoseconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+// --- Application side (signal context) -------------------------------------
+
+/// Joins a pending slot for `page` whose access covers ours (a pending write
+/// also serves a read). Returns the slot index or -1.
+static int join_pending(uint64_t page, bool is_write) {
+    for (int i = 0; i < SLOT_COUNT; i++) {
+        slot *s = &slots[i];
+        uint64_t w = atomic_load_explicit(&s->state, memory_order_acquire);
+        while (waiting_phase(w) && (!is_write || (w & WRITE_BIT))) {
+            if (atomic_load_explicit(&s->page, memory_order_relaxed) != page) break;
+            if (waiters_of(w) == WAITERS_MASK) break; // cannot count more; claim another slot
+            // The CAS fails if the slot was recycled since `page` was read.
+            if (atomic_compare_exchange_weak_explicit(&s->state, &w, w + 1, memory_order_acq_rel, memory_order_acquire)) {
+                count(&stat_coalesced);
+                return i;
+            }
+        }
+    }
+    return -1;
+}
+
+/// Claims a free slot for `page` and publishes it as pending. Returns the
+/// slot index, or -1 when the table is full.
+static int claim_free(uint64_t page, bool is_write) {
+    for (int i = 0; i < SLOT_COUNT; i++) {
+        slot *s = &slots[i];
+        uint64_t w = atomic_load_explicit(&s->state, memory_order_relaxed);
+        if (phase_of(w) != FREE) continue;
+        uint64_t claimed = ((generation_of(w) + 1) << GENERATION_SHIFT) | ((uint64_t)CLAIMING << PHASE_SHIFT) | 1;
+        if (!atomic_compare_exchange_strong_explicit(&s->state, &w, claimed, memory_order_acq_rel, memory_order_relaxed)) continue;
+        // While CLAIMING nobody else writes the slot: joiners, the engine and
+        // completion only act on PENDING or IN_SERVICE.
+        atomic_store_explicit(&s->page, page, memory_order_relaxed);
+        atomic_store_explicit(&s->done, 0, memory_order_relaxed);
+        uint64_t published = with_phase(claimed, PENDING) | (is_write ? WRITE_BIT : 0);
+        atomic_store_explicit(&s->state, published, memory_order_release);
+        count(&stat_faults);
+        return i;
+    }
+    return -1;
+}
+
+static void ring_doorbell(void) {
+    int fd = atomic_load_explicit(&doorbell, memory_order_relaxed);
+    uint64_t one = 1;
+    // A full counter (EAGAIN) still leaves the doorbell readable; nothing to do.
+    ssize_t ignored = write(fd, &one, sizeof one);
+    (void)ignored;
+}
+
+static void wait_done(slot *s) {
+    uint64_t deadline = 0;
+    for (unsigned spins = 0; atomic_load_explicit(&s->done, memory_order_acquire) == 0; spins++) {
+        cpu_relax();
+        if ((spins & 63) != 0) continue;
+        uint64_t now = now_nanoseconds();
+        if (deadline == 0) deadline = now + SPIN_NANOSECONDS;
+        else if (now >= deadline) break;
+    }
+    if (atomic_load_explicit(&s->done, memory_order_acquire) != 0) return;
+    count(&stat_sleeps);
+    // Dekker pairing with cfault_complete_page: we publish `sleepers` before
+    // re-reading `done`, it publishes `done` before reading `sleepers`; with
+    // seq_cst on both sides at least one of us sees the other.
+    atomic_fetch_add_explicit(&s->sleepers, 1, memory_order_seq_cst);
+    while (atomic_load_explicit(&s->done, memory_order_seq_cst) == 0) {
+        futex(&s->done, FUTEX_WAIT_PRIVATE, 0);
+    }
+    atomic_fetch_sub_explicit(&s->sleepers, 1, memory_order_relaxed);
+}
+
+static void leave(slot *s) {
+    uint64_t w = atomic_load_explicit(&s->state, memory_order_relaxed);
+    for (;;) {
+        uint64_t next = w - 1;
+        if (waiters_of(next) == 0) next = with_phase(next & ~WRITE_BIT, FREE);
+        if (atomic_compare_exchange_weak_explicit(&s->state, &w, next, memory_order_acq_rel, memory_order_relaxed)) return;
+    }
+}
+
+static void wait_for_page(uint64_t page, bool is_write) {
+    for (;;) {
+        int i = join_pending(page, is_write);
+        if (i < 0) {
+            i = claim_free(page, is_write);
+            if (i >= 0) ring_doorbell();
+        }
+        if (i >= 0) {
+            wait_done(&slots[i]);
+            leave(&slots[i]);
+            return;
+        }
+        // More distinct faults in flight than slots: let the engine drain.
+        sched_yield();
+    }
+}
+
+static void chain(int signo, siginfo_t *info, void *context) {
+    count(&stat_chained);
+    if (previous_action.sa_flags & SA_SIGINFO) {
+        previous_action.sa_sigaction(signo, info, context);
+        return;
+    }
+    void (*handler)(int) = previous_action.sa_handler;
+    bool sent_by_process = info->si_code <= 0; // kill/tgkill/sigqueue, not a fault
+    if (handler == SIG_IGN && sent_by_process) return;
+    if (handler == SIG_DFL || handler == SIG_IGN) {
+        // Restore the default action. A real fault then re-executes and
+        // kills the process with the usual SIGSEGV; a signal sent by another
+        // process is raised again (it is blocked until we return).
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        sigaction(signo, &dfl, NULL);
+        if (sent_by_process) raise(signo);
+        return;
+    }
+    handler(signo);
+}
+
+static void cfault_handler(int signo, siginfo_t *info, void *context) {
+    int saved_errno = errno;
+    uintptr_t address = (uintptr_t)info->si_addr;
+    uintptr_t base = atomic_load_explicit(&region_base, memory_order_acquire);
+    uintptr_t end = atomic_load_explicit(&region_end, memory_order_acquire);
+    if (info->si_code <= 0 || address < base || address >= end) {
+        chain(signo, info, context);
+    } else {
+        const ucontext_t *uc = context;
+        // Page-fault error code bit 1: the access was a write.
+        bool is_write = (uc->uc_mcontext.gregs[REG_ERR] & 2) != 0;
+        uint64_t page = (uint64_t)(address - base) >> atomic_load_explicit(&page_shift, memory_order_relaxed);
+        wait_for_page(page, is_write);
+    }
+    errno = saved_errno;
+}
+
+// --- Engine side --------------------------------------------------------------
+
+int cfault_install(uintptr_t base, uint64_t size, uint64_t page_size) {
+    if (page_size == 0 || (page_size & (page_size - 1)) != 0 || size == 0 || size % page_size != 0 || base % page_size != 0) {
+        return EINVAL;
+    }
+    bool expected = false;
+    if (!atomic_compare_exchange_strong(&installed, &expected, true)) return EBUSY;
+    int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (fd < 0) {
+        int error = errno;
+        atomic_store(&installed, false);
+        return error;
+    }
+    atomic_store(&doorbell, fd);
+    atomic_store(&page_shift, (uint32_t)__builtin_ctzll(page_size));
+    atomic_store(&region_base, base);
+    atomic_store(&region_end, base + size);
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_sigaction = cfault_handler;
+    sigemptyset(&action.sa_mask);
+    // SA_ONSTACK: a stack overflow outside the region can still reach the
+    // chained handler when the thread has an alternate stack.
+    action.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
+    if (sigaction(SIGSEGV, &action, &previous_action) != 0) {
+        int error = errno;
+        atomic_store(&region_end, 0);
+        atomic_store(&doorbell, -1);
+        close(fd);
+        atomic_store(&installed, false);
+        return error;
+    }
+    return 0;
+}
+
+int cfault_uninstall(void) {
+    if (!atomic_load(&installed)) return 0;
+    for (int i = 0; i < SLOT_COUNT; i++) {
+        if (phase_of(atomic_load(&slots[i].state)) != FREE) return EBUSY;
+    }
+    if (sigaction(SIGSEGV, &previous_action, NULL) != 0) return errno;
+    atomic_store(&region_end, 0);
+    atomic_store(&region_base, 0);
+    close(atomic_exchange(&doorbell, -1));
+    atomic_store(&installed, false);
+    return 0;
+}
+
+int cfault_doorbell_fd(void) { return atomic_load(&doorbell); }
+
+void cfault_doorbell_drain(void) {
+    uint64_t value;
+    ssize_t ignored = read(atomic_load(&doorbell), &value, sizeof value);
+    (void)ignored;
+}
+
+bool cfault_next_fault(uint64_t *page_index, bool *is_write) {
+    uint32_t start = atomic_load_explicit(&next_cursor, memory_order_relaxed);
+    for (uint32_t k = 0; k < SLOT_COUNT; k++) {
+        uint32_t i = (start + k) % SLOT_COUNT;
+        slot *s = &slots[i];
+        uint64_t w = atomic_load_explicit(&s->state, memory_order_acquire);
+        while (phase_of(w) == PENDING) {
+            uint64_t page = atomic_load_explicit(&s->page, memory_order_relaxed);
+            if (atomic_compare_exchange_weak_explicit(&s->state, &w, with_phase(w, IN_SERVICE), memory_order_acq_rel, memory_order_acquire)) {
+                *page_index = page;
+                *is_write = (w & WRITE_BIT) != 0;
+                // Resume after this slot so one busy page cannot starve others.
+                atomic_store_explicit(&next_cursor, (i + 1) % SLOT_COUNT, memory_order_relaxed);
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+void cfault_complete_page(uint64_t page_index) {
+    for (int i = 0; i < SLOT_COUNT; i++) {
+        slot *s = &slots[i];
+        uint64_t w = atomic_load_explicit(&s->state, memory_order_acquire);
+        while (waiting_phase(w)) {
+            if (atomic_load_explicit(&s->page, memory_order_relaxed) != page_index) break;
+            if (!atomic_compare_exchange_weak_explicit(&s->state, &w, with_phase(w, DONE), memory_order_acq_rel, memory_order_acquire)) continue;
+            atomic_store_explicit(&s->done, 1, memory_order_seq_cst);
+            // Only pay for the wake system call if a waiter went to sleep.
+            if (atomic_load_explicit(&s->sleepers, memory_order_seq_cst) != 0) {
+                futex(&s->done, FUTEX_WAKE_PRIVATE, INT_MAX);
+            }
+            break;
+        }
+    }
+}
+
+void cfault_get_statistics(cfault_statistics *out) {
+    out->faults = atomic_load_explicit(&stat_faults, memory_order_relaxed);
+    out->coalesced = atomic_load_explicit(&stat_coalesced, memory_order_relaxed);
+    out->sleeps = atomic_load_explicit(&stat_sleeps, memory_order_relaxed);
+    out->chained = atomic_load_explicit(&stat_chained, memory_order_relaxed);
+}

@@ -1,0 +1,107 @@
+// CFault: the only C in Plexus (with CFaultProcess.h, the parent-death signal). It does what Swift cannot do safely inside a
+// signal handler: map the shared region twice, catch SIGSEGV on the
+// application view, hand the fault to the engine and sleep until the engine
+// says the page is ready. Nothing else lives here.
+//
+// Threading: the mapping functions are called once at start-up. The handler
+// runs on any application thread. The engine side (cfault_next_fault,
+// cfault_complete_page, cfault_doorbell_drain) is meant for ONE engine thread;
+// it is nonetheless safe to call from several, since every transition is a CAS.
+#ifndef CFAULT_H
+#define CFAULT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "CFaultProcess.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Page protections of the application view. The values are stable: Swift's
+/// PageAccess uses the same raw values.
+typedef enum cfault_protection {
+    CFAULT_PROTECTION_NONE = 0,
+    CFAULT_PROTECTION_READ = 1,
+    CFAULT_PROTECTION_READWRITE = 2,
+} cfault_protection;
+
+/// Which system call of cfault_map failed, so the error can say so.
+typedef enum cfault_map_step {
+    CFAULT_STEP_NONE = 0,
+    CFAULT_STEP_MEMFD = 1,
+    CFAULT_STEP_FTRUNCATE = 2,
+    CFAULT_STEP_MAP_APPLICATION = 3,
+    CFAULT_STEP_MAP_SYSTEM = 4,
+} cfault_map_step;
+
+/// A memfd mapped twice. Shared with Swift; its layout is asserted in CFault.c.
+typedef struct cfault_mapping {
+    void *application_view; ///< at the fixed base; protections change per page
+    void *system_view;      ///< anywhere; always PROT_READ|PROT_WRITE
+    uint64_t size;          ///< bytes, a multiple of the system page size
+    int32_t memfd;
+    int32_t failed_step;    ///< a cfault_map_step, set when cfault_map fails
+} cfault_mapping;
+
+/// Per-process counters of the fault path, all monotonic.
+typedef struct cfault_statistics {
+    uint64_t faults;    ///< faults that claimed a slot (one engine request each)
+    uint64_t coalesced; ///< faults that joined a pending slot for the same page
+    uint64_t sleeps;    ///< waits that outlasted the spin and slept on a futex
+    uint64_t chained;   ///< SIGSEGVs outside the region passed to the previous handler
+} cfault_statistics;
+
+/// Creates a memfd of `size` bytes and maps it at exactly `base` (PROT_NONE,
+/// MAP_FIXED_NOREPLACE) and anywhere (read-write). Returns 0, or an errno
+/// with out->failed_step saying which call failed. EEXIST from
+/// CFAULT_STEP_MAP_APPLICATION means the fixed range is already mapped.
+int cfault_map(uintptr_t base, uint64_t size, cfault_mapping *out);
+
+/// Unmaps both views and closes the memfd. Returns 0 or an errno.
+int cfault_unmap(cfault_mapping *mapping);
+
+/// mprotect of `length` bytes at `address` (page aligned) to a
+/// cfault_protection. Returns 0 or an errno (ENOMEM usually means the process
+/// ran out of mappings: vm.max_map_count).
+int cfault_protect(void *address, uint64_t length, int32_t protection);
+
+/// Registers [base, base+size) as the application view, creates the doorbell
+/// eventfd and installs the SIGSEGV handler, saving the previous one for
+/// chaining. `page_size` is the coherence unit, a power of two. Returns 0,
+/// EBUSY if a region is already registered, EINVAL on a bad layout, or the
+/// errno of eventfd/sigaction.
+int cfault_install(uintptr_t base, uint64_t size, uint64_t page_size);
+
+/// Restores the previous SIGSEGV handler and closes the doorbell. Returns 0,
+/// or EBUSY (and changes nothing) while any thread still waits for a page.
+int cfault_uninstall(void);
+
+/// The doorbell: an eventfd (non-blocking) that becomes readable whenever a
+/// new fault is pending. Poll it next to the sockets. -1 when not installed.
+int cfault_doorbell_fd(void);
+
+/// Resets the doorbell. Call it BEFORE draining with cfault_next_fault, so a
+/// fault published after the drain rings it again.
+void cfault_doorbell_drain(void);
+
+/// Takes the next pending fault, marking it in service. Returns false when
+/// none is pending. A page may be reported again (read then write, or a fault
+/// that re-executed after an insufficient grant): the engine must treat a
+/// fault on a page it already serves as "wait for that", not as a new request.
+bool cfault_next_fault(uint64_t *page_index, bool *is_write);
+
+/// Wakes every thread waiting on `page_index` (pending or in service). Their
+/// accesses re-execute; one that still lacks access faults again.
+void cfault_complete_page(uint64_t page_index);
+
+/// A snapshot of the counters.
+void cfault_get_statistics(cfault_statistics *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,113 @@
+/// Who this core is and what it manages; the same on every rank except `rank`.
+public struct CoherenceConfiguration: Sendable, Equatable {
+    /// This process's rank, 0..<rankCount. The engine maps ranks to global PIDs.
+    public var rank: Int
+    public var rankCount: Int
+    public var pageCount: Int
+    /// The coherence unit in bytes; page contents in messages have this size.
+    public var pageSize: Int
+
+    public init(rank: Int, rankCount: Int, pageCount: Int, pageSize: Int) {
+        precondition(rankCount > 0 && (0..<rankCount).contains(rank), "rank \(rank) outside 0..<\(rankCount)")
+        precondition(pageCount > 0 && pageSize > 0, "empty region")
+        self.rank = rank
+        self.rankCount = rankCount
+        self.pageCount = pageCount
+        self.pageSize = pageSize
+    }
+
+    /// The limits a decoded message must respect for this job.
+    public var messageLimits: MemoryMessage.Limits {
+        MemoryMessage.Limits(rankCount: rankCount, pageCount: pageCount, pageSize: pageSize)
+    }
+}
+
+/// The guarantee a protocol gives to programs; tests pick their checks by it.
+public enum MemoryModel: Sendable, Equatable {
+    /// Every read returns the last write in one global order (sc).
+    case sequential
+    /// Writes become visible to a process once it acquires a lock or passes a
+    /// barrier after the writer released it (lrc, hlrc).
+    case release
+}
+
+/// Names one synchronisation operation in flight, chosen by the engine.
+public struct SyncTicket: Sendable, Hashable {
+    public var id: UInt64
+    public init(_ id: UInt64) { self.id = id }
+}
+
+/// A coherence protocol core: a value fed one input at a time, returning the
+/// effects the engine must perform, in order (see `MemoryEffect`).
+///
+/// Inside a core there are no threads, sockets, clocks, logging or global
+/// randomness; the same inputs always give the same effects. A core is not
+/// thread-safe: its engine calls it from one thread (or actor) at a time.
+///
+/// Inputs:
+/// - `onReadFault` / `onWriteFault`: an application thread touched a page
+///   without sufficient access. The engine may report the same page more than
+///   once (coalescing in CFault is best-effort, and woken threads re-fault);
+///   a core treats a fault it is already serving as "wait for it" and
+///   completes a fault whose access it already has.
+/// - `onMessage`: a message from the peer with rank `peer`. The transport
+///   must deliver messages between each pair of ranks in FIFO order; no
+///   order is assumed between different pairs.
+/// - Synchronisation hooks: called when this process acquires a lock (with
+///   the payload the last releaser's core attached), releases one, arrives at
+///   a barrier, or leaves it (with every participant's arrival payload). The
+///   operation proceeds once the core emits `.syncReady` for its ticket.
+///
+/// Adding a protocol: one file with a conforming struct and one line in
+/// `ProtocolRegistry.protocols`.
+public protocol CoherenceProtocol: Sendable {
+    /// The name `--protocol` selects it by.
+    static var name: String { get }
+    static var model: MemoryModel { get }
+
+    init(configuration: CoherenceConfiguration)
+    var configuration: CoherenceConfiguration { get }
+    var statistics: MemoryStatistics { get }
+
+    /// Effects to perform once before the application starts (e.g. initial
+    /// protections). The region starts with every page inaccessible.
+    mutating func start() -> [MemoryEffect]
+
+    mutating func onReadFault(page: Int) -> [MemoryEffect]
+    mutating func onWriteFault(page: Int) -> [MemoryEffect]
+    mutating func onMessage(_ message: MemoryMessage, from peer: Int) -> [MemoryEffect]
+
+    mutating func onAcquire(lock: Int, grant: [UInt8], ticket: SyncTicket) -> [MemoryEffect]
+    mutating func onRelease(lock: Int, ticket: SyncTicket) -> [MemoryEffect]
+    mutating func onBarrierArrive(barrier: Int, ticket: SyncTicket) -> [MemoryEffect]
+    mutating func onBarrierDepart(barrier: Int, contributions: [[UInt8]], ticket: SyncTicket) -> [MemoryEffect]
+
+    /// The access the application view should have for `page` now (what the
+    /// core's protection effects have set so far).
+    func access(ofPage page: Int) -> PageAccess
+
+    /// True when no request, transfer or invalidation is in progress here.
+    var isQuiescent: Bool { get }
+}
+
+extension CoherenceProtocol {
+    /// Protocols whose consistency needs nothing at synchronisation points
+    /// (sc) complete every hook at once, with no payload.
+    public mutating func onAcquire(lock: Int, grant: [UInt8], ticket: SyncTicket) -> [MemoryEffect] {
+        [.syncReady(ticket, payload: [])]
+    }
+
+    public mutating func onRelease(lock: Int, ticket: SyncTicket) -> [MemoryEffect] {
+        [.syncReady(ticket, payload: [])]
+    }
+
+    public mutating func onBarrierArrive(barrier: Int, ticket: SyncTicket) -> [MemoryEffect] {
+        [.syncReady(ticket, payload: [])]
+    }
+
+    public mutating func onBarrierDepart(barrier: Int, contributions: [[UInt8]], ticket: SyncTicket) -> [MemoryEffect] {
+        [.syncReady(ticket, payload: [])]
+    }
+
+    public mutating func start() -> [MemoryEffect] { [] }
+}

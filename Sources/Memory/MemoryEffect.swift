@@ -1,0 +1,23 @@
+/// What a coherence core asks its engine to do. A handler returns a list of
+/// effects that the engine performs IN ORDER: a protection change listed
+/// before a page copy must have taken effect (mprotect returned) before the
+/// copy is made, so no application write can slip into a page being sent.
+public enum MemoryEffect: Sendable, Equatable {
+    /// Send `message` to the peer with this rank (never the core's own rank).
+    case send(to: Int, MemoryMessage)
+    /// Copy `page` out of the system view into `message` (a grant whose
+    /// contents are empty: `message.attaching(contents:)`) and send it.
+    case sendWithPage(to: Int, page: Int, MemoryMessage)
+    /// Write `contents` into `page` through the system view.
+    case installPage(page: Int, contents: [UInt8])
+    /// Set the application-view protection of a run of pages (one mprotect).
+    case setProtection(pages: Range<Int>, PageAccess)
+    /// Wake every thread waiting on a fault of `page`; a thread whose access
+    /// is still not allowed faults again, which is harmless.
+    case completeFaults(page: Int)
+    /// The core has done its part of the synchronisation operation with this
+    /// ticket; `payload` travels with the lock grant or barrier (empty if none).
+    case syncReady(SyncTicket, payload: [UInt8])
+    /// A statistic the core has already counted in its own `statistics`.
+    case record(MemoryStatistic)
+}

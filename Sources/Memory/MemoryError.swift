@@ -1,0 +1,60 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Errors of the memory layer. Each message says what happened, with the
+/// numbers involved, and what to change.
+public enum MemoryError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The fixed virtual range of the region overlaps an existing mapping of
+    /// this process (heap, a library, another runtime's segment). `clash` is
+    /// the overlapping line of /proc/self/maps, if it could be read. Choose
+    /// another base address (every process of the job must use the same one).
+    case fixedRangeTaken(base: UInt, size: Int, clash: String?)
+    /// A system call creating or mapping the region failed (`step` names it).
+    /// ENOMEM/ENOSPC usually mean the size is more than the machine allows.
+    case mappingFailed(step: String, errno: Int32, askedBytes: Int)
+    /// An allocation in the region does not fit in what is left.
+    case outOfSharedMemory(askedBytes: Int, leftBytes: Int)
+    /// base/size/page size do not fit together; `reason` says which.
+    case invalidLayout(reason: String)
+    /// Changing page protections failed, usually ENOMEM because the process
+    /// has more mappings than vm.max_map_count allows.
+    case protectionFailed(pages: Range<Int>, access: PageAccess, errno: Int32)
+    /// Only one region per process can take faults; uninstall the other first.
+    case faultHandlerBusy
+    /// Installing the SIGSEGV handler or its doorbell failed.
+    case faultHandlerFailed(errno: Int32)
+    /// `--protocol` named a protocol that is not registered.
+    case unknownProtocol(name: String, known: [String])
+
+    public var description: String {
+        switch self {
+        case let .fixedRangeTaken(base, size, clash):
+            let range = "0x\(String(base, radix: 16))-0x\(String(base + UInt(size), radix: 16))"
+            let what = clash.map { "it overlaps '\($0)' in /proc/self/maps" } ?? "something is already mapped there"
+            return "cannot map the shared region at \(range) (\(size) bytes): \(what). "
+                + "Choose another base address for the job (the same one on every node), e.g. a higher one away from the heap and libraries."
+        case let .mappingFailed(step, code, asked):
+            return "\(step) failed for a shared region of \(asked) bytes: \(errnoText(code)). "
+                + "Ask for a smaller region, or free memory (tmpfs/memfd pages count against RAM and swap)."
+        case let .outOfSharedMemory(asked, left):
+            return "out of shared memory: asked \(asked) bytes, \(left) left in the region. Start the job with a larger region."
+        case let .invalidLayout(reason):
+            return "invalid shared region layout: \(reason)"
+        case let .protectionFailed(pages, access, code):
+            let hint = code == ENOMEM ? " The process has too many mappings; raise vm.max_map_count (sysctl) or use a larger coherence unit." : ""
+            return "cannot set pages \(pages.lowerBound)..<\(pages.upperBound) to \(access): \(errnoText(code)).\(hint)"
+        case .faultHandlerBusy:
+            return "a shared region already takes faults in this process; uninstall it (with no thread waiting on a page) before installing another"
+        case let .faultHandlerFailed(code):
+            return "cannot install the SIGSEGV handler for the shared region: \(errnoText(code))"
+        case let .unknownProtocol(name, known):
+            return "unknown coherence protocol '\(name)'; use one of: \(known.joined(separator: ", "))"
+        }
+    }
+}
+
+/// "Cannot allocate memory (errno 12)".
+func errnoText(_ code: Int32) -> String {
+    "\(String(cString: strerror(code))) (errno \(code))"
+}

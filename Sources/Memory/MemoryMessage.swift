@@ -1,0 +1,222 @@
+/// Messages between the coherence cores of a job. Ranks, never addresses:
+/// the engine maps a rank to the peer's global PID. The sender of a message
+/// is known from the connection and passed to `onMessage(_:from:)`.
+///
+/// New protocols add their cases here with the next free tags.
+public enum MemoryMessage: Sendable, Equatable, CustomStringConvertible {
+    /// Requester -> manager: "I need `page` for reading (or writing)".
+    case request(page: Int, isWrite: Bool)
+    /// Manager -> owner: serve `requester`'s request. Relayed along
+    /// probable owners if it reaches a node that no longer owns the page.
+    case forward(page: Int, requester: Int, isWrite: Bool)
+    /// Owner -> requester: a read-only copy of the page.
+    case readGrant(page: Int, contents: [UInt8])
+    /// Owner -> requester: ownership, the copyset the new owner must
+    /// invalidate, and the contents unless the requester already holds a
+    /// valid copy (it was in the copyset).
+    case writeGrant(page: Int, copyset: RankSet, contents: [UInt8]?)
+    /// New owner -> copy holder: drop your copy, then acknowledge.
+    case invalidate(page: Int)
+    /// Copy holder -> new owner.
+    case invalidateAck(page: Int)
+    /// Requester -> manager: my request is complete; release the next one.
+    case confirm(page: Int, isWrite: Bool)
+
+    public var page: Int {
+        switch self {
+        case let .request(page, _), let .forward(page, _, _), let .readGrant(page, _), let .writeGrant(page, _, _),
+             let .invalidate(page), let .invalidateAck(page), let .confirm(page, _):
+            page
+        }
+    }
+
+    /// The same grant with its page contents filled in (see `MemoryEffect.sendWithPage`).
+    public func attaching(contents: [UInt8]) -> MemoryMessage {
+        switch self {
+        case let .readGrant(page, _): .readGrant(page: page, contents: contents)
+        case let .writeGrant(page, copyset, _): .writeGrant(page: page, copyset: copyset, contents: contents)
+        default: preconditionFailure("only grants carry page contents, not \(self)")
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case let .request(page, w): "request(page \(page), \(w ? "write" : "read"))"
+        case let .forward(page, r, w): "forward(page \(page), requester \(r), \(w ? "write" : "read"))"
+        case let .readGrant(page, c): "readGrant(page \(page), \(c.count) bytes)"
+        case let .writeGrant(page, cs, c): "writeGrant(page \(page), copyset \(cs), \(c.map { "\($0.count) bytes" } ?? "no contents"))"
+        case let .invalidate(page): "invalidate(page \(page))"
+        case let .invalidateAck(page): "invalidateAck(page \(page))"
+        case let .confirm(page, w): "confirm(page \(page), \(w ? "write" : "read"))"
+        }
+    }
+}
+
+// MARK: - Codec
+
+extension MemoryMessage {
+    /// What a decoded message must respect; everything outside is rejected
+    /// before any allocation, so a corrupt frame cannot reach a core.
+    public struct Limits: Sendable, Equatable {
+        public var rankCount: Int
+        public var pageCount: Int
+        public var pageSize: Int
+        public init(rankCount: Int, pageCount: Int, pageSize: Int) {
+            self.rankCount = rankCount
+            self.pageCount = pageCount
+            self.pageSize = pageSize
+        }
+    }
+
+    public enum DecodingError: Error, Equatable, Sendable {
+        case truncated
+        case unknownTag(UInt8)
+        case invalidFlag(UInt8)
+        case pageOutOfRange(UInt64)
+        case rankOutOfRange(UInt32)
+        case contentsLength(UInt32)
+        case copysetTooLarge(UInt32)
+        case copysetNotAscending
+        case trailingBytes(Int)
+    }
+
+    private enum Tag: UInt8 {
+        case request = 1, forward, readGrant, writeGrant, invalidate, invalidateAck, confirm
+    }
+
+    /// Little-endian: tag u8, page u64, then the case's fields (ranks u32,
+    /// flags u8, contents as u32 length + bytes, copyset as u32 count + ranks).
+    public func encoded() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(encodedCount)
+        func put<T: FixedWidthInteger>(_ value: T) {
+            withUnsafeBytes(of: value.littleEndian) { out.append(contentsOf: $0) }
+        }
+        func putFlag(_ flag: Bool) { out.append(flag ? 1 : 0) }
+        func putContents(_ contents: [UInt8]) {
+            put(UInt32(contents.count))
+            out.append(contentsOf: contents)
+        }
+        switch self {
+        case let .request(page, isWrite):
+            put(Tag.request.rawValue); put(UInt64(page)); putFlag(isWrite)
+        case let .forward(page, requester, isWrite):
+            put(Tag.forward.rawValue); put(UInt64(page)); put(UInt32(requester)); putFlag(isWrite)
+        case let .readGrant(page, contents):
+            put(Tag.readGrant.rawValue); put(UInt64(page)); putContents(contents)
+        case let .writeGrant(page, copyset, contents):
+            put(Tag.writeGrant.rawValue); put(UInt64(page))
+            put(UInt32(copyset.count))
+            for rank in copyset { put(UInt32(rank)) }
+            putFlag(contents != nil)
+            if let contents { putContents(contents) }
+        case let .invalidate(page):
+            put(Tag.invalidate.rawValue); put(UInt64(page))
+        case let .invalidateAck(page):
+            put(Tag.invalidateAck.rawValue); put(UInt64(page))
+        case let .confirm(page, isWrite):
+            put(Tag.confirm.rawValue); put(UInt64(page)); putFlag(isWrite)
+        }
+        return out
+    }
+
+    /// Size of `encoded()` without encoding.
+    public var encodedCount: Int {
+        let header = 1 + 8
+        switch self {
+        case .request, .confirm: return header + 1
+        case .forward: return header + 4 + 1
+        case let .readGrant(_, contents): return header + 4 + contents.count
+        case let .writeGrant(_, copyset, contents): return header + 4 + 4 * copyset.count + 1 + (contents.map { 4 + $0.count } ?? 0)
+        case .invalidate, .invalidateAck: return header
+        }
+    }
+
+    /// Decodes one whole message. Never traps: any byte array either decodes
+    /// to a message within `limits` or throws.
+    public init(decoding bytes: [UInt8], limits: Limits) throws(DecodingError) {
+        var reader = Reader(bytes: bytes)
+        let tagByte = try reader.u8()
+        guard let tag = Tag(rawValue: tagByte) else { throw .unknownTag(tagByte) }
+        let rawPage = try reader.u64()
+        guard rawPage < UInt64(limits.pageCount) else { throw .pageOutOfRange(rawPage) }
+        let page = Int(rawPage)
+        func rank() throws(DecodingError) -> Int {
+            let raw = try reader.u32()
+            guard raw < UInt32(clamping: limits.rankCount) else { throw .rankOutOfRange(raw) }
+            return Int(raw)
+        }
+        func contents() throws(DecodingError) -> [UInt8] {
+            let length = try reader.u32()
+            guard Int(length) == limits.pageSize else { throw .contentsLength(length) }
+            return try reader.bytes(Int(length))
+        }
+        switch tag {
+        case .request:
+            self = .request(page: page, isWrite: try reader.flag())
+        case .forward:
+            let requester = try rank()
+            self = .forward(page: page, requester: requester, isWrite: try reader.flag())
+        case .readGrant:
+            self = .readGrant(page: page, contents: try contents())
+        case .writeGrant:
+            let count = try reader.u32()
+            guard count <= UInt32(clamping: limits.rankCount) else { throw .copysetTooLarge(count) }
+            var copyset = RankSet()
+            var previous = -1
+            for _ in 0..<count {
+                let member = try rank()
+                guard member > previous else { throw .copysetNotAscending }
+                copyset.insert(member)
+                previous = member
+            }
+            let hasContents = try reader.flag()
+            self = .writeGrant(page: page, copyset: copyset, contents: hasContents ? try contents() : nil)
+        case .invalidate:
+            self = .invalidate(page: page)
+        case .invalidateAck:
+            self = .invalidateAck(page: page)
+        case .confirm:
+            self = .confirm(page: page, isWrite: try reader.flag())
+        }
+        guard reader.remaining == 0 else { throw .trailingBytes(reader.remaining) }
+    }
+}
+
+/// Bounds-checked little-endian reads; every read checks before it touches.
+private struct Reader {
+    let bytes: [UInt8]
+    var offset = 0
+
+    var remaining: Int { bytes.count - offset }
+
+    mutating func u8() throws(MemoryMessage.DecodingError) -> UInt8 {
+        guard remaining >= 1 else { throw .truncated }
+        defer { offset += 1 }
+        return bytes[offset]
+    }
+
+    mutating func flag() throws(MemoryMessage.DecodingError) -> Bool {
+        let byte = try u8()
+        guard byte <= 1 else { throw .invalidFlag(byte) }
+        return byte == 1
+    }
+
+    mutating func u32() throws(MemoryMessage.DecodingError) -> UInt32 { try integer(UInt32.self) }
+    mutating func u64() throws(MemoryMessage.DecodingError) -> UInt64 { try integer(UInt64.self) }
+
+    private mutating func integer<T: FixedWidthInteger>(_: T.Type) throws(MemoryMessage.DecodingError) -> T {
+        let size = MemoryLayout<T>.size
+        guard remaining >= size else { throw .truncated }
+        var value: T = 0
+        for i in 0..<size { value |= T(bytes[offset + i]) << (8 * i) }
+        offset += size
+        return value
+    }
+
+    mutating func bytes(_ count: Int) throws(MemoryMessage.DecodingError) -> [UInt8] {
+        guard count >= 0, remaining >= count else { throw .truncated }
+        defer { offset += count }
+        return Array(bytes[offset..<offset + count])
+    }
+}

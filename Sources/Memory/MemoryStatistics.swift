@@ -1,0 +1,61 @@
+/// Counters of one page, or summed over the process.
+public struct PageStatistics: Sendable, Equatable {
+    public var readFaults = 0
+    public var writeFaults = 0
+    public var pagesReceived = 0
+    public var pagesSent = 0
+    public var invalidationsSent = 0
+    public var invalidationsReceived = 0
+    public init() {}
+}
+
+/// One counter increment, reported by a core as a `.record` effect so the
+/// engine can also feed traces and metrics from the same events.
+public enum MemoryStatistic: Sendable, Equatable {
+    case readFault(page: Int)
+    case writeFault(page: Int)
+    case pageReceived(page: Int)
+    case pageSent(page: Int)
+    case invalidationSent(page: Int)
+    case invalidationReceived(page: Int)
+    /// A message left for a peer: its encoded size, page contents included.
+    case messageSent(bytes: Int)
+    case messageReceived(bytes: Int)
+}
+
+/// Per-process and per-page statistics of a coherence core. Time blocked in
+/// faults is measured by the engine, which owns the clock.
+public struct MemoryStatistics: Sendable, Equatable {
+    /// Sums over all pages.
+    public var total = PageStatistics()
+    /// Only pages that saw an event have an entry.
+    public var pages: [Int: PageStatistics] = [:]
+    public var messagesSent = 0
+    public var messagesReceived = 0
+    public var bytesSent = 0
+    public var bytesReceived = 0
+
+    public init() {}
+
+    public mutating func apply(_ statistic: MemoryStatistic) {
+        switch statistic {
+        case let .readFault(page): bump(page, \.readFaults)
+        case let .writeFault(page): bump(page, \.writeFaults)
+        case let .pageReceived(page): bump(page, \.pagesReceived)
+        case let .pageSent(page): bump(page, \.pagesSent)
+        case let .invalidationSent(page): bump(page, \.invalidationsSent)
+        case let .invalidationReceived(page): bump(page, \.invalidationsReceived)
+        case let .messageSent(bytes):
+            messagesSent += 1
+            bytesSent += bytes
+        case let .messageReceived(bytes):
+            messagesReceived += 1
+            bytesReceived += bytes
+        }
+    }
+
+    private mutating func bump(_ page: Int, _ counter: WritableKeyPath<PageStatistics, Int>) {
+        total[keyPath: counter] += 1
+        pages[page, default: PageStatistics()][keyPath: counter] += 1
+    }
+}

@@ -1,0 +1,283 @@
+import Memory
+
+/// A deterministic simulation of one job: one core per rank, a network of
+/// FIFO channels per ordered pair of ranks delivered in a seeded random order
+/// (so messages between different pairs reorder freely), and application
+/// threads doing random reads and writes of a few small pages.
+///
+/// It mirrors the real fault path: a thread that lacks access is blocked and
+/// its fault is reported to the core in a later step (or never, if a
+/// completion wakes it first, as a CFault slot completed while still pending);
+/// a woken thread re-executes its access and may fault again.
+///
+/// Every step checks the memory model; the run ends with a healing phase that
+/// delivers everything and demands that every fault completed.
+struct CoherenceSimulation {
+    struct Failure: Error, CustomStringConvertible {
+        var seed: UInt64
+        var message: String
+        var trace: [String]
+        var description: String {
+            "seed \(seed): \(message)\nlast steps:\n" + trace.suffix(40).joined(separator: "\n")
+        }
+    }
+
+    struct Parameters {
+        var protocolName: String
+        var rankCount: Int
+        var pageCount: Int
+        var operations: Int
+        var threadsPerRank = 2
+        /// Steps allowed after the last operation started, before the run
+        /// counts as livelocked.
+        var stepBudget = 100_000
+    }
+
+    private enum ThreadState { case faulted, reported, runnable }
+
+    private struct AppThread {
+        var rank: Int
+        var page: Int
+        var isWrite: Bool
+        var state: ThreadState
+    }
+
+    private enum Action {
+        case start(rank: Int)
+        case deliver(from: Int, to: Int)
+        case report(thread: Int)
+        case run(thread: Int)
+    }
+
+    static let pageSize = 8
+    let seed: UInt64
+    let parameters: Parameters
+    private var rng: SeededGenerator
+    private var cores: [any CoherenceProtocol]
+    private let model: MemoryModel
+    /// What each rank's memory holds, per page (the "system view").
+    private var contents: [[[UInt8]]]
+    /// The application-view protections, as the cores' effects set them.
+    private var protection: [[PageAccess]]
+    /// channels[from][to], FIFO.
+    private var channels: [[[[UInt8]]]]
+    private var threads: [AppThread] = []
+    private var operationsLeft: Int
+    /// The value of the last completed write of each page (0 = initial zeros).
+    private var lastWrite: [UInt64]
+    private var nextValue: UInt64 = 1
+    /// Statistics folded from `.record` effects, compared with the cores' own.
+    private var recorded: [MemoryStatistics]
+    private(set) var trace: [String] = []
+    let keepTrace: Bool
+    private(set) var completedReads = 0
+    private(set) var completedWrites = 0
+    private(set) var messagesDelivered = 0
+
+    init(seed: UInt64, parameters: Parameters, keepTrace: Bool = false) throws {
+        self.seed = seed
+        self.parameters = parameters
+        self.keepTrace = keepTrace
+        rng = SeededGenerator(seed: seed)
+        let n = parameters.rankCount, pages = parameters.pageCount
+        cores = try (0..<n).map { rank in
+            try ProtocolRegistry.make(parameters.protocolName, configuration: CoherenceConfiguration(
+                rank: rank, rankCount: n, pageCount: pages, pageSize: CoherenceSimulation.pageSize))
+        }
+        model = type(of: cores[0]).model
+        contents = Array(repeating: Array(repeating: Array(repeating: 0, count: CoherenceSimulation.pageSize), count: pages), count: n)
+        protection = Array(repeating: Array(repeating: .none, count: pages), count: n)
+        channels = Array(repeating: Array(repeating: [], count: n), count: n)
+        operationsLeft = parameters.operations
+        lastWrite = Array(repeating: 0, count: pages)
+        recorded = Array(repeating: MemoryStatistics(), count: n)
+    }
+
+    /// Runs the whole schedule; throws the first violation.
+    mutating func run() throws(Failure) {
+        for rank in cores.indices {
+            apply(cores[rank].start(), at: rank)
+        }
+        try check()
+        var steps = 0
+        while true {
+            let actions = availableActions()
+            if actions.isEmpty { break }
+            if operationsLeft == 0 {
+                steps += 1
+                if steps > parameters.stepBudget { throw fail("no progress after \(steps) healing steps: livelock") }
+            }
+            try perform(actions[Int.random(in: 0..<actions.count, using: &rng)])
+            try check()
+        }
+        try checkHealed()
+    }
+
+    // MARK: Steps
+
+    private func availableActions() -> [Action] {
+        var actions: [Action] = []
+        if operationsLeft > 0 {
+            var running = Array(repeating: 0, count: cores.count)
+            for thread in threads { running[thread.rank] += 1 }
+            for rank in cores.indices where running[rank] < parameters.threadsPerRank {
+                actions.append(.start(rank: rank))
+            }
+        }
+        for from in channels.indices {
+            for to in channels.indices where !channels[from][to].isEmpty {
+                actions.append(.deliver(from: from, to: to))
+            }
+        }
+        for index in threads.indices {
+            switch threads[index].state {
+            case .faulted: actions.append(.report(thread: index))
+            case .runnable: actions.append(.run(thread: index))
+            case .reported: break
+            }
+        }
+        return actions
+    }
+
+    private mutating func perform(_ action: Action) throws(Failure) {
+        switch action {
+        case let .start(rank):
+            operationsLeft -= 1
+            let thread = AppThread(rank: rank, page: Int.random(in: 0..<parameters.pageCount, using: &rng),
+                                   isWrite: Bool.random(using: &rng), state: .runnable)
+            note("rank \(rank) starts \(thread.isWrite ? "write" : "read") of page \(thread.page)")
+            threads.append(thread)
+            try execute(thread: threads.count - 1)
+        case let .deliver(from, to):
+            let bytes = channels[from][to].removeFirst()
+            let message: MemoryMessage
+            do {
+                message = try MemoryMessage(decoding: bytes, limits: cores[to].configuration.messageLimits)
+            } catch {
+                throw fail("rank \(to) cannot decode a message from rank \(from): \(error)")
+            }
+            messagesDelivered += 1
+            note("deliver \(from) -> \(to): \(message)")
+            apply(cores[to].onMessage(message, from: from), at: to)
+        case let .report(index):
+            threads[index].state = .reported
+            let thread = threads[index]
+            note("rank \(thread.rank) engine takes \(thread.isWrite ? "write" : "read") fault on page \(thread.page)")
+            let effects = thread.isWrite ? cores[thread.rank].onWriteFault(page: thread.page) : cores[thread.rank].onReadFault(page: thread.page)
+            apply(effects, at: thread.rank)
+        case let .run(index):
+            try execute(thread: index)
+        }
+    }
+
+    /// The thread's access runs if the protection allows it, else it faults.
+    private mutating func execute(thread index: Int) throws(Failure) {
+        let thread = threads[index]
+        guard protection[thread.rank][thread.page].allows(write: thread.isWrite) else {
+            threads[index].state = .faulted
+            return
+        }
+        if thread.isWrite {
+            let value = nextValue
+            nextValue += 1
+            contents[thread.rank][thread.page] = encode(value)
+            lastWrite[thread.page] = value
+            completedWrites += 1
+            note("rank \(thread.rank) wrote \(value) to page \(thread.page)")
+        } else {
+            let value = decode(contents[thread.rank][thread.page])
+            completedReads += 1
+            note("rank \(thread.rank) read \(value) from page \(thread.page)")
+            if model == .sequential && value != lastWrite[thread.page] {
+                throw fail("rank \(thread.rank) read \(value) from page \(thread.page), but the last write was \(lastWrite[thread.page])")
+            }
+        }
+        threads.remove(at: index)
+    }
+
+    private mutating func apply(_ effects: [MemoryEffect], at rank: Int) {
+        for effect in effects {
+            switch effect {
+            case let .send(to, message):
+                precondition(to != rank, "a core sent a message to itself")
+                channels[rank][to].append(message.encoded())
+            case let .sendWithPage(to, page, message):
+                precondition(to != rank, "a core sent a page to itself")
+                channels[rank][to].append(message.attaching(contents: contents[rank][page]).encoded())
+            case let .installPage(page, bytes):
+                contents[rank][page] = bytes
+            case let .setProtection(pages, access):
+                for page in pages { protection[rank][page] = access }
+            case let .completeFaults(page):
+                for index in threads.indices where threads[index].rank == rank && threads[index].page == page && threads[index].state != .runnable {
+                    threads[index].state = .runnable
+                }
+            case .syncReady:
+                preconditionFailure("no synchronisation operation is in progress in this simulation")
+            case let .record(statistic):
+                recorded[rank].apply(statistic)
+            }
+        }
+    }
+
+    // MARK: Checks
+
+    /// Plain loops: this runs after every step of thousands of schedules.
+    private func check() throws(Failure) {
+        for page in 0..<parameters.pageCount {
+            var writer: Int?
+            var readers = 0
+            for rank in cores.indices {
+                let access = protection[rank][page]
+                if cores[rank].access(ofPage: page) != access {
+                    throw fail("rank \(rank) core says page \(page) is \(cores[rank].access(ofPage: page)), its effects set \(access)")
+                }
+                guard model == .sequential, access >= .read else { continue }
+                readers += 1
+                if access == .readWrite {
+                    if let other = writer { throw fail("page \(page) writable at ranks \(other) and \(rank)") }
+                    writer = rank
+                }
+                if decode(contents[rank][page]) != lastWrite[page] {
+                    throw fail("rank \(rank) can read page \(page) holding \(decode(contents[rank][page])), not the last write \(lastWrite[page])")
+                }
+            }
+            if let writer, readers > 1 { throw fail("page \(page) writable at rank \(writer) and readable at \(readers - 1) other ranks") }
+        }
+        for case let sc as SCProtocol in cores where sc.maxQueueDepth > sc.queueBound {
+            throw fail("rank \(sc.configuration.rank) manager queue reached \(sc.maxQueueDepth) > bound \(sc.queueBound)")
+        }
+    }
+
+    private func checkHealed() throws(Failure) {
+        if let stuck = threads.first {
+            throw fail("rank \(stuck.rank) \(stuck.isWrite ? "write" : "read") fault on page \(stuck.page) never completed")
+        }
+        for rank in cores.indices {
+            if !cores[rank].isQuiescent { throw fail("rank \(rank) still has protocol work in progress after all messages were delivered") }
+            if recorded[rank] != cores[rank].statistics { throw fail("rank \(rank) recorded statistics differ from its counters") }
+        }
+        if completedReads + completedWrites != parameters.operations {
+            throw fail("\(completedReads + completedWrites) of \(parameters.operations) operations completed")
+        }
+    }
+
+    // MARK: Helpers
+
+    /// A page holds one UInt64 (the simulation's page size is 8 bytes).
+    private func encode(_ value: UInt64) -> [UInt8] {
+        withUnsafeBytes(of: value.littleEndian) { Array($0) }
+    }
+
+    private func decode(_ bytes: [UInt8]) -> UInt64 {
+        UInt64(littleEndian: bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+    }
+
+    private mutating func note(_ line: @autoclosure () -> String) {
+        if keepTrace { trace.append(line()) }
+    }
+
+    private func fail(_ message: String) -> Failure {
+        Failure(seed: seed, message: message, trace: trace)
+    }
+}

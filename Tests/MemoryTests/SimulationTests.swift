@@ -1,0 +1,72 @@
+import Memory
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Seeded schedules of the whole protocol (see `CoherenceSimulation`) over
+/// every registered protocol. To replay one failing schedule with its trace:
+///   PLEXUS_SIM_SEED=<seed> PLEXUS_SIM_RANKS=<n> PLEXUS_SIM_PAGES=<p> swift test --filter replay
+@Suite struct SimulationTests {
+    static let schedulesPerShape = 300
+
+    @Test(arguments: ProtocolRegistry.names, [2, 3, 4])
+    func randomSchedulesKeepTheMemoryModel(protocolName: String, rankCount: Int) throws {
+        var reads = 0, writes = 0, messages = 0
+        for pageCount in 1...3 {
+            for index in 0..<Self.schedulesPerShape {
+                let seed = UInt64(rankCount) << 48 | UInt64(pageCount) << 40 | UInt64(index)
+                let parameters = CoherenceSimulation.Parameters(protocolName: protocolName, rankCount: rankCount,
+                                                                pageCount: pageCount, operations: 40)
+                var simulation = try CoherenceSimulation(seed: seed, parameters: parameters)
+                do {
+                    try simulation.run()
+                } catch {
+                    // Run it again with the trace on, for the report.
+                    var traced = try CoherenceSimulation(seed: seed, parameters: parameters, keepTrace: true)
+                    do {
+                        try traced.run()
+                        Issue.record("\(protocolName), \(rankCount) ranks, \(pageCount) pages: \(error) (not reproduced with tracing)")
+                    } catch {
+                        Issue.record("\(protocolName), \(rankCount) ranks, \(pageCount) pages: \(error)")
+                    }
+                    return
+                }
+                reads += simulation.completedReads
+                writes += simulation.completedWrites
+                messages += simulation.messagesDelivered
+            }
+        }
+        // The schedules must actually exercise the protocol, not pass vacuously.
+        #expect(reads > 1000 && writes > 1000)
+        #expect(messages > 10 * Self.schedulesPerShape)
+    }
+
+    @Test func replay() throws {
+        guard let seedText = getenv("PLEXUS_SIM_SEED").map({ String(cString: $0) }), let seed = UInt64(seedText) else {
+            return // Only on demand; see the suite's comment.
+        }
+        let env = { (name: String, fallback: Int) in getenv(name).flatMap { Int(String(cString: $0)) } ?? fallback }
+        let parameters = CoherenceSimulation.Parameters(
+            protocolName: getenv("PLEXUS_SIM_PROTOCOL").map { String(cString: $0) } ?? "sc",
+            rankCount: env("PLEXUS_SIM_RANKS", 2), pageCount: env("PLEXUS_SIM_PAGES", 1), operations: env("PLEXUS_SIM_OPERATIONS", 40))
+        var simulation = try CoherenceSimulation(seed: seed, parameters: parameters, keepTrace: true)
+        do {
+            try simulation.run()
+            print(simulation.trace.joined(separator: "\n"))
+        } catch {
+            Issue.record("\(error)")
+        }
+    }
+
+    @Test func aSeedReplaysIdentically() throws {
+        let parameters = CoherenceSimulation.Parameters(protocolName: "sc", rankCount: 3, pageCount: 2, operations: 60)
+        var first = try CoherenceSimulation(seed: 42, parameters: parameters, keepTrace: true)
+        var second = try CoherenceSimulation(seed: 42, parameters: parameters, keepTrace: true)
+        try first.run()
+        try second.run()
+        #expect(first.trace == second.trace)
+        #expect(first.trace.count > 60)
+    }
+}
