@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Cluster
 import Foundation
+import Memory
 import Transport
 import Wire
 
@@ -19,6 +20,14 @@ public enum PlexusError: Error, Sendable, CustomStringConvertible {
     case transport(TransportError)
     /// The runtime was already finalized.
     case finalized
+    /// Shared memory could not be set up or allocated.
+    case memory(MemoryError)
+    /// The job runs without shared memory (`--shared-memory 0`).
+    case noSharedMemory
+    /// Ranks called a collective operation with different arguments.
+    case collectiveMismatch(String)
+    /// A lock was used wrongly (released without being held, ...).
+    case lockMisuse(String)
 
     public var description: String {
         switch self {
@@ -29,6 +38,10 @@ public enum PlexusError: Error, Sendable, CustomStringConvertible {
         case .badRank(let r, let size): return "rank \(r) does not exist: ranks are 0..<\(size)"
         case .transport(let e): return e.description
         case .finalized: return "the Plexus runtime was finalized; call Plexus.join() again only in a new process"
+        case .memory(let e): return e.description
+        case .noSharedMemory: return "this job has no shared memory: run it without --shared-memory 0"
+        case .collectiveMismatch(let why): return "ranks disagree on a collective call: \(why); every rank must make the same collective calls in the same order"
+        case .lockMisuse(let why): return why
         }
     }
 }
@@ -52,9 +65,14 @@ public final class Plexus: @unchecked Sendable {
     private let launcher: Connection
     private let rankOf: [ProcessID: Int]
     private let inbox = Mailbox<(Int, [UInt8])>(capacity: 65_536)
-    private let barrierArrivals = Mailbox<(Int, UInt64)>(capacity: 65_536)
-    private let barrierReleases = Mailbox<UInt64>(capacity: 1024)
-    private let barrierEpoch = Locked<UInt64>(0)
+    private let arrivals = Mailbox<(Int, UInt64, [UInt8])>(capacity: 65_536)
+    private let releases = Mailbox<(UInt64, [[UInt8]])>(capacity: 1024)
+    private let collectiveEpoch = Locked<UInt64>(0)
+    /// The shared-memory engine, nil when the job runs with `--shared-memory 0`.
+    public let memory: MemoryEngine?
+    let heap: Heap?
+    let locks: LockService
+    let pageStats = PageStatsCollector()
     private let lostPeers = Locked<[Int: String]>([:])
     /// Ranks that said goodbye in `finalize`: their disconnection is orderly.
     private let departed = Locked<Set<Int>>([])
@@ -87,6 +105,24 @@ public final class Plexus: @unchecked Sendable {
         self.pid = pid
         self.job = job
         let box = Locked<Plexus?>(nil)
+        let peers = PeerTable()
+        locks = LockService(rank: rank, size: size)
+        // The engine exists before any peer can reach us: a peer may fault on
+        // a page we manage as soon as the mesh is up.
+        if let mc = try SharedMemoryConfiguration.fromEnvironment(ProcessInfo.processInfo.environment) {
+            do {
+                let region = try SharedRegion(base: mc.base, size: mc.size, pageSize: mc.pageSize)
+                let observers = MemoryEngine.Observers()
+                observers.pages.append(pageStats)
+                memory = try MemoryEngine(
+                    configuration: CoherenceConfiguration(rank: rank, rankCount: size, pageCount: region.pageCount, pageSize: mc.pageSize),
+                    protocolName: mc.protocolName, region: region, link: peers, observers: observers)
+                heap = Heap(size: mc.size, ranks: size, rank: rank)
+            } catch { throw .memory(error) }
+        } else {
+            memory = nil
+            heap = nil
+        }
         do {
             transport = try TCPTransport(
                 job: job, localID: pid, bind: SocketAddress(host: host, port: 0), connectTimeoutMillis: 20_000,
@@ -108,7 +144,10 @@ public final class Plexus: @unchecked Sendable {
             }
             self.pids = pids
             rankOf = Dictionary(uniqueKeysWithValues: pids.enumerated().map { ($1, $0) })
+            peers.set(transport: transport, pids: pids)
+            locks.attach(send: { [peers] frame, r throws(TransportError) in try peers.send(frame, to: r) }, memory: memory)
             box.withLock { $0 = self }
+            memory?.start()
             transport.updateDirectory(dir)
             try transport.connect(to: pids)
         } catch let e as PlexusError {
@@ -135,27 +174,54 @@ public final class Plexus: @unchecked Sendable {
         return m
     }
 
-    // MARK: Barrier
+    // MARK: Barrier and collectives
 
     /// Waits until every rank has called `barrier()` the same number of times.
     /// Rank 0 gathers arrivals and releases everyone: one message each way, so
-    /// the cost is one round trip. Reusable any number of times.
+    /// the cost is one round trip. Reusable any number of times. With shared
+    /// memory, the protocol does its part on arrival and departure (nothing
+    /// for sc; write notices for release-consistency protocols).
     public func barrier() throws(PlexusError) {
-        let epoch = barrierEpoch.withLock { e -> UInt64 in e += 1; return e }
+        let epoch = collectiveEpoch.withLock { e -> UInt64 in e += 1; return e }
+        let token = waitBegan(.barrier(epoch))
+        defer { waitEnded(.barrier(epoch), token) }
+        let mine = memory?.synchronize { c, t in c.onBarrierArrive(barrier: 0, ticket: t) } ?? []
+        let all = try gather(epoch: epoch, mine)
+        _ = memory?.synchronize { c, t in c.onBarrierDepart(barrier: 0, contributions: all, ticket: t) }
+    }
+
+    /// Every rank contributes bytes; every rank gets all contributions, by rank.
+    /// A collective: every rank must call it in the same order.
+    public func allGather(_ bytes: [UInt8]) throws(PlexusError) -> [[UInt8]] {
+        let epoch = collectiveEpoch.withLock { e -> UInt64 in e += 1; return e }
+        return try gather(epoch: epoch, bytes)
+    }
+
+    private func gather(epoch: UInt64, _ mine: [UInt8]) throws(PlexusError) -> [[UInt8]] {
         if rank == 0 {
-            var arrived = Set<Int>()
-            var early: [(Int, UInt64)] = []
-            while arrived.count < size - 1 {
-                guard let (r, e) = barrierArrivals.take() else { throw closedError() }
-                if e == epoch { arrived.insert(r) } else { early.append((r, e)) }
+            var got = [[UInt8]?](repeating: nil, count: size)
+            got[0] = mine
+            var early: [(Int, UInt64, [UInt8])] = []
+            var count = 1
+            while count < size {
+                guard let (r, e, p) = arrivals.take() else { throw closedError() }
+                if e == epoch && got[r] == nil { got[r] = p; count += 1 } else { early.append((r, e, p)) }
             }
-            for a in early { barrierArrivals.put(a) }
-            for r in 1..<size { try sendSync(kind: 1, epoch: epoch, to: r) }
+            for a in early { arrivals.put(a) }
+            let all = got.map { $0! }
+            var w = ByteWriter()
+            w.u8(1); w.u64(epoch); w.u32(UInt32(size))
+            for p in all { w.blob(p) }
+            for r in 1..<size { try sendSync(w.bytes, to: r) }
+            return all
         } else {
-            try sendSync(kind: 0, epoch: epoch, to: 0)
+            var w = ByteWriter()
+            w.u8(0); w.u64(epoch); w.blob(mine)
+            try sendSync(w.bytes, to: 0)
             while true {
-                guard let e = barrierReleases.take() else { throw closedError() }
-                if e == epoch { break }
+                guard let (e, all) = releases.take() else { throw closedError() }
+                if e == epoch { return all }
+                releases.put((e, all))
             }
         }
     }
@@ -166,11 +232,18 @@ public final class Plexus: @unchecked Sendable {
         return .finalized
     }
 
-    private func sendSync(kind: UInt8, epoch: UInt64, to r: Int) throws(PlexusError) {
-        var w = ByteWriter()
-        w.u8(kind)
-        w.u64(epoch)
-        do { try transport.send(Frame(.sync, payload: w.bytes), to: pids[r]) } catch { throw .transport(error) }
+    private func sendSync(_ payload: [UInt8], to r: Int) throws(PlexusError) {
+        do { try transport.send(Frame(.sync, payload: payload), to: pids[r]) } catch { throw .transport(error) }
+    }
+
+    func waitBegan(_ t: WaitTarget) -> UInt64 {
+        let thread = UInt64(UInt(pthread_self()))
+        for o in memory?.observers.waits ?? [] { o.waitBegan(t, thread: thread) }
+        return thread
+    }
+
+    func waitEnded(_ t: WaitTarget, _ thread: UInt64) {
+        for o in memory?.observers.waits ?? [] { o.waitEnded(t, thread: thread) }
     }
 
     // MARK: Extension points for the layers above (shared memory, ...)
@@ -195,10 +268,15 @@ public final class Plexus: @unchecked Sendable {
     public func finalize() throws(PlexusError) {
         if isFinalized.isSet { return }
         try barrier()
+        if memory != nil { report(json: statisticsJSON()) }
+        // Peers may still ask us for pages until everyone has passed the
+        // barrier above and reported; a second barrier makes sure they have.
+        try barrier()
         isFinalized.set()
+        memory?.stop()
         // Goodbye travels behind everything else we sent each peer (FIFO per
         // connection), so a peer never mistakes our close for a crash.
-        for r in 0..<size where r != rank { try? sendSync(kind: 2, epoch: 0, to: r) }
+        for r in 0..<size where r != rank { try? sendSync([2], to: r) }
         transport.close()
         launcher.shutdown()
         inbox.close(reason: "finalized")
@@ -209,14 +287,10 @@ public final class Plexus: @unchecked Sendable {
         switch f.kind {
         case .user:
             inbox.put((r, f.payload))
+        case .memory:
+            memory?.onMessage(from: r, f.payload)
         case .sync:
-            var rd = ByteReader(f.payload)
-            guard let k = try? rd.u8(), let e = try? rd.u64() else { return }
-            switch k {
-            case 0: barrierArrivals.put((r, e))
-            case 1: barrierReleases.put(e)
-            default: departed.withLock { _ = $0.insert(r) }
-            }
+            onSync(from: r, f.payload)
         default:
             handlers.value[f.kind.rawValue]?(r, f)
         }
@@ -227,7 +301,62 @@ public final class Plexus: @unchecked Sendable {
         lostPeers.withLock { $0[r] = why }
         // Anyone blocked waiting on the job would wait forever: wake them with an error.
         inbox.close(reason: "rank \(r) is gone: \(why)")
-        barrierArrivals.close(reason: why)
-        barrierReleases.close(reason: why)
+        arrivals.close(reason: why)
+        releases.close(reason: why)
+        locks.peerLost(r, why)
     }
+}
+
+extension Plexus {
+    /// Synchronisation frames: collectives, goodbyes and locks. Malformed
+    /// ones are dropped (a peer of this job that sends them has a bug).
+    private func onSync(from r: Int, _ payload: [UInt8]) {
+        var rd = ByteReader(payload)
+        do throws(WireError) {
+            switch try rd.u8("sync kind") {
+            case 0:
+                let e = try rd.u64("epoch")
+                arrivals.put((r, e, try rd.blob("contribution", limit: Frame.defaultMaxPayload)))
+            case 1:
+                let e = try rd.u64("epoch")
+                let n = Int(try rd.u32("count"))
+                guard n == size else { throw WireError.malformed("release for \(n) ranks in a job of \(size)") }
+                var all: [[UInt8]] = []
+                for _ in 0..<n { all.append(try rd.blob("contribution", limit: Frame.defaultMaxPayload)) }
+                releases.put((e, all))
+            case 2:
+                departed.withLock { _ = $0.insert(r) }
+            default:
+                try locks.onMessage(from: r, payload)
+            }
+        } catch {
+            writeStderr("plexus[\(rank)]: dropped a malformed sync message from rank \(r): \(error)")
+        }
+    }
+}
+
+/// Maps ranks to global PIDs for the memory engine and the lock service.
+final class PeerTable: MemoryLink, @unchecked Sendable {
+    private var transport: TCPTransport?
+    private var pids: [ProcessID] = []
+
+    /// Called once, before any message can flow.
+    func set(transport: TCPTransport, pids: [ProcessID]) {
+        self.transport = transport
+        self.pids = pids
+    }
+
+    func send(_ frame: Frame, to rank: Int) throws(TransportError) {
+        guard let t = transport else { throw .closed }
+        try t.send(frame, to: pids[rank])
+    }
+
+    func sendMemory(_ bytes: [UInt8], to rank: Int) throws {
+        try send(Frame(.memory, payload: bytes), to: rank)
+    }
+}
+
+func writeStderr(_ s: String) {
+    let line = s + "\n"
+    _ = line.withCString { write(2, $0, strlen($0)) }
 }

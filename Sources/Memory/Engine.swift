@@ -1,0 +1,231 @@
+import CFault
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How the engine sends protocol messages: FIFO per pair of ranks. The
+/// umbrella layer maps ranks to global PIDs and frames the bytes.
+public protocol MemoryLink: Sendable {
+    func sendMemory(_ bytes: [UInt8], to rank: Int) throws
+}
+
+/// Everything that happens to pages, for statistics, traces and reports.
+/// Called with the engine's lock held: implementations must be quick and
+/// must not call back into the engine.
+public protocol PageEventObserver: AnyObject, Sendable {
+    func pageEvent(_ event: MemoryStatistic)
+    /// A fault on `page` was served after `nanoseconds` of waiting.
+    func faultServed(page: Int, isWrite: Bool, nanoseconds: UInt64)
+}
+
+/// What a process waits for, for the deadlock detector and traces. Every
+/// blocking wait of the memory layer (page faults, locks, barriers) is
+/// reported here when it begins and ends.
+public enum WaitTarget: Sendable, Hashable, CustomStringConvertible {
+    case page(Int)
+    case lock(Int)
+    case barrier(UInt64)
+
+    public var description: String {
+        switch self {
+        case .page(let p): "page \(p)"
+        case .lock(let l): "lock \(l)"
+        case .barrier(let e): "barrier #\(e)"
+        }
+    }
+}
+
+public protocol WaitObserver: AnyObject, Sendable {
+    func waitBegan(_ target: WaitTarget, thread: UInt64)
+    func waitEnded(_ target: WaitTarget, thread: UInt64)
+}
+
+/// Drives one coherence core: feeds it faults (from CFault's doorbell, on the
+/// engine's fault thread) and peer messages (on the transport's reader
+/// threads, directly: no hand-off, since every hand-off costs a wake-up),
+/// and performs the effects it returns, in order, under one lock.
+///
+/// Performing effects under the lock keeps them in the core's order: two
+/// threads never interleave their sends to one peer, so per-pair FIFO holds.
+/// Sends block only while a socket buffer is full, which the protocols'
+/// bounded number of requests in flight keeps from happening.
+///
+/// The engine's own threads never touch the application view (only the
+/// system view), so they can never fault on the region themselves.
+public final class MemoryEngine: @unchecked Sendable {
+    public let region: SharedRegion
+    public let configuration: CoherenceConfiguration
+    public let protocolName: String
+    private let channel: FaultChannel
+    private let link: MemoryLink
+    private let lock = NSLock()
+    private var core: any CoherenceProtocol
+    private var faultStarted: [Int: (UInt64, Bool)] = [:]
+    private var ready: [UInt64: [UInt8]] = [:]
+    private let readyChanged = NSCondition()
+    private var nextTicket: UInt64 = 0
+    private let stopping = AtomicFlag()
+    private var faultThread: Thread?
+    private var blockedNanos: UInt64 = 0
+    private var errors: [String] = []
+    public let observers: Observers
+
+    /// Observers registered before `start()`.
+    public final class Observers: @unchecked Sendable {
+        public var pages: [PageEventObserver] = []
+        public var waits: [WaitObserver] = []
+        public init() {}
+    }
+
+    public init(configuration: CoherenceConfiguration, protocolName: String, region: SharedRegion,
+                link: MemoryLink, observers: Observers = Observers()) throws(MemoryError) {
+        self.configuration = configuration
+        self.protocolName = protocolName
+        self.region = region
+        self.link = link
+        self.observers = observers
+        core = try ProtocolRegistry.make(protocolName, configuration: configuration)
+        channel = try FaultChannel(region: region)
+    }
+
+    /// Performs the core's start effects and starts the fault thread.
+    public func start() {
+        lock.lock()
+        perform(core.start())
+        lock.unlock()
+        let t = Thread { [self] in faultLoop() }
+        t.name = "plexus-faults"
+        t.qualityOfService = .userInteractive
+        faultThread = t
+        t.start()
+    }
+
+    /// Stops taking faults. Call once no application thread uses the region.
+    public func stop() {
+        if stopping.set() { return }
+        _ = try? channel.uninstall()
+    }
+
+    // MARK: Inputs
+
+    /// A protocol message from the peer with rank `peer` (a transport thread).
+    public func onMessage(from peer: Int, _ bytes: [UInt8]) {
+        let message: MemoryMessage
+        do {
+            message = try MemoryMessage(decoding: bytes, limits: configuration.messageLimits)
+        } catch {
+            note("dropped a malformed memory message from rank \(peer): \(error)")
+            return
+        }
+        lock.lock()
+        perform(core.onMessage(message, from: peer))
+        lock.unlock()
+    }
+
+    private func faultLoop() {
+        var p = pollfd(fd: channel.doorbell, events: Int16(POLLIN), revents: 0)
+        while !stopping.isSet {
+            let n = poll(&p, 1, 200)
+            if n <= 0 { continue }
+            channel.drainDoorbell()
+            while let f = channel.nextFault() {
+                lock.lock()
+                if faultStarted[f.page] == nil { faultStarted[f.page] = (DispatchTime.now().uptimeNanoseconds, f.isWrite) }
+                perform(f.isWrite ? core.onWriteFault(page: f.page) : core.onReadFault(page: f.page))
+                lock.unlock()
+            }
+        }
+    }
+
+    /// Runs a synchronisation hook of the core and waits until the core says
+    /// its part is done; returns the payload the core attached.
+    public func synchronize(_ hook: (inout any CoherenceProtocol, SyncTicket) -> [MemoryEffect]) -> [UInt8] {
+        lock.lock()
+        nextTicket += 1
+        let ticket = SyncTicket(nextTicket)
+        perform(hook(&core, ticket))
+        lock.unlock()
+        readyChanged.lock()
+        defer { readyChanged.unlock() }
+        while ready[ticket.id] == nil { readyChanged.wait() }
+        return ready.removeValue(forKey: ticket.id)!
+    }
+
+    // MARK: Effects
+
+    /// Performs effects in order. Caller holds `lock`.
+    private func perform(_ effects: [MemoryEffect]) {
+        for e in effects {
+            switch e {
+            case .send(let to, let message):
+                send(message.encoded(), to: to)
+            case .sendWithPage(let to, let page, let message):
+                let contents = Array(region.systemPage(page))
+                send(message.attaching(contents: contents).encoded(), to: to)
+            case .installPage(let page, let contents):
+                let dst = region.systemPage(page)
+                contents.withUnsafeBytes { dst.copyMemory(from: $0) }
+            case .setProtection(let pages, let access):
+                do { try region.setProtection(pages: pages, access) } catch {
+                    // Out of mappings (vm.max_map_count) or memory: the
+                    // process cannot continue coherently.
+                    fatalError("plexus: \(error)")
+                }
+            case .completeFaults(let page):
+                channel.complete(page: page)
+                if let (t0, w) = faultStarted.removeValue(forKey: page) {
+                    let dt = DispatchTime.now().uptimeNanoseconds &- t0
+                    blockedNanos &+= dt
+                    for o in observers.pages { o.faultServed(page: page, isWrite: w, nanoseconds: dt) }
+                }
+            case .syncReady(let ticket, let payload):
+                readyChanged.lock()
+                ready[ticket.id] = payload
+                readyChanged.broadcast()
+                readyChanged.unlock()
+            case .record(let stat):
+                for o in observers.pages { o.pageEvent(stat) }
+            }
+        }
+    }
+
+    private func send(_ bytes: [UInt8], to rank: Int) {
+        do { try link.sendMemory(bytes, to: rank) } catch {
+            // The peer is gone; the launcher ends the job when it sees a
+            // process fail, so report and carry on.
+            note("cannot send to rank \(rank): \(error)")
+        }
+    }
+
+    private func note(_ s: String) {
+        errors.append(s)
+        let line = "plexus[\(configuration.rank)]: \(s)\n"
+        _ = line.withCString { write(2, $0, strlen($0)) }
+    }
+
+    // MARK: Observations
+
+    /// The core's counters plus the time application threads spent blocked.
+    public var statistics: (MemoryStatistics, blockedNanos: UInt64) {
+        lock.lock()
+        defer { lock.unlock() }
+        return (core.statistics, blockedNanos)
+    }
+
+    public func access(ofPage page: Int) -> PageAccess {
+        lock.lock()
+        defer { lock.unlock() }
+        return core.access(ofPage: page)
+    }
+}
+
+/// A shareable atomic flag (the memory layer sits below Transport).
+final class AtomicFlag: Sendable {
+    private let a = Atomic<Bool>(false)
+    var isSet: Bool { a.load(ordering: .acquiring) }
+    @discardableResult
+    func set() -> Bool { a.exchange(true, ordering: .acquiringAndReleasing) }
+}

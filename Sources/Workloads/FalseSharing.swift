@@ -1,0 +1,77 @@
+import Foundation
+import Plexus
+
+/// The false-sharing experiment: two ranks each increment their own counter
+/// many times. In the "same page" layout the two counters sit next to each
+/// other on one page, so every write by one rank invalidates the other's copy
+/// and the page ping-pongs between them although they never share data. In
+/// the "separate pages" layout each counter has a page of its own and, after
+/// one fault each, both run at local speed.
+public enum FalseSharing {
+    public struct Result: Sendable {
+        public var layout: String
+        public var seconds: Double
+        /// Pages this rank received (each one a transfer across the network).
+        public var pagesReceived: Int
+        public var faults: Int
+        public var counters: [Int]
+    }
+
+    /// Runs both layouts on every rank (a collective: all ranks call it) and
+    /// returns rank 0's view of each, with page transfers summed over ranks.
+    public static func run(_ px: Plexus, iterations: Int) throws -> [Result] {
+        guard let pageSize = px.pageSize else { throw PlexusError.noSharedMemory }
+        var results: [Result] = []
+        for layout in ["same page", "separate pages"] {
+            let stride = layout == "same page" ? 1 : pageSize / MemoryLayout<Int>.stride
+            let counters = try px.allocate(Int.self, count: stride * px.size,
+                                           name: layout == "same page" ? "counters" : "padded_counters",
+                                           alignment: pageSize)
+            try px.barrier()
+            let before = px.memory!.statistics.0.total
+            let t0 = Date()
+            let mine = counters.base + px.rank * stride
+            for _ in 0..<iterations { increment(mine) }
+            try px.barrier()
+            let seconds = Date().timeIntervalSince(t0)
+            let after = px.memory!.statistics.0.total
+            let received = after.pagesReceived - before.pagesReceived
+            let faults = (after.readFaults + after.writeFaults) - (before.readFaults + before.writeFaults)
+            // Sum the transfers over ranks so rank 0 can report the job's total.
+            var w = [UInt8](repeating: 0, count: 16)
+            withUnsafeBytes(of: received) { w.replaceSubrange(0..<8, with: $0) }
+            withUnsafeBytes(of: faults) { w.replaceSubrange(8..<16, with: $0) }
+            let all = try px.allGather(w)
+            let totalReceived = all.reduce(0) { $0 + $1.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 0, as: Int.self) } }
+            let totalFaults = all.reduce(0) { $0 + $1.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8, as: Int.self) } }
+            let values = (0..<px.size).map { counters[$0 * stride] }
+            results.append(Result(layout: layout, seconds: seconds, pagesReceived: totalReceived, faults: totalFaults, counters: values))
+        }
+        return results
+    }
+
+    /// The side-by-side table rank 0 prints.
+    public static func table(_ results: [Result], iterations: Int, ranks: Int) -> String {
+        var s = "false sharing: \(ranks) processes, each increments its own counter \(iterations) times\n"
+        s += "layout           time (ms)   page transfers   faults   counters\n"
+        for r in results {
+            s += r.layout.padding(toLength: 16, withPad: " ", startingAt: 0)
+            s += String(format: " %9.1f", r.seconds * 1000)
+            s += String(format: "   %14d   %6d   ", r.pagesReceived, r.faults)
+            s += r.counters.map(String.init).joined(separator: ",") + "\n"
+        }
+        if results.count == 2, results[1].seconds > 0 {
+            s += String(format: "same page is %.1fx slower, with %d page transfers instead of %d\n",
+                        results[0].seconds / results[1].seconds, results[0].pagesReceived, results[1].pagesReceived)
+        }
+        return s
+    }
+}
+
+/// One real load and store on shared memory per call: the optimizer may not
+/// keep the counter in a register across iterations, as it would for a plain
+/// loop (Swift has no volatile).
+@inline(never) @_optimize(none)
+public func increment(_ p: UnsafeMutablePointer<Int>) {
+    p.pointee &+= 1
+}
