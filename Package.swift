@@ -34,7 +34,7 @@ let package = Package(
         .executableTarget(
             name: "plexus",
             dependencies: [
-                "Plexus", "Cluster", "Transport", "Wire", "CFault", "Workloads",
+                "Plexus", "Cluster", "Transport", "Wire", "CFault", "Workloads", "Memory",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -84,6 +84,8 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: "Milliseconds a process gets between SIGTERM and SIGKILL when the job is stopped.")
     var grace: Int = 1000
 
+    @OptionGroup var memory: MemoryOptions
+
     @OptionGroup var common: CommonOptions
 
     @Argument(parsing: .captureForPassthrough, help: "The program and its arguments.")
@@ -108,16 +110,22 @@ struct Run: ParsableCommand {
         }
         var args = command
         let program = args.removeFirst()
-        let spec = JobSpec(processes: processes, nodes: nodeAddresses, program: program, arguments: args, graceMillis: grace)
-        let launcher = Launcher(spec: spec, logger: logger, trampoline: selfExecutable())
-        let sources = onTerminationSignals { launcher.interrupt(signal: $0) }
-        defer { for s in sources { s.cancel() } }
-        let result: JobResult
-        do { result = try launcher.run() } catch {
-            writeAll(2, "plexus: \(error)\n")
-            throw ExitCode(error.isUsage ? 2 : 1)
-        }
+        let spec = JobSpec(processes: processes, nodes: nodeAddresses, program: program, arguments: args,
+                           environment: try memory.environment(), graceMillis: grace)
+        let result = try runJob(spec, logger: logger)
+        try memory.writeStatistics(result)
         if result.status != 0 { throw ExitCode(result.status) }
+    }
+}
+
+/// Runs a job to the end with Ctrl-C/SIGTERM wired to stopping it.
+func runJob(_ spec: JobSpec, logger: Logger) throws -> JobResult {
+    let launcher = Launcher(spec: spec, logger: logger, trampoline: selfExecutable())
+    let sources = onTerminationSignals { launcher.interrupt(signal: $0) }
+    defer { for s in sources { s.cancel() } }
+    do { return try launcher.run() } catch {
+        writeAll(2, "plexus: \(error)\n")
+        throw ExitCode(error.isUsage ? 2 : 1)
     }
 }
 

@@ -1,0 +1,84 @@
+import ArgumentParser
+import Cluster
+import Foundation
+import Memory
+import Plexus
+
+/// Shared-memory options of `plexus run` (and the demos and benchmarks).
+struct MemoryOptions: ParsableArguments {
+    @Option(name: .long, help: "Size of the job's shared region (e.g. 256M, 1G; 0 for none).")
+    var sharedMemory: String = "1G"
+
+    @Option(name: .long, help: ArgumentHelp("Coherence protocol.", valueName: ProtocolRegistry.names.joined(separator: "|")))
+    var `protocol`: String = "sc"
+
+    @Option(name: .long, help: "Coherence unit in bytes (a power of two, a multiple of the system page size).")
+    var pageSize: Int = 4096
+
+    @Option(name: .long, help: "Write every process's shared-memory statistics (per process and per page) to this JSON file.")
+    var stats: String?
+
+    @Flag(name: .long, help: "Print a short shared-memory summary at the end of the job.")
+    var summary = false
+
+    func validate() throws {
+        guard let n = parseSize(sharedMemory) else {
+            throw ValidationError("--shared-memory '\(sharedMemory)' is not a size: use bytes or a K/M/G suffix, e.g. 512M")
+        }
+        guard n == 0 || n % pageSize == 0 else {
+            throw ValidationError("--shared-memory \(sharedMemory) is not a multiple of the page size \(pageSize)")
+        }
+        guard ProtocolRegistry.names.contains(`protocol`) else {
+            throw ValidationError("unknown protocol '\(`protocol`)': choose one of \(ProtocolRegistry.names.joined(separator: ", "))")
+        }
+        guard pageSize >= 4096, pageSize & (pageSize - 1) == 0 else {
+            throw ValidationError("--page-size \(pageSize) must be a power of two of at least 4096")
+        }
+    }
+
+    func environment() throws -> [String: String] {
+        ["PLEXUS_SHARED_MEMORY": "\(parseSize(sharedMemory) ?? 0)", "PLEXUS_PROTOCOL": `protocol`, "PLEXUS_PAGE_SIZE": "\(pageSize)"]
+    }
+
+    /// Writes --stats and prints --summary from the processes' reports.
+    func writeStatistics(_ result: JobResult) throws {
+        let reports = result.reports.keys.sorted().compactMap { r in
+            try? JSONSerialization.jsonObject(with: Data(result.reports[r]!)) as? [String: Any]
+        }
+        if let path = stats {
+            let doc: [String: Any] = ["protocol": `protocol`, "pageSize": pageSize, "processes": reports,
+                                      "seconds": result.seconds]
+            do {
+                let data = try JSONSerialization.data(withJSONObject: doc, options: [.prettyPrinted, .sortedKeys])
+                try data.write(to: URL(fileURLWithPath: path))
+            } catch {
+                writeAll(2, "plexus: cannot write statistics to \(path): \(error.localizedDescription)\n")
+                throw ExitCode(1)
+            }
+        }
+        if summary { writeAll(2, Self.summary(reports)) }
+    }
+
+    static func summary(_ reports: [[String: Any]]) -> String {
+        guard !reports.isEmpty else { return "plexus: no shared-memory statistics were reported\n" }
+        var s = "shared memory: rank  read-faults  write-faults  pages-in  pages-out  inval-sent  blocked-ms\n"
+        var hot: [(String, Int)] = []
+        for r in reports {
+            let t = r["totals"] as? [String: Any] ?? [:]
+            func i(_ k: String) -> Int { t[k] as? Int ?? 0 }
+            s += String(format: "               %4d  %11d  %12d  %8d  %9d  %10d  %10.1f\n", r["rank"] as? Int ?? -1,
+                        i("readFaults"), i("writeFaults"), i("pagesReceived"), i("pagesSent"), i("invalidationsSent"),
+                        (t["blockedMicros"] as? Double ?? 0) / 1000)
+            for p in r["pages"] as? [[String: Any]] ?? [] {
+                hot.append((p["name"] as? String ?? "?", (p["pagesReceived"] as? Int ?? 0)))
+            }
+        }
+        var byName: [String: Int] = [:]
+        for (n, c) in hot { byName[n, default: 0] += c }
+        let top = byName.sorted { $0.value > $1.value }.prefix(5).filter { $0.value > 0 }
+        if !top.isEmpty {
+            s += "most transferred pages: " + top.map { "\($0.key) (\($0.value))" }.joined(separator: ", ") + "\n"
+        }
+        return s
+    }
+}
