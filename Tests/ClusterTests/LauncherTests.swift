@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Foundation
 import Testing
+import TestSupport
 
 /// `plexus run` with real processes on the embedded local node.
 @Suite(.serialized) struct LauncherTests {

@@ -2,12 +2,11 @@
 import Glibc
 #endif
 import Foundation
-import Testing
-import Transport
+@_exported import Transport
 
 /// The directory holding the built products (plexus, examples): the test
 /// bundle lives there too.
-let productsDirectory: String = {
+public let productsDirectory: String = {
     let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
     var dir = exe.deletingLastPathComponent()
     // On Linux the bundle is .build/<triple>/debug/PlexusPackageTests.xctest.
@@ -15,7 +14,7 @@ let productsDirectory: String = {
     return dir.path
 }()
 
-func product(_ name: String) throws -> String {
+public func product(_ name: String) throws -> String {
     let path = productsDirectory + "/" + name
     guard FileManager.default.isExecutableFile(atPath: path) else {
         throw HarnessError("\(path) is missing: build the package first (swift build)")
@@ -23,23 +22,23 @@ func product(_ name: String) throws -> String {
     return path
 }
 
-struct HarnessError: Error, CustomStringConvertible {
-    var description: String
-    init(_ d: String) { description = d }
+public struct HarnessError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ d: String) { description = d }
 }
 
 /// A real child process (the plexus CLI) whose output the test reads line by
 /// line. It is killed, with its whole process group, when the test ends, even
 /// if the test failed.
-final class Child: @unchecked Sendable {
-    let process = Process()
+public final class Child: @unchecked Sendable {
+    public let process = Process()
     private let out = Locked<[UInt8]>([])
     private let err = Locked<[UInt8]>([])
     private let lines = Mailbox<String>(capacity: 100_000)
     private let outClosed = AtomicFlag()
     private let errClosed = AtomicFlag()
 
-    init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
+    public init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
@@ -77,7 +76,7 @@ final class Child: @unchecked Sendable {
     }
 
     /// Waits for a stdout line containing `text`.
-    func waitForLine(containing text: String, timeout: Double = 20) throws -> String {
+    public func waitForLine(containing text: String, timeout: Double = 20) throws -> String {
         let deadline = Date().addingTimeInterval(timeout)
         while true {
             let left = deadline.timeIntervalSinceNow
@@ -89,7 +88,7 @@ final class Child: @unchecked Sendable {
     }
 
     /// Waits for the process to exit; returns its status (128+N for signal N).
-    func wait(timeout: Double = 60) throws -> Int32 {
+    public func wait(timeout: Double = 60) throws -> Int32 {
         let done = DispatchSemaphore(value: 0)
         let p = process
         DispatchQueue.global().async { p.waitUntilExit(); done.signal() }
@@ -104,12 +103,12 @@ final class Child: @unchecked Sendable {
         return process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
     }
 
-    var stdout: String { String(decoding: out.value, as: UTF8.self) }
-    var stderr: String { String(decoding: err.value, as: UTF8.self) }
+    public var stdout: String { String(decoding: out.value, as: UTF8.self) }
+    public var stderr: String { String(decoding: err.value, as: UTF8.self) }
 
-    func signal(_ sig: Int32) { Glibc.kill(process.processIdentifier, sig) }
+    public func signal(_ sig: Int32) { Glibc.kill(process.processIdentifier, sig) }
 
-    func kill() {
+    public func kill() {
         if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
     }
 
@@ -117,14 +116,14 @@ final class Child: @unchecked Sendable {
 }
 
 /// Runs plexus with arguments to completion.
-func runPlexus(_ args: [String], timeout: Double = 60) throws -> (status: Int32, stdout: String, stderr: String) {
+public func runPlexus(_ args: [String], timeout: Double = 60) throws -> (status: Int32, stdout: String, stderr: String) {
     let c = try Child(try product("plexus"), args)
     let s = try c.wait(timeout: timeout)
     return (s, c.stdout, c.stderr)
 }
 
 /// PIDs of live processes whose command line contains `marker`.
-func processes(containing marker: String) -> [Int32] {
+public func processes(containing marker: String) -> [Int32] {
     let me = getpid()
     var found: [Int32] = []
     guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
@@ -139,4 +138,4 @@ func processes(containing marker: String) -> [Int32] {
 }
 
 /// A marker unique to one test, put on every job process's command line.
-func uniqueMarker() -> String { "plexus-test-\(UInt32.random(in: 0...UInt32.max))" }
+public func uniqueMarker() -> String { "plexus-test-\(UInt32.random(in: 0...UInt32.max))" }

@@ -1,0 +1,1 @@
+// The replicated name service (replica server, storage, client) goes here.

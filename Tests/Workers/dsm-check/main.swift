@@ -1,0 +1,1 @@
+print("placeholder: dsm-check scenarios are being written")
