@@ -2,40 +2,75 @@ import ArgumentParser
 import Cluster
 import Foundation
 import Plexus
+import Workloads
 
 struct Demo: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run the demonstration job on an embedded local cluster.",
+        abstract: "Run a demonstration job on an embedded local cluster.",
         discussion: """
-            Starts a 4-process job on this machine (embedded node on loopback) that passes a
-            token around a ring of ranks over TCP: every hop is a real message between
-            real processes. Each rank adds its rank to the token, so the final value
-            proves every hop happened.
+            false-sharing (the default): two processes on this machine share one address
+            space. Each increments its own counter. With both counters on one page, every
+            write by one process takes the page away from the other, so the page travels
+            back and forth over TCP although the processes never share a value; with a
+            page each, both run at local speed after one fault. The table shows time and
+            page transfers for both layouts, then where the transfers happened.
+
+            ring: four processes pass a token around a ring of ranks over TCP.
             """)
 
-    @Option(name: .long, help: "Number of processes.")
-    var processes: Int = 4
+    @Argument(help: "Which demonstration: false-sharing or ring.")
+    var which: String = "false-sharing"
 
-    @Option(name: .long, help: "Times the token goes around.")
-    var laps: Int = 5
+    @Option(name: .long, help: "Increments per process (false-sharing) or laps (ring).")
+    var iterations: Int?
 
     @OptionGroup var common: CommonOptions
 
     func validate() throws {
-        guard processes >= 2 else { throw ValidationError("--processes must be at least 2 for a ring") }
-        guard laps >= 1 else { throw ValidationError("--laps must be at least 1") }
+        guard ["false-sharing", "ring"].contains(which) else {
+            throw ValidationError("unknown demo '\(which)': choose false-sharing or ring")
+        }
+        if let i = iterations, i < 1 { throw ValidationError("--iterations must be at least 1") }
     }
 
     func run() throws {
         let logger = try common.makeLogger("plexus.demo")
-        let spec = JobSpec(processes: processes, nodes: [], program: selfExecutable(),
-                           arguments: ["_demo-ring", "--laps", "\(laps)"])
-        let launcher = Launcher(spec: spec, logger: logger, trampoline: selfExecutable())
-        let sources = onTerminationSignals { launcher.interrupt(signal: $0) }
-        defer { for s in sources { s.cancel() } }
-        let result = try launcher.run()
+        let spec: JobSpec
+        if which == "ring" {
+            spec = JobSpec(processes: 4, nodes: [], program: selfExecutable(),
+                           arguments: ["_demo-ring", "--laps", "\(iterations ?? 5)"],
+                           environment: ["PLEXUS_SHARED_MEMORY": "0"])
+        } else {
+            spec = JobSpec(processes: 2, nodes: [], program: selfExecutable(),
+                           arguments: ["_demo-false-sharing", "--iterations", "\(iterations ?? 3_000_000)"],
+                           environment: ["PLEXUS_SHARED_MEMORY": "\(64 << 20)", "PLEXUS_PROTOCOL": "sc"])
+        }
+        let result = try runJob(spec, logger: logger)
         if result.status != 0 { throw ExitCode(result.status) }
+        if which == "false-sharing" {
+            let reports = result.reports.keys.sorted().compactMap { r in
+                try? JSONSerialization.jsonObject(with: Data(result.reports[r]!)) as? [String: Any]
+            }
+            writeAll(1, MemoryOptions.summary(reports))
+        }
         writeAll(1, String(format: "demo finished in %.2f s\n", result.seconds))
+    }
+}
+
+/// The false-sharing demo's job process.
+struct DemoFalseSharing: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "_demo-false-sharing", shouldDisplay: false)
+
+    @Option var iterations: Int
+
+    func run() throws {
+        let px = try Plexus.join()
+        let results = try FalseSharing.run(px, iterations: iterations)
+        if px.rank == 0 { print(FalseSharing.table(results, iterations: iterations, ranks: px.size), terminator: "") }
+        for r in results where r.counters.contains(where: { $0 != iterations }) {
+            throw ValidationError("lost updates in layout '\(r.layout)': \(r.counters)")
+        }
+        try px.finalize()
     }
 }
 

@@ -164,8 +164,23 @@ import TestSupport
 
 @Suite struct DemoTests {
     @Test func demoRunsTheRing() throws {
-        let r = try runPlexus(["demo", "--laps", "3"])
+        let r = try runPlexus(["demo", "ring", "--iterations", "3"])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("value 18, expected 18"), "\(r.stdout)")
+    }
+
+    /// The README's first command: the false-sharing table, both layouts,
+    /// counters exact, and the same-page layout moving the page many times.
+    @Test func demoShowsFalseSharing() throws {
+        let r = try runPlexus(["demo", "--iterations", "2000000"], timeout: 60)
+        #expect(r.status == 0, "\(r.stderr)")
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        let same = try #require(lines.first { $0.contains("] same page ") })
+        let separate = try #require(lines.first { $0.contains("] separate pages ") })
+        #expect(same.hasSuffix("2000000,2000000") && separate.hasSuffix("2000000,2000000"))
+        func transfers(_ l: String) -> Int { Int(l.split(separator: " ").reversed()[2]) ?? -1 }
+        #expect(transfers(separate) == 2, "\(separate)")
+        #expect(transfers(same) > transfers(separate), "\(same)")
+        #expect(r.stdout.contains("most transferred pages: counters[0...1]"), "\(r.stdout)")
     }
 }
