@@ -82,6 +82,13 @@ public protocol CoherenceProtocol: Sendable {
     mutating func onBarrierArrive(barrier: Int, ticket: SyncTicket) -> [MemoryEffect]
     mutating func onBarrierDepart(barrier: Int, contributions: [[UInt8]], ticket: SyncTicket) -> [MemoryEffect]
 
+    /// Placement: `pages`, never touched by anyone, get `home` as their
+    /// initial owner (sc) or home (home-based protocols). Every rank makes
+    /// the same call before any rank touches those pages (the engine applies
+    /// the per-rank arenas before start, and collective allocations with a
+    /// barrier after), so no message is needed.
+    mutating func onPlacement(pages: Range<Int>, home: Int) -> [MemoryEffect]
+
     /// The access the application view should have for `page` now (what the
     /// core's protection effects have set so far).
     func access(ofPage page: Int) -> PageAccess
@@ -110,4 +117,7 @@ extension CoherenceProtocol {
     }
 
     public mutating func start() -> [MemoryEffect] { [] }
+
+    /// Protocols without a notion of home ignore placement.
+    public mutating func onPlacement(pages: Range<Int>, home: Int) -> [MemoryEffect] { [] }
 }

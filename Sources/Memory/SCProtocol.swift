@@ -146,6 +146,28 @@ public struct SCProtocol: CoherenceProtocol {
 
     // MARK: Inputs
 
+    /// Makes `home` the initial owner of pristine pages (see
+    /// `CoherenceProtocol.onPlacement`). Owner-computes programs then write
+    /// their own part of an array without a single message; the default
+    /// (owner = manager = page % size) interleaves pages across ranks.
+    public mutating func onPlacement(pages range: Range<Int>, home: Int) -> [MemoryEffect] {
+        precondition((0..<configuration.rankCount).contains(home), "home \(home) outside 0..<\(configuration.rankCount)")
+        for page in range {
+            checkPage(page)
+            let state = pages[page]
+            precondition(state.access == .none && state.request == nil && state.copyset.isEmpty && state.acksOutstanding == 0,
+                         "placement of page \(page), which is in use")
+            pages[page].isOwner = home == rank
+            pages[page].probableOwner = home
+            if manager(ofPage: page) == rank {
+                let index = managedIndex(page)
+                precondition(managed[index].inFlight == nil && managed[index].queue.isEmpty, "placement of page \(page) with requests in flight")
+                managed[index].owner = home
+            }
+        }
+        return []
+    }
+
     public mutating func onReadFault(page: Int) -> [MemoryEffect] {
         checkPage(page)
         record(.readFault(page: page))

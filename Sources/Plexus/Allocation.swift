@@ -2,6 +2,19 @@ import Foundation
 import Memory
 import Wire
 
+/// Which rank a collective allocation's pages start on (their initial owner
+/// or home). Owner-computes programs that split an array into contiguous
+/// parts per rank want `.block`, the default: each rank then writes its own
+/// part without a single message.
+public enum Distribution: Sendable, Equatable {
+    /// Contiguous blocks: rank r gets pages [r*P/N, (r+1)*P/N) of the P pages.
+    case block
+    /// Page i on rank i % N.
+    case cyclic
+    /// Every page on one rank.
+    case on(rank: Int)
+}
+
 extension Plexus {
     private func requireMemory() throws(PlexusError) -> (MemoryEngine, Heap) {
         guard let m = memory, let h = heap else { throw .noSharedMemory }
@@ -13,15 +26,19 @@ extension Plexus {
     /// same pointer. The memory starts zeroed. `alignment` defaults to the
     /// element's; pass the page size to give an array pages of its own.
     public func allocate<T: BitwiseCopyable>(_ type: T.Type, count: Int, name: String,
-                                             alignment: Int? = nil) throws(PlexusError) -> SharedArray<T> {
+                                             alignment: Int? = nil, distribution: Distribution = .block) throws(PlexusError) -> SharedArray<T> {
         let bytes = count * MemoryLayout<T>.stride
         let p = try allocateBytes(bytes, alignment: alignment ?? max(MemoryLayout<T>.alignment, 8), name: name,
-                                  elementSize: MemoryLayout<T>.stride)
+                                  elementSize: MemoryLayout<T>.stride, distribution: distribution)
         return SharedArray(base: p.bindMemory(to: T.self, capacity: count), count: count, name: name)
     }
 
     /// Collectively allocates raw bytes (see `allocate(_:count:name:)`).
-    public func allocateBytes(_ bytes: Int, alignment: Int = 64, name: String, elementSize: Int = 1) throws(PlexusError) -> UnsafeMutableRawPointer {
+    public func allocateBytes(_ bytes: Int, alignment: Int = 64, name: String, elementSize: Int = 1,
+                              distribution: Distribution = .block) throws(PlexusError) -> UnsafeMutableRawPointer {
+        if case .on(let r) = distribution, r < 0 || r >= size {
+            throw .badRank(r, size: size)
+        }
         guard bytes >= 0, alignment > 0, alignment & (alignment - 1) == 0 else {
             throw .collectiveMismatch("allocation '\(name)': \(bytes) bytes with alignment \(alignment) is invalid (alignment must be a power of two)")
         }
@@ -38,6 +55,23 @@ extension Plexus {
         }
         let offset: Int
         do { offset = try h.allocateCollective(bytes: bytes, alignment: alignment, name: name, elementSize: elementSize) } catch { throw .memory(error) }
+        // Place the pages that lie wholly inside the new allocation (nobody
+        // can have touched them), then wait until every rank has, so no
+        // request reaches a manager that still has the old placement.
+        let ps = m.region.pageSize
+        let first = (offset + ps - 1) / ps, end = (offset + bytes) / ps
+        if end > first {
+            let count = end - first
+            switch distribution {
+            case .block:
+                for r in 0..<size { m.place(pages: (first + r * count / size)..<(first + (r + 1) * count / size), home: r) }
+            case .cyclic:
+                for p in first..<end { m.place(pages: p..<(p + 1), home: (p - first) % size) }
+            case .on(let r):
+                m.place(pages: first..<end, home: r)
+            }
+            try barrier()
+        }
         return UnsafeMutableRawPointer(bitPattern: m.region.applicationBase + UInt(offset))!
     }
 

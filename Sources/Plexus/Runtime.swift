@@ -117,7 +117,7 @@ public final class Plexus: @unchecked Sendable {
                 memory = try MemoryEngine(
                     configuration: CoherenceConfiguration(rank: rank, rankCount: size, pageCount: region.pageCount, pageSize: mc.pageSize),
                     protocolName: mc.protocolName, region: region, link: peers, observers: observers)
-                heap = Heap(size: mc.size, ranks: size, rank: rank)
+                heap = Heap(size: mc.size, ranks: size, rank: rank, pageSize: mc.pageSize)
             } catch { throw .memory(error) }
         } else {
             memory = nil
@@ -147,7 +147,16 @@ public final class Plexus: @unchecked Sendable {
             peers.set(transport: transport, pids: pids)
             locks.attach(send: { [peers] frame, r throws(TransportError) in try peers.send(frame, to: r) }, memory: memory)
             box.withLock { $0 = self }
-            memory?.start()
+            if let m = memory, let h = heap {
+                // Each rank's arena starts on that rank: per-process data is
+                // written where it is allocated without a message.
+                let ps = m.region.pageSize
+                for r in 0..<size {
+                    let start = h.collectiveLimit + r * h.arenaSize
+                    m.place(pages: (start / ps)..<((start + h.arenaSize) / ps), home: r)
+                }
+                m.start()
+            }
             transport.updateDirectory(dir)
             try transport.connect(to: pids)
         } catch let e as PlexusError {

@@ -108,18 +108,20 @@ final class Heap: @unchecked Sendable {
     let size: Int
     let ranks: Int
     let rank: Int
+    let pageSize: Int
     private(set) var collectiveNext = 0
     private(set) var localNext: Int
-    var collectiveLimit: Int { size / 2 / 4096 * 4096 }
-    var arenaSize: Int { (size - collectiveLimit) / ranks / 4096 * 4096 }
+    var collectiveLimit: Int { size / 2 / pageSize * pageSize }
+    var arenaSize: Int { (size - collectiveLimit) / ranks / pageSize * pageSize }
     var arenaStart: Int { collectiveLimit + rank * arenaSize }
     private(set) var allocations: [Allocation] = []
     private let lock = NSLock()
 
-    init(size: Int, ranks: Int, rank: Int) {
+    init(size: Int, ranks: Int, rank: Int, pageSize: Int) {
         self.size = size
         self.ranks = ranks
         self.rank = rank
+        self.pageSize = pageSize
         localNext = 0
         localNext = arenaStart
     }
