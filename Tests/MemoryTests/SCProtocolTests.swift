@@ -27,6 +27,18 @@ import Testing
         #expect(rank1.isQuiescent)
     }
 
+    /// Placement moves the initial owner of pristine pages: the home writes
+    /// without a message, and others' requests go through the manager to it.
+    @Test func placementMakesTheHomeTheInitialOwner() {
+        var rank0 = core(rank: 0, of: 2), rank1 = core(rank: 1, of: 2)
+        #expect(rank0.onPlacement(pages: 0..<4, home: 1).isEmpty)
+        #expect(rank1.onPlacement(pages: 0..<4, home: 1).isEmpty)
+        #expect(rank1.isOwner(ofPage: 0) && !rank0.isOwner(ofPage: 1))
+        #expect(acts(rank1.onWriteFault(page: 0)) == [.setProtection(pages: 0..<1, .readWrite), .completeFaults(page: 0)])
+        // Rank 0 manages page 0 and asks itself; its manager role forwards to the home.
+        #expect(acts(rank0.onReadFault(page: 0)) == [.send(to: 1, .forward(page: 0, requester: 0, isWrite: false))])
+    }
+
     @Test func readFaultOnANonOwnedPageAsksTheManager() {
         var rank1 = core(rank: 1, of: 3)
         // Page 2 is managed (and initially owned) by rank 2.
