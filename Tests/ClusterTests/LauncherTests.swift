@@ -185,3 +185,18 @@ import TestSupport
         #expect(r.stdout.contains("most transferred pages: counters[0...1]"), "\(r.stdout)")
     }
 }
+
+/// Help is output people read: it must teach, and exit 0.
+@Suite struct HelpTests {
+    @Test(arguments: [
+        (["--help"], ["plexus demo", "plexus run -n 4", "plexus node --listen"]),
+        (["run", "--help"], ["--nodes", "--shared-memory", "--protocol", "--stats", "Examples:"]),
+        (["node", "--help"], ["--listen", "--join", "Example:"]),
+        (["demo", "--help"], ["false-sharing", "ring"]),
+    ])
+    func helpTeaches(args: [String], mentions: [String]) throws {
+        let r = try runPlexus(args, timeout: 20)
+        #expect(r.status == 0)
+        for m in mentions { #expect(r.stdout.contains(m), "help for \(args) lacks '\(m)'") }
+    }
+}
