@@ -22,6 +22,10 @@ public struct BenchmarkRow: Codable, Sendable, Equatable {
     public var messagesPerOp: Double?
     /// Pages transferred (all ranks) per operation, when the operation is a page operation.
     public var pagesPerOp: Double?
+    /// Mean time the engine saw per fault (taking the fault to waking the faulting
+    /// thread), when the operation is a fault: the median minus this is spent
+    /// handing the fault to the engine and waking the faulting thread.
+    public var engineMicrosPerOp: Double?
 
     public init(name: String, unit: String, samples values: [Double], floor: Double, target: String? = nil) {
         let s = Summary(values)
@@ -90,6 +94,10 @@ public enum Microbenchmarks {
         /// ranks, during each phase: read misses, writes to pages rank 0
         /// manages, writes to pages rank 1 manages.
         public var traffic: [(messages: Int, pages: Int)] = [(0, 0), (0, 0), (0, 0)]
+        /// Microseconds the engine counted from taking each fault to waking
+        /// its threads, summed over ranks, per phase (the rest of a sample
+        /// is the hand-offs between the faulting thread and the engine).
+        public var engineMicros: [Double] = [0, 0, 0]
     }
 
     public static func pages(_ px: Plexus, pages: Int, rounds: Int) throws -> PageResult {
@@ -100,10 +108,10 @@ public enum Microbenchmarks {
         let managedBy0 = (0..<pages).filter { (firstPage + $0) % px.size == 0 }
         let managedByOther = (0..<pages).filter { (firstPage + $0) % px.size != 0 }
         var result = PageResult()
-        var traffic = [Int](repeating: 0, count: 6)
-        func counters() -> (Int, Int) {
-            let s = memory.statistics.0
-            return (s.messagesSent, s.total.pagesReceived)
+        var traffic = [Int](repeating: 0, count: 9)
+        func counters() -> (Int, Int, Int) {
+            let (s, blocked) = memory.statistics
+            return (s.messagesSent, s.total.pagesReceived, Int(blocked))
         }
         /// Runs `body` between two barriers and adds this rank's traffic to `phase`.
         func phase(_ k: Int?, _ body: () -> Void) throws {
@@ -111,7 +119,7 @@ public enum Microbenchmarks {
             body()
             try px.barrier()
             let after = counters()
-            if let k { traffic[2 * k] += after.0 - before.0; traffic[2 * k + 1] += after.1 - before.1 }
+            if let k { traffic[3 * k] += after.0 - before.0; traffic[3 * k + 1] += after.1 - before.1; traffic[3 * k + 2] += after.2 - before.2 }
         }
         try px.barrier()
         for round in 0..<rounds {
@@ -144,9 +152,13 @@ public enum Microbenchmarks {
         if px.rank == 0 {
             result.readMiss = []
             for (r, bytes) in all.enumerated() {
-                let ints = (0..<6).map { k in bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8 * k, as: Int.self) } }
-                for k in 0..<3 { result.traffic[k].messages += ints[2 * k]; result.traffic[k].pages += ints[2 * k + 1] }
-                if r == 1 { result.readMiss = bytesToDoubles(Array(bytes[48...])) }
+                let ints = (0..<9).map { k in bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8 * k, as: Int.self) } }
+                for k in 0..<3 {
+                    result.traffic[k].messages += ints[3 * k]
+                    result.traffic[k].pages += ints[3 * k + 1]
+                    result.engineMicros[k] += Double(ints[3 * k + 2]) / 1000
+                }
+                if r == 1 { result.readMiss = bytesToDoubles(Array(bytes[72...])) }
             }
         }
         return result

@@ -103,14 +103,15 @@ struct Bench: ParsableCommand {
 
     static func table(_ rows: [BenchmarkRow]) -> String {
         func num(_ v: Double) -> String { v.isNaN ? "-" : v >= 100 ? String(format: "%.0f", v) : String(format: "%.1f", v) }
-        let header = ["operation", "unit", "median", "p99", "floor", "ratio", "target", "met", "msgs/op", "pages/op", "n"]
+        let header = ["operation", "unit", "median", "p99", "floor", "ratio", "target", "met", "msgs/op", "pages/op", "engine us/op", "n"]
         var lines: [[String]] = [header]
         for r in rows {
             let ratio = r.speedup.map { String(format: "%.2f (speedup %.2fx)", r.ratio, $0) } ?? String(format: "%.2f", r.ratio)
             let met = r.meetsTarget.map { $0 ? "yes" : "NO" } ?? "-"
             lines.append([r.name, r.unit, num(r.median), num(r.p99), num(r.floor), ratio, r.target ?? "-", met,
                           r.messagesPerOp.map { String(format: "%.1f", $0) } ?? "-",
-                          r.pagesPerOp.map { String(format: "%.2f", $0) } ?? "-", "\(r.samples)"])
+                          r.pagesPerOp.map { String(format: "%.2f", $0) } ?? "-",
+                          r.engineMicrosPerOp.map { String(format: "%.1f", $0) } ?? "-", "\(r.samples)"])
         }
         let widths = header.indices.map { c in lines.map { $0[c].count }.max() ?? 0 }
         var s = ""
@@ -122,6 +123,7 @@ struct Bench: ParsableCommand {
         }
         s += "floor: TCP 16 B -> 4 KiB round trip between the two processes, measured before each row;\n"
         s += "       for jacobi, one process running the same loop on private memory (target is on speedup).\n"
+        s += "engine us/op: mean time from the engine taking a fault to waking the faulting thread.\n"
         return s
     }
 }
@@ -159,6 +161,7 @@ struct BenchWorker: ParsableCommand {
             var r = BenchmarkRow(name: name, unit: "us", samples: values, floor: f, target: target)
             r.messagesPerOp = Double(pages.traffic[k].messages) / Double(max(1, values.count))
             r.pagesPerOp = Double(pages.traffic[k].pages) / Double(max(1, values.count))
+            r.engineMicrosPerOp = pages.engineMicros[k] / Double(max(1, values.count))
             return r
         }
         let read = pageRow("remote read miss", pages.readMiss, phase: 0, target: "<= 1.5")
