@@ -43,6 +43,46 @@ public func plexus_finalize() -> Int32 {
     do { try r.finalize(); return 0 } catch { return fail(error) }
 }
 
+/// Collective: every rank calls it in the same order with the same size and
+/// name, and gets the same pointer (valid in every process), zeroed. Blocks
+/// of a page or more are page-aligned, smaller ones 64-byte aligned.
+@_cdecl("plexus_alloc")
+public func plexus_alloc(_ bytes: Int, _ name: UnsafePointer<CChar>?) -> UnsafeMutableRawPointer? {
+    guard let r = runtime else { _ = fail(PlexusError.notLaunched(missing: "plexus_init()")); return nil }
+    let label = name.map { String(cString: $0) } ?? "c_alloc"
+    let page = r.pageSize ?? 4096
+    do { return try r.allocateBytes(bytes, alignment: bytes >= page ? page : 64, name: label) } catch {
+        _ = fail(error)
+        return nil
+    }
+}
+
+/// Per-process: allocates in this rank's part of the shared heap without
+/// talking to anyone; the pointer is valid in every process.
+@_cdecl("plexus_alloc_local")
+public func plexus_alloc_local(_ bytes: Int, _ name: UnsafePointer<CChar>?) -> UnsafeMutableRawPointer? {
+    guard let r = runtime else { _ = fail(PlexusError.notLaunched(missing: "plexus_init()")); return nil }
+    let label = name.map { String(cString: $0) } ?? "c_alloc_local"
+    do { return UnsafeMutableRawPointer(try r.allocateLocal(UInt8.self, count: bytes, name: label).base) } catch {
+        _ = fail(error)
+        return nil
+    }
+}
+
+@_cdecl("plexus_lock_acquire")
+public func plexus_lock_acquire(_ id: Int32) -> Int32 {
+    guard let r = runtime else { return fail(PlexusError.notLaunched(missing: "plexus_init()")) }
+    guard id >= 0 else { return fail(PlexusError.lockMisuse("lock id \(id) is negative: lock ids are >= 0")) }
+    do { try r.lock(Int(id)).acquire(); return 0 } catch { return fail(error) }
+}
+
+@_cdecl("plexus_lock_release")
+public func plexus_lock_release(_ id: Int32) -> Int32 {
+    guard let r = runtime else { return fail(PlexusError.notLaunched(missing: "plexus_init()")) }
+    guard id >= 0 else { return fail(PlexusError.lockMisuse("lock id \(id) is negative: lock ids are >= 0")) }
+    do { try r.lock(Int(id)).release(); return 0 } catch { return fail(error) }
+}
+
 /// The returned pointer stays valid until the next error (the buffer is kept).
 @_cdecl("plexus_last_error")
 public func plexus_last_error() -> UnsafePointer<CChar> {

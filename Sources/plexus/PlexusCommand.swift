@@ -21,7 +21,7 @@ struct PlexusCommand: ParsableCommand {
             Each process learns its rank and the job size from PLEXUS_RANK and PLEXUS_SIZE
             (or Plexus.join() in Swift, plexus_init() in C).
             """,
-        subcommands: [Run.self, Node.self, Demo.self, Exec.self, DemoRing.self, DemoFalseSharing.self])
+        subcommands: [Run.self, Node.self, Demo.self, Bench.self, Exec.self, DemoRing.self, DemoFalseSharing.self])
 }
 
 /// Options every subcommand shares.

@@ -23,6 +23,18 @@ int plexus_size(void);
 uint64_t plexus_pid(void);
 /* Waits until every process of the job has called plexus_barrier() as often. */
 int plexus_barrier(void);
+/* Collective allocation in shared memory: every process calls it in the
+ * same order with the same size and name and gets the same pointer, valid in
+ * every process, zeroed. Blocks of a page or more are page-aligned, smaller
+ * ones 64-byte aligned. The name appears in statistics. NULL on error. */
+void *plexus_alloc(size_t bytes, const char *name);
+/* Per-process allocation in this process's part of the shared heap (no
+ * communication). The pointer is valid in every process: publish it. NULL on error. */
+void *plexus_alloc_local(size_t bytes, const char *name);
+/* Job-wide locks, numbered from 0. acquire blocks until this thread holds
+ * the lock; release hands it on. Not recursive. */
+int plexus_lock_acquire(int id);
+int plexus_lock_release(int id);
 /* Leaves the job: waits for every process, then disconnects. */
 int plexus_finalize(void);
 /* The message of the last error in this thread, or "" if none. */

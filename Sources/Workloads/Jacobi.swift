@@ -1,0 +1,163 @@
+import Foundation
+import Plexus
+
+/// Jacobi relaxation of Laplace's equation on an n×n grid of doubles: the
+/// 5-point stencil `u'[i][j] = (u[i-1][j] + u[i+1][j] + u[i][j-1] + u[i][j+1]) / 4`
+/// on the interior, with a fixed boundary (top edge 1, the others 0). Two
+/// grids are swapped every iteration.
+///
+/// The parallel version keeps both grids in shared memory and gives each
+/// rank a contiguous block of rows; a barrier ends every iteration. A rank
+/// reads one row of each neighbour per iteration, so with page-aligned rows
+/// the only coherence traffic is the boundary rows (a row of 2048 doubles is
+/// 4 pages of 4 KiB) moving between neighbours: fetched on a read miss,
+/// then invalidated when the neighbour writes it in the next iteration.
+///
+/// The sequential version runs the very same `sweep` on private memory: the
+/// parallel result must match it bit for bit (same operations, same order).
+public enum Jacobi {
+    /// Rows `rows` of the grid that rank `rank` of `size` updates (interior rows only).
+    public static func rows(n: Int, rank: Int, size: Int) -> Range<Int> {
+        let interior = n - 2
+        let lo = 1 + interior * rank / size
+        let hi = 1 + interior * (rank + 1) / size
+        return lo..<hi
+    }
+
+    /// Writes the initial values of rows `rows` into `grid`: 1 on the top edge, 0 elsewhere.
+    public static func initialize(_ grid: UnsafeMutablePointer<Double>, n: Int, rows: Range<Int>) {
+        for i in rows {
+            let row = grid + i * n
+            let value: Double = i == 0 ? 1 : 0
+            for j in 0..<n { row[j] = value }
+        }
+    }
+
+    /// One sweep over rows `rows` (interior rows: 1 ≤ i < n-1), reading `src`
+    /// and writing `dst`. Columns 0 and n-1 are boundary and are copied.
+    @inline(__always)
+    public static func sweep(_ src: UnsafePointer<Double>, _ dst: UnsafeMutablePointer<Double>, n: Int, rows: Range<Int>) {
+        for i in rows {
+            let up = src + (i - 1) * n
+            let mid = src + i * n
+            let down = src + (i + 1) * n
+            let out = dst + i * n
+            out[0] = mid[0]
+            var j = 1
+            while j < n - 1 {
+                out[j] = 0.25 * ((up[j] + down[j]) + (mid[j - 1] + mid[j + 1]))
+                j &+= 1
+            }
+            out[n - 1] = mid[n - 1]
+        }
+    }
+
+    /// The whole computation on private memory in this process: returns the
+    /// final grid and the seconds spent iterating (initialisation excluded).
+    public static func sequential(n: Int, iterations: Int) -> (grid: [Double], seconds: Double) {
+        var a = [Double](repeating: 0, count: n * n)
+        var b = [Double](repeating: 0, count: n * n)
+        var seconds = 0.0
+        a.withUnsafeMutableBufferPointer { pa in
+            b.withUnsafeMutableBufferPointer { pb in
+                let p = pa.baseAddress!, q = pb.baseAddress!
+                initialize(p, n: n, rows: 0..<n)
+                initialize(q, n: n, rows: 0..<n)
+                var src = p, dst = q
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                for _ in 0..<iterations {
+                    sweep(src, dst, n: n, rows: 1..<(n - 1))
+                    swap(&src, &dst)
+                }
+                seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            }
+        }
+        return (iterations % 2 == 0 ? a : b, seconds)
+    }
+
+    /// The shared grids of a parallel run.
+    public struct Grids: Sendable {
+        public let a: SharedArray<Double>
+        public let b: SharedArray<Double>
+        public let n: Int
+        /// The grid that holds the result after `iterations` sweeps.
+        public func result(after iterations: Int) -> SharedArray<Double> { iterations % 2 == 0 ? a : b }
+    }
+
+    /// Collectively allocates both grids, page-aligned, and initialises them:
+    /// each rank writes its own rows (first touch), rank 0 and the last rank
+    /// also the boundary rows.
+    public static func allocate(_ px: Plexus, n: Int, name: String = "jacobi") throws -> Grids {
+        let align = px.pageSize ?? 4096
+        let a = try px.allocate(Double.self, count: n * n, name: "\(name).a", alignment: align)
+        let b = try px.allocate(Double.self, count: n * n, name: "\(name).b", alignment: align)
+        var mine = rows(n: n, rank: px.rank, size: px.size)
+        if px.rank == 0 { mine = 0..<mine.upperBound }
+        if px.rank == px.size - 1 { mine = mine.lowerBound..<n }
+        initialize(a.base, n: n, rows: mine)
+        initialize(b.base, n: n, rows: mine)
+        try px.barrier()
+        return Grids(a: a, b: b, n: n)
+    }
+
+    /// Runs `iterations` sweeps on the shared grids (a collective); returns
+    /// this rank's seconds from the first sweep to the last barrier.
+    public static func parallel(_ px: Plexus, grids: Grids, iterations: Int) throws -> Double {
+        let n = grids.n
+        let mine = rows(n: n, rank: px.rank, size: px.size)
+        var src = grids.a.base, dst = grids.b.base
+        try px.barrier()
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        for _ in 0..<iterations {
+            sweep(src, dst, n: n, rows: mine)
+            try px.barrier()
+            swap(&src, &dst)
+        }
+        return Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+    }
+
+    /// The Jacobi row of `plexus bench` (a collective): `runs` times, rank 0
+    /// runs the sequential version on private memory while the others wait
+    /// in a barrier, then all ranks run the parallel version on freshly
+    /// initialised shared grids. Returns, on rank 0, the seconds of each run
+    /// of both, and the largest difference between the last results.
+    public static func benchmark(_ px: Plexus, n: Int, iterations: Int, runs: Int,
+                                 progress: (String) -> Void = { _ in }) throws -> (parallel: [Double], sequential: [Double], maxDifference: Double) {
+        let grids = try allocate(px, n: n)
+        var par: [Double] = [], seq: [Double] = []
+        var reference: [Double] = []
+        var mine = rows(n: n, rank: px.rank, size: px.size)
+        if px.rank == 0 { mine = 0..<mine.upperBound }
+        if px.rank == px.size - 1 { mine = mine.lowerBound..<n }
+        for run in 0..<runs {
+            if px.rank == 0 {
+                progress("jacobi run \(run + 1)/\(runs): 1 process on private memory")
+                let (grid, seconds) = sequential(n: n, iterations: iterations)
+                seq.append(seconds)
+                reference = grid
+                progress("jacobi run \(run + 1)/\(runs): \(px.size) processes on shared memory")
+            }
+            try px.barrier()
+            if run > 0 {
+                initialize(grids.a.base, n: n, rows: mine)
+                initialize(grids.b.base, n: n, rows: mine)
+            }
+            par.append(try parallel(px, grids: grids, iterations: iterations))
+        }
+        let diff = px.rank == 0 ? maxAbsDifference(grids.result(after: iterations), reference) : 0
+        try px.barrier()
+        return (par, seq, diff)
+    }
+}
+
+/// Largest absolute difference between a shared array and a private one
+/// (reads the whole shared array: faults in every page this rank does not hold).
+public func maxAbsDifference(_ shared: SharedArray<Double>, _ reference: [Double]) -> Double {
+    precondition(shared.count == reference.count, "arrays of different sizes")
+    var worst = 0.0
+    reference.withUnsafeBufferPointer { r in
+        let s = shared.base
+        for k in 0..<r.count { worst = max(worst, abs(s[k] - r[k])) }
+    }
+    return worst
+}

@@ -1,0 +1,215 @@
+import Foundation
+import Plexus
+
+/// One row of `plexus bench`: a latency (or time) with the floor it is
+/// compared with, measured in the same run.
+public struct BenchmarkRow: Codable, Sendable, Equatable {
+    public var name: String
+    public var unit: String
+    public var median: Double
+    public var p99: Double
+    /// What the row is compared with: the TCP 16 B → 4 KiB round trip (µs)
+    /// for latencies; for Jacobi, one process on private memory (ms).
+    public var floor: Double
+    /// median / floor.
+    public var ratio: Double
+    /// For Jacobi: one-process time / parallel time.
+    public var speedup: Double?
+    /// What the ratio (or speedup) should be, e.g. "<= 1.5" or ">= 1.2".
+    public var target: String?
+    public var samples: Int
+    /// Memory-protocol messages (all ranks) per operation, when the operation is a page operation.
+    public var messagesPerOp: Double?
+    /// Pages transferred (all ranks) per operation, when the operation is a page operation.
+    public var pagesPerOp: Double?
+    /// Mean time the engine saw per fault (taking the fault to waking the faulting
+    /// thread), when the operation is a fault: the median minus this is spent
+    /// handing the fault to the engine and waking the faulting thread.
+    public var engineMicrosPerOp: Double?
+
+    public init(name: String, unit: String, samples values: [Double], floor: Double, target: String? = nil) {
+        let s = Summary(values)
+        self.name = name
+        self.unit = unit
+        median = s.median
+        p99 = s.p99
+        self.floor = floor
+        ratio = floor > 0 ? s.median / floor : .nan
+        self.target = target
+        samples = values.count
+    }
+
+    /// Whether the row meets its target (nil without one).
+    public var meetsTarget: Bool? {
+        guard let t = target else { return nil }
+        let parts = t.split(separator: " ")
+        guard parts.count == 2, let bound = Double(parts[1]) else { return nil }
+        if parts[0] == "<=" { return ratio <= bound }
+        if parts[0] == ">=" { return (speedup ?? ratio) >= bound }
+        return nil
+    }
+}
+
+/// Order statistics of a sample, from the sorted values.
+public struct Summary: Sendable {
+    public let sorted: [Double]
+    public init(_ values: [Double]) { sorted = values.sorted() }
+    public var median: Double {
+        guard !sorted.isEmpty else { return .nan }
+        let m = sorted.count / 2
+        return sorted.count % 2 == 1 ? sorted[m] : (sorted[m - 1] + sorted[m]) / 2
+    }
+    /// The nearest-rank percentile: the smallest value with at least q of the sample at or below it.
+    public func percentile(_ q: Double) -> Double {
+        guard !sorted.isEmpty else { return .nan }
+        let rank = Int((q * Double(sorted.count)).rounded(.up))
+        return sorted[min(sorted.count - 1, max(0, rank - 1))]
+    }
+    public var p99: Double { percentile(0.99) }
+    public var minimum: Double { sorted.first ?? .nan }
+}
+
+/// The latency micro-benchmarks of `plexus bench`, each a collective of a
+/// 2-process job (rank 0 and rank 1; other ranks only join the barriers).
+/// Every sample is one operation timed on its own with CLOCK_MONOTONIC.
+public enum Microbenchmarks {
+    /// Page operations over `pages` pages, in `rounds` rounds. Each round:
+    /// rank 0 writes one word of every page it manages, barrier, then of
+    /// every other page, barrier; rank 1 reads one word of every page, barrier.
+    ///
+    /// - Rank 1's reads are remote read misses: rank 0 holds each page
+    ///   writable, so the read faults, and under `sc` the page comes from
+    ///   rank 0 in one request/reply whichever rank manages it.
+    /// - From round 1 on, rank 0's writes are write faults that must
+    ///   invalidate one reader (rank 1's copy). Under `sc` the page's manager
+    ///   (global page % ranks) orders the upgrade: when rank 0 manages the
+    ///   page it only sends the invalidation (one round trip); when rank 1
+    ///   does, the request and forward add a second round trip. The two
+    ///   cases are reported apart, since their mix would have no meaningful median.
+    public struct PageResult: Sendable {
+        public var readMiss: [Double] = []
+        public var writeLocalManager: [Double] = []
+        public var writeRemoteManager: [Double] = []
+        /// Memory-protocol messages sent and pages received, summed over
+        /// ranks, during each phase: read misses, writes to pages rank 0
+        /// manages, writes to pages rank 1 manages.
+        public var traffic: [(messages: Int, pages: Int)] = [(0, 0), (0, 0), (0, 0)]
+        /// Microseconds the engine counted from taking each fault to waking
+        /// its threads, summed over ranks, per phase (the rest of a sample
+        /// is the hand-offs between the faulting thread and the engine).
+        public var engineMicros: [Double] = [0, 0, 0]
+    }
+
+    public static func pages(_ px: Plexus, pages: Int, rounds: Int) throws -> PageResult {
+        guard let pageSize = px.pageSize, let memory = px.memory else { throw PlexusError.noSharedMemory }
+        let words = pageSize / MemoryLayout<Int>.stride
+        let array = try px.allocate(Int.self, count: pages * words, name: "bench.pages", alignment: pageSize)
+        let firstPage = Int(array.address - memory.region.applicationBase) / pageSize
+        let managedBy0 = (0..<pages).filter { (firstPage + $0) % px.size == 0 }
+        let managedByOther = (0..<pages).filter { (firstPage + $0) % px.size != 0 }
+        var result = PageResult()
+        var traffic = [Int](repeating: 0, count: 9)
+        func counters() -> (Int, Int, Int) {
+            let (s, blocked) = memory.statistics
+            return (s.messagesSent, s.total.pagesReceived, Int(blocked))
+        }
+        /// Runs `body` between two barriers and adds this rank's traffic to `phase`.
+        func phase(_ k: Int?, _ body: () -> Void) throws {
+            let before = counters()
+            body()
+            try px.barrier()
+            let after = counters()
+            if let k { traffic[3 * k] += after.0 - before.0; traffic[3 * k + 1] += after.1 - before.1; traffic[3 * k + 2] += after.2 - before.2 }
+        }
+        try px.barrier()
+        for round in 0..<rounds {
+            for (k, list) in [(1, managedBy0), (2, managedByOther)] {
+                try phase(round > 0 ? k : nil) {
+                    guard px.rank == 0 else { return }
+                    for p in list {
+                        let t0 = nanoseconds()
+                        storeWord(array.base + p * words, round + 1)
+                        let dt = Double(nanoseconds() - t0) / 1000
+                        if round > 0 { if k == 1 { result.writeLocalManager.append(dt) } else { result.writeRemoteManager.append(dt) } }
+                    }
+                }
+            }
+            try phase(0) {
+                guard px.rank == 1 else { return }
+                for p in 0..<pages {
+                    let t0 = nanoseconds()
+                    let v = loadWord(array.base + p * words)
+                    result.readMiss.append(Double(nanoseconds() - t0) / 1000)
+                    precondition(v == round + 1, "bench: page \(p) holds \(v) after round \(round + 1): sequential consistency violated")
+                }
+            }
+        }
+        // Gather rank 1's reads and everyone's traffic on rank 0.
+        var w = [UInt8]()
+        for x in traffic { withUnsafeBytes(of: x) { w += $0 } }
+        w += doublesToBytes(result.readMiss)
+        let all = try px.allGather(w)
+        if px.rank == 0 {
+            result.readMiss = []
+            for (r, bytes) in all.enumerated() {
+                let ints = (0..<9).map { k in bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8 * k, as: Int.self) } }
+                for k in 0..<3 {
+                    result.traffic[k].messages += ints[3 * k]
+                    result.traffic[k].pages += ints[3 * k + 1]
+                    result.engineMicros[k] += Double(ints[3 * k + 2]) / 1000
+                }
+                if r == 1 { result.readMiss = bytesToDoubles(Array(bytes[72...])) }
+            }
+        }
+        return result
+    }
+
+    /// Rank 1 acquires and releases lock 0, which rank 0 manages, `samples`
+    /// times; each sample is one acquire+release. Returns rank 1's samples on rank 0.
+    public static func lock(_ px: Plexus, samples: Int, warmup: Int = 100) throws -> [Double] {
+        let lock = px.lock(0)
+        var mine: [Double] = []
+        try px.barrier()
+        if px.rank == 1 {
+            mine.reserveCapacity(samples)
+            for i in 0..<(samples + warmup) {
+                let t0 = nanoseconds()
+                try lock.acquire()
+                try lock.release()
+                if i >= warmup { mine.append(Double(nanoseconds() - t0) / 1000) }
+            }
+        }
+        let all = try px.allGather(doublesToBytes(mine))
+        return px.rank == 0 && all.count > 1 ? bytesToDoubles(all[1]) : []
+    }
+
+    /// Every rank calls `barrier()` `samples` times; returns rank 0's times.
+    public static func barrier(_ px: Plexus, samples: Int, warmup: Int = 100) throws -> [Double] {
+        var out: [Double] = []
+        out.reserveCapacity(samples)
+        try px.barrier()
+        for i in 0..<(samples + warmup) {
+            let t0 = nanoseconds()
+            try px.barrier()
+            if i >= warmup { out.append(Double(nanoseconds() - t0) / 1000) }
+        }
+        return out
+    }
+}
+
+/// One real load from shared memory (Swift has no volatile).
+@inline(never) @_optimize(none)
+public func loadWord(_ p: UnsafeMutablePointer<Int>) -> Int { p.pointee }
+
+/// One real store to shared memory.
+@inline(never) @_optimize(none)
+public func storeWord(_ p: UnsafeMutablePointer<Int>, _ v: Int) { p.pointee = v }
+
+public func doublesToBytes(_ values: [Double]) -> [UInt8] {
+    values.withUnsafeBytes { Array($0) }
+}
+
+public func bytesToDoubles(_ bytes: [UInt8]) -> [Double] {
+    let n = bytes.count / MemoryLayout<Double>.stride
+    return bytes.withUnsafeBytes { raw in (0..<n).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: Double.self) } }
+}

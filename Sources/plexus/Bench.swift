@@ -1,0 +1,203 @@
+import ArgumentParser
+import Cluster
+import Foundation
+import Plexus
+import Workloads
+
+/// `plexus bench`: the costs of the shared-memory primitives, each next to
+/// the floor it cannot beat, measured in the same run (MEASUREMENTS.md says
+/// why only ratios compare across runs). Benchmarks are not tests: they
+/// report, and exit non-zero only when a run breaks.
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure remote faults, locks, barriers and Jacobi against their floors.",
+        discussion: """
+            Runs a 2-process job on this machine (the job's program is plexus itself) and
+            prints one row per operation: median, p99, the floor measured in the same run,
+            the ratio median/floor and the target for that ratio.
+
+            The floor of a latency row is a 16 B request -> 4 KiB reply round trip over a
+            plain TCP connection between the same two processes (blocking reads,
+            TCP_NODELAY), measured just before the row. The floor of the Jacobi row is the
+            same loop run by one process on private memory; its speedup is floor/median.
+
+            Examples:
+              plexus bench
+              plexus bench --samples 5000 --json bench.json
+              plexus bench --skip-jacobi --protocol sc
+            """,
+        subcommands: [BenchWorker.self])
+
+    @Option(name: .long, help: "Samples per latency row (pages per round for the page rows).")
+    var samples: Int = 2000
+
+    @Option(name: .long, help: "TCP round trips measured for the floor before each latency row.")
+    var floorSamples: Int = 2000
+
+    @Option(name: .long, help: "Rounds of the page rows (reads: rounds x samples; writes: (rounds-1) x samples).")
+    var rounds: Int = 2
+
+    @Option(name: .long, help: "Jacobi grid size (n x n doubles).")
+    var jacobiSize: Int = 2048
+
+    @Option(name: .long, help: "Jacobi iterations per run.")
+    var jacobiIterations: Int = 50
+
+    @Option(name: .long, help: "Jacobi runs (each: one sequential and one parallel).")
+    var jacobiRuns: Int = 3
+
+    @Flag(name: .long, help: "Leave out the Jacobi row.")
+    var skipJacobi = false
+
+    @Option(name: .long, help: "Also write the rows as a JSON array to this file.")
+    var json: String?
+
+    @OptionGroup var memory: MemoryOptions
+
+    @OptionGroup var common: CommonOptions
+
+    func validate() throws {
+        guard samples >= 10 else { throw ValidationError("--samples must be at least 10 (got \(samples))") }
+        guard floorSamples >= 10 else { throw ValidationError("--floor-samples must be at least 10 (got \(floorSamples))") }
+        guard rounds >= 2 else { throw ValidationError("--rounds must be at least 2: the first round only places the pages") }
+        guard jacobiSize >= 3 else { throw ValidationError("--jacobi-size must be at least 3") }
+        guard jacobiIterations >= 1, jacobiRuns >= 1 else { throw ValidationError("--jacobi-iterations and --jacobi-runs must be at least 1") }
+        let needed = samples * memory.pageSize + (skipJacobi ? 0 : 2 * jacobiSize * jacobiSize * 8 + 2 * memory.pageSize) + (1 << 20)
+        if let size = parseSize(memory.sharedMemory), size / 2 < needed {
+            throw ValidationError("--shared-memory \(memory.sharedMemory) is too small for these sizes: use at least \(2 * needed / (1 << 20) + 1)M")
+        }
+    }
+
+    func run() throws {
+        let logger = try common.makeLogger("plexus.bench")
+        let out = NSTemporaryDirectory() + "/plexus-bench-\(getpid()).json"
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        var args = ["bench", "_bench-worker", "--w-out", out, "--w-samples", "\(samples)", "--w-floor-samples", "\(floorSamples)",
+                    "--w-rounds", "\(rounds)", "--w-jacobi-size", "\(jacobiSize)", "--w-jacobi-iterations", "\(jacobiIterations)",
+                    "--w-jacobi-runs", "\(jacobiRuns)"]
+        if skipJacobi { args.append("--w-skip-jacobi") }
+        let spec = JobSpec(processes: 2, nodes: [], program: selfExecutable(), arguments: args,
+                           environment: try memory.environment())
+        writeAll(2, "plexus bench: 2 processes, protocol \(memory.protocol), page size \(memory.pageSize)\n")
+        let result = try runJob(spec, logger: logger)
+        try memory.writeStatistics(result)
+        if result.status != 0 {
+            for f in result.failures { writeAll(2, "plexus bench: \(f)\n") }
+            throw ExitCode(result.status)
+        }
+        let rows: [BenchmarkRow]
+        do { rows = try JSONDecoder().decode([BenchmarkRow].self, from: Data(contentsOf: URL(fileURLWithPath: out))) } catch {
+            writeAll(2, "plexus bench: the benchmark job wrote no results: \(error)\n")
+            throw ExitCode(1)
+        }
+        writeAll(1, Self.table(rows))
+        if let json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            do { try encoder.encode(rows).write(to: URL(fileURLWithPath: json)) } catch {
+                writeAll(2, "plexus bench: cannot write \(json): \(error.localizedDescription)\n")
+                throw ExitCode(1)
+            }
+        }
+    }
+
+    static func table(_ rows: [BenchmarkRow]) -> String {
+        func num(_ v: Double) -> String { v.isNaN ? "-" : v >= 100 ? String(format: "%.0f", v) : String(format: "%.1f", v) }
+        let header = ["operation", "unit", "median", "p99", "floor", "ratio", "target", "met", "msgs/op", "pages/op", "engine us/op", "n"]
+        var lines: [[String]] = [header]
+        for r in rows {
+            let ratio = r.speedup.map { String(format: "%.2f (speedup %.2fx)", r.ratio, $0) } ?? String(format: "%.2f", r.ratio)
+            let met = r.meetsTarget.map { $0 ? "yes" : "NO" } ?? "-"
+            lines.append([r.name, r.unit, num(r.median), num(r.p99), num(r.floor), ratio, r.target ?? "-", met,
+                          r.messagesPerOp.map { String(format: "%.1f", $0) } ?? "-",
+                          r.pagesPerOp.map { String(format: "%.2f", $0) } ?? "-",
+                          r.engineMicrosPerOp.map { String(format: "%.1f", $0) } ?? "-", "\(r.samples)"])
+        }
+        let widths = header.indices.map { c in lines.map { $0[c].count }.max() ?? 0 }
+        var s = ""
+        for l in lines {
+            s += l.enumerated().map { c, v in
+                c <= 1 || c == 6 ? v.padding(toLength: widths[c], withPad: " ", startingAt: 0)
+                    : String(repeating: " ", count: widths[c] - v.count) + v
+            }.joined(separator: "  ") + "\n"
+        }
+        s += "floor: TCP 16 B -> 4 KiB round trip between the two processes, measured before each row;\n"
+        s += "       for jacobi, one process running the same loop on private memory (target is on speedup).\n"
+        s += "engine us/op: mean time from the engine taking a fault to waking the faulting thread.\n"
+        return s
+    }
+}
+
+/// The job process of `plexus bench` (`plexus bench _bench-worker ...`;
+/// rank 0 measures and writes the rows).
+struct BenchWorker: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "_bench-worker", shouldDisplay: false)
+
+    // Names of their own: the parent command `bench` parses its options too.
+    @Option(name: .customLong("w-out")) var out: String
+    @Option(name: .customLong("w-samples")) var samples: Int
+    @Option(name: .customLong("w-floor-samples")) var floorSamples: Int
+    @Option(name: .customLong("w-rounds")) var rounds: Int
+    @Option(name: .customLong("w-jacobi-size")) var jacobiSize: Int
+    @Option(name: .customLong("w-jacobi-iterations")) var jacobiIterations: Int
+    @Option(name: .customLong("w-jacobi-runs")) var jacobiRuns: Int
+    @Flag(name: .customLong("w-skip-jacobi")) var skipJacobi = false
+
+    func run() throws {
+        let px = try Plexus.join()
+        guard px.size == 2 else { throw ValidationError("_bench-worker runs in a job of exactly 2 processes") }
+        func progress(_ s: String) { if px.rank == 0 { writeAll(2, "bench: \(s)\n") } }
+        let floor = try TCPFloor(px)
+        func floorMedian(_ what: String) -> Double {
+            progress("floor before \(what): \(floorSamples) TCP round trips")
+            return Summary(floor.measure(samples: floorSamples)).median
+        }
+        var rows: [BenchmarkRow] = []
+
+        var f = floorMedian("page rows")
+        progress("page rows: \(rounds) rounds over \(samples) pages")
+        let pages = try Microbenchmarks.pages(px, pages: samples, rounds: rounds)
+        func pageRow(_ name: String, _ values: [Double], phase k: Int, target: String? = nil) -> BenchmarkRow {
+            var r = BenchmarkRow(name: name, unit: "us", samples: values, floor: f, target: target)
+            r.messagesPerOp = Double(pages.traffic[k].messages) / Double(max(1, values.count))
+            r.pagesPerOp = Double(pages.traffic[k].pages) / Double(max(1, values.count))
+            r.engineMicrosPerOp = pages.engineMicros[k] / Double(max(1, values.count))
+            return r
+        }
+        let read = pageRow("remote read miss", pages.readMiss, phase: 0, target: "<= 1.5")
+        let w1 = pageRow("write fault, invalidate 1 reader", pages.writeLocalManager, phase: 1)
+        let w2 = pageRow("same, remote page manager", pages.writeRemoteManager, phase: 2)
+        rows += [read, w1, w2]
+
+        f = floorMedian("lock row")
+        progress("lock row: \(samples) acquire+release of a lock managed by the other process")
+        rows.append(BenchmarkRow(name: "remote lock acquire+release", unit: "us",
+                                 samples: try Microbenchmarks.lock(px, samples: samples), floor: f, target: "<= 3"))
+
+        f = floorMedian("barrier row")
+        progress("barrier row: \(samples) barriers")
+        rows.append(BenchmarkRow(name: "barrier, 2 processes", unit: "us",
+                                 samples: try Microbenchmarks.barrier(px, samples: samples), floor: f, target: "<= 2"))
+
+        if !skipJacobi {
+            let n = jacobiSize
+            let j = try Jacobi.benchmark(px, n: n, iterations: jacobiIterations, runs: jacobiRuns, progress: progress)
+            if px.rank == 0 {
+                guard j.maxDifference == 0 else {
+                    writeAll(2, "bench: jacobi on shared memory differs from the sequential run by \(j.maxDifference)\n")
+                    throw ExitCode(1)
+                }
+                var row = BenchmarkRow(name: "jacobi \(n)x\(n), \(jacobiIterations) it, 2 proc", unit: "ms",
+                                       samples: j.parallel.map { $0 * 1000 }, floor: Summary(j.sequential.map { $0 * 1000 }).median,
+                                       target: ">= 1.2")
+                row.speedup = row.floor / row.median
+                rows.append(row)
+            }
+        }
+        if px.rank == 0 {
+            let data = try JSONEncoder().encode(rows)
+            try data.write(to: URL(fileURLWithPath: out))
+        }
+        try px.finalize()
+    }
+}
