@@ -130,7 +130,9 @@ final class Heap: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         let start = (collectiveNext + alignment - 1) / alignment * alignment
-        guard bytes >= 0, start + bytes <= collectiveLimit else {
+        // `bytes <= limit - start`, not `start + bytes <= limit`: sizes near
+        // Int.max must give the error, not an overflow trap.
+        guard bytes >= 0, start <= collectiveLimit, bytes <= collectiveLimit - start else {
             throw .outOfSharedMemory(askedBytes: bytes, leftBytes: max(0, collectiveLimit - collectiveNext))
         }
         collectiveNext = start + bytes
@@ -143,7 +145,7 @@ final class Heap: @unchecked Sendable {
         defer { lock.unlock() }
         let start = (localNext + alignment - 1) / alignment * alignment
         let end = arenaStart + arenaSize
-        guard bytes >= 0, start + bytes <= end else {
+        guard bytes >= 0, start <= end, bytes <= end - start else {
             throw .outOfSharedMemory(askedBytes: bytes, leftBytes: max(0, end - localNext))
         }
         localNext = start + bytes

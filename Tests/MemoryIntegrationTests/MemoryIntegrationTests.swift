@@ -1,0 +1,202 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Testing
+import TestSupport
+
+// The shared-memory suite with real processes: `plexus run` starts a job of
+// `dsm-check` (Tests/Workers/dsm-check), whose rank 0 prints PASS or FAIL.
+// Every test runs over every registered coherence protocol, as argodsm's
+// `forall_backends` does; the litmus tests (racy plain loads and stores) run
+// only over protocols that promise sequential consistency, the visibility
+// tests (through locks and barriers) over all of them.
+
+/// The registered protocols, as `dsm-check protocols` lists them ("sc
+/// sequential"): the test target does not link the memory layer itself.
+enum Registered {
+    static func protocols() throws -> [(name: String, sequential: Bool)] {
+        let c = try Child(try product("dsm-check"), ["protocols"])
+        let status = try c.wait(timeout: 20)
+        guard status == 0 else { throw HarnessError("dsm-check protocols exited with \(status): \(c.stderr)") }
+        let list = c.stdout.split(separator: "\n").map { line -> (String, Bool) in
+            let words = line.split(separator: " ")
+            return (String(words[0]), words.count > 1 && words[1] == "sequential")
+        }
+        guard !list.isEmpty else { throw HarnessError("dsm-check protocols listed no protocol") }
+        return list
+    }
+
+    static func all() throws -> [String] { try protocols().map(\.name) }
+    static func sequential() throws -> [String] { try protocols().filter(\.sequential).map(\.name) }
+}
+
+/// One finished job.
+struct Job {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+    var seconds: Double
+    var output: String { stdout + stderr }
+}
+
+/// Runs `plexus run -n N --protocol P [options] dsm-check ARGS MARKER` and
+/// checks that no process of the job is left afterwards.
+func runJob(ranks: Int, protocol: String, _ args: [String], plexusOptions: [String] = [],
+            program: String = "dsm-check", environment: [String: String] = [:], timeout: Double = 60) throws -> Job {
+    let marker = uniqueMarker()
+    let t0 = Date()
+    let c = try Child(try product("plexus"),
+                      ["run", "-n", "\(ranks)", "--protocol", `protocol`] + plexusOptions + [try product(program)] + args + [marker],
+                      environment: environment)
+    let status = try c.wait(timeout: timeout)
+    let job = Job(status: status, stdout: c.stdout, stderr: c.stderr, seconds: Date().timeIntervalSince(t0))
+    #expect(processes(containing: marker).isEmpty, "processes of the job are left over")
+    return job
+}
+
+/// Expects the scenario's PASS line from rank 0 and a successful job.
+func expectPass(_ job: Job, _ scenario: String, sourceLocation: SourceLocation = #_sourceLocation) {
+    #expect(job.status == 0, "exit status \(job.status)\n\(job.output)", sourceLocation: sourceLocation)
+    #expect(job.stdout.contains("[0] PASS \(scenario):"), "no PASS line\n\(job.output)", sourceLocation: sourceLocation)
+    #expect(!job.stdout.contains("FAIL"), "\(job.output)", sourceLocation: sourceLocation)
+}
+
+@Suite(.serialized) struct MemoryModelTests {
+    @Test func protocolListIncludesSequentialConsistency() throws {
+        let list = try Registered.protocols()
+        #expect(list.contains { $0.name == "sc" && $0.sequential }, "\(list)")
+    }
+
+    /// Every reader sees the last write each rank made before a barrier,
+    /// for words on a page all ranks write, on pages of their own, and a word
+    /// overwritten several times.
+    @Test(arguments: try Registered.all())
+    func lastWriteBeforeBarrierIsSeenByEveryRank(protocol: String) throws {
+        let job = try runJob(ranks: 3, protocol: `protocol`, ["visibility-barrier", "200"])
+        expectPass(job, "visibility-barrier")
+        #expect(job.stdout.contains("200 rounds x 3 ranks"), "\(job.stdout)")
+    }
+
+    /// Each lock acquirer sees the whole record the previous holder wrote,
+    /// and no hand-off is lost.
+    @Test(arguments: try Registered.all())
+    func lastWriteBeforeReleaseIsSeenByNextAcquirer(protocol: String) throws {
+        let job = try runJob(ranks: 3, protocol: `protocol`, ["visibility-lock", "100"])
+        expectPass(job, "visibility-lock")
+        #expect(job.stdout.contains("300 hand-offs"), "\(job.stdout)")
+    }
+
+    /// 3 ranks x 2 threads x 150 increments under one lock: exactly 900.
+    @Test(arguments: try Registered.all())
+    func counterUnderLockLosesNoIncrement(protocol: String) throws {
+        let job = try runJob(ranks: 3, protocol: `protocol`, ["lock-counter", "150", "threads=2"])
+        expectPass(job, "lock-counter")
+        #expect(job.stdout.contains("counter 900, expected 900 = 3 ranks x 2 threads x 150 increments"), "\(job.stdout)")
+    }
+
+    /// Racy plain loads and stores never show an outcome sequential
+    /// consistency forbids, and the ranks really race: at least two allowed
+    /// outcomes occur.
+    @Test(arguments: try Registered.sequential(), ["mp", "sb", "lb", "2+2w", "iriw"])
+    func litmusShowsNoForbiddenOutcome(protocol: String, test: String) throws {
+        let iterations = 2000
+        let job = try runJob(ranks: test == "iriw" ? 4 : 2, protocol: `protocol`, ["litmus-\(test)", "\(iterations)"])
+        expectPass(job, "litmus-\(test)")
+        #expect(job.stdout.contains("0 forbidden outcome(s) in \(iterations) runs"), "\(job.stdout)")
+        let seen = job.stdout.split(separator: "\n").first { $0.contains("distinct allowed outcomes seen:") }
+        let count = seen.flatMap { line in line.split(separator: " ").reversed().dropFirst(2).first.flatMap { Int($0) } }
+        #expect((count ?? 0) >= 2, "the ranks did not race: \(seen.map(String.init) ?? "no histogram")\n\(job.stdout)")
+    }
+
+    /// Lock misuse, mismatched collective allocations and exhausted shared
+    /// memory give clear errors, and the job carries on.
+    @Test(arguments: try Registered.all())
+    func misuseGivesClearErrors(protocol: String) throws {
+        let job = try runJob(ranks: 3, protocol: `protocol`, ["misuse"], plexusOptions: ["--shared-memory", "64M"])
+        expectPass(job, "misuse")
+    }
+}
+
+@Suite(.serialized) struct MemoryFailureTests {
+    /// Rank 1 owns a page and is killed while the others wait for that
+    /// page: the job ends within seconds of the kill, reporting rank 1
+    /// killed by SIGKILL, no reader ever gets the page, and no process of
+    /// the job is left.
+    @Test(arguments: try Registered.all())
+    func deadOwnerEndsTheJobPromptly(protocol: String) throws {
+        let marker = uniqueMarker()
+        let c = try Child(try product("plexus"), ["run", "-n", "3", "--protocol", `protocol`, try product("dsm-check"), "crash-owner", marker])
+        _ = try c.waitForLine(containing: "[0] rank 0 is blocked on the page owned by rank 1", timeout: 30)
+        let killed = Date()
+        let status = try c.wait(timeout: 30)
+        let seconds = Date().timeIntervalSince(killed)
+        #expect(status == 128 + SIGKILL, "exit status \(status)\n\(c.stdout)\(c.stderr)")
+        #expect(c.stderr.contains("rank 1 (pid") && c.stderr.contains("killed by signal 9 (SIGKILL)"), "\(c.stderr)")
+        #expect(!c.stdout.contains("FAIL"), "\(c.stdout)")
+        #expect(seconds < 3, "the job took \(seconds) s to end after rank 1 was killed")
+        #expect(processes(containing: marker).isEmpty, "processes of the job are left over")
+    }
+
+    /// A bad pointer outside the region still crashes with SIGSEGV: the
+    /// fault handler passes it to the previous handler (here Swift's
+    /// backtracer, which names the address), and the job reports the rank.
+    @Test(arguments: try Registered.all(), ["low", "past-end"])
+    func segvOutsideTheRegionStillCrashes(protocol: String, at: String) throws {
+        let job = try runJob(ranks: 2, protocol: `protocol`, ["segv-outside", "at=\(at)"],
+                             environment: ["SWIFT_BACKTRACE": "enable=yes,interactive=no"], timeout: 30)
+        #expect(job.status == 128 + SIGSEGV, "exit status \(job.status)\n\(job.output)")
+        #expect(job.stderr.contains("rank 1 (pid") && job.stderr.contains("killed by signal 11 (SIGSEGV)"), "\(job.stderr)")
+        let line = job.stdout.split(separator: "\n").first { $0.contains("rank 1 stores to 0x") }
+        let address = line.flatMap { $0.split(separator: " ").first { $0.hasPrefix("0x") } }.map { String($0.dropFirst(2).prefix { $0.isHexDigit }) }
+        #expect(address != nil, "\(job.output)")
+        if let address {
+            let padded = String(repeating: "0", count: max(0, 16 - address.count)) + address
+            #expect(job.output.contains("Bad pointer dereference at 0x\(padded)"),
+                    "the previous SIGSEGV handler (Swift's backtracer) did not report the address\n\(job.output)")
+        }
+        #expect(!job.stdout.contains("FAIL"), "\(job.output)")
+    }
+}
+
+@Suite(.serialized) struct StatisticsOutputTests {
+    /// `--stats FILE` writes JSON with every process's totals and per-page
+    /// entries named after allocations; `--summary` prints the table. The
+    /// false-sharing example's "counters" page ping-pongs between the ranks.
+    @Test(arguments: try Registered.all())
+    func statsFileAndSummaryDescribeThePages(protocol: String) throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("plexus-stats-\(UInt32.random(in: 0...UInt32.max)).json")
+        defer { try? FileManager.default.removeItem(at: file) }
+        let job = try runJob(ranks: 2, protocol: `protocol`, ["2000"], plexusOptions: ["--stats", file.path, "--summary"],
+                             program: "false-sharing")
+        #expect(job.status == 0, "\(job.output)")
+        let data = try Data(contentsOf: file)
+        let doc = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        #expect(doc["protocol"] as? String == `protocol`)
+        #expect(doc["pageSize"] as? Int == 4096)
+        let processes = try #require(doc["processes"] as? [[String: Any]])
+        #expect(processes.compactMap { $0["rank"] as? Int }.sorted() == [0, 1], "\(processes.map { $0["rank"] ?? "?" })")
+        var counterTransfers = 0
+        var paddedPages = 0
+        for p in processes {
+            let totals = try #require(p["totals"] as? [String: Any])
+            for key in ["readFaults", "writeFaults", "pagesReceived", "pagesSent", "invalidationsSent", "invalidationsReceived",
+                        "messagesSent", "messagesReceived", "bytesSent", "bytesReceived"] {
+                #expect(totals[key] is Int, "totals.\(key) missing in \(totals)")
+            }
+            #expect(totals["blockedMicros"] is Double, "\(totals)")
+            let pages = try #require(p["pages"] as? [[String: Any]])
+            for page in pages {
+                let name = try #require(page["name"] as? String)
+                #expect(page["page"] is Int && (page["address"] as? String)?.hasPrefix("0x") == true, "\(page)")
+                if name.hasPrefix("counters[") { counterTransfers += page["pagesReceived"] as? Int ?? 0 }
+                if name.hasPrefix("padded_counters[") { paddedPages += 1 }
+            }
+        }
+        #expect(counterTransfers > 0, "no transfer of the counters page recorded")
+        #expect(paddedPages >= 2, "the padded counters' pages are missing")
+        #expect(job.stderr.contains("shared memory: rank  read-faults"), "\(job.stderr)")
+        let hot = job.stderr.split(separator: "\n").first { $0.hasPrefix("most transferred pages: ") }
+        #expect(hot?.contains("counters[0...1] (") == true, "\(job.stderr)")
+    }
+}

@@ -1,0 +1,250 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Memory
+import Plexus
+
+/// `misuse`: wrong uses of the API get clear errors, and the job carries on
+/// afterwards. Checks, on every rank:
+/// - releasing a lock this process does not hold, acquiring a lock twice
+///   from one thread, and releasing from a thread that does not hold it
+///   throw `.lockMisuse` saying so;
+/// - a collective allocation with different sizes, then with different
+///   names, on different ranks throws `.collectiveMismatch` on every rank;
+/// - an allocation larger than what is left (collective and per-process)
+///   throws `.outOfSharedMemory` with the bytes asked and the bytes left, and
+///   exactly "left" bytes can still be allocated afterwards;
+/// - after all that, locks, barriers and allocations still work.
+func misuse(_ px: Plexus, _ o: Options) throws -> Bool {
+    var failures = Failures()
+
+    // Locks.
+    let lock = px.lock(3)
+    expectError("release of a lock not held", &failures, contains: ["cannot release lock 3", "does not hold it"]) {
+        try lock.release()
+    } match: { if case .lockMisuse = $0 { true } else { false } }
+    try lock.acquire()
+    expectError("second acquire by the holding thread", &failures, contains: ["already held by this thread", "not recursive"]) {
+        try lock.acquire()
+    } match: { if case .lockMisuse = $0 { true } else { false } }
+    let fromOtherThread = Guarded<PlexusError?>(nil)
+    Joinable {
+        do { try lock.release() } catch { fromOtherThread.with { $0 = error as? PlexusError } }
+    }.join()
+    switch fromOtherThread.with({ $0 }) {
+    case .lockMisuse(let why)? where why.contains("another thread"): break
+    case let other: failures.add("release from a thread that does not hold the lock: expected lockMisuse naming another thread, got \(String(describing: other))")
+    }
+    try lock.release()
+
+    // Collective allocations that disagree.
+    expectError("allocation with different sizes", &failures, contains: ["'sized'", "(10 bytes)", "(20 bytes)", "every rank must make the same collective calls"]) {
+        _ = try px.allocate(UInt8.self, count: px.rank == 0 ? 10 : 20, name: "sized")
+    } match: { if case .collectiveMismatch = $0 { true } else { false } }
+    expectError("allocation with different names", &failures, contains: ["'alpha'", "'beta'"]) {
+        _ = try px.allocate(Int.self, count: 4, name: px.rank == 0 ? "alpha" : "beta")
+    } match: { if case .collectiveMismatch = $0 { true } else { false } }
+    // The ranks still agree afterwards: the same call gives the same address.
+    let agreed = try px.allocate(Int.self, count: 4, name: "agreed")
+    let addresses = try px.allGather(encode([Int(bitPattern: agreed.address)])).map(decode)
+    if Set(addresses.map { $0[0] }).count != 1 { failures.add("after the mismatches the ranks got different addresses: \(addresses)") }
+
+    // Out of shared memory: collective, then per-process.
+    let regionSize = px.memory!.region.size
+    // Sizes near Int.max must not overflow the heap's arithmetic.
+    expectError("collective allocation of Int.max bytes", &failures, contains: ["asked \(Int.max) bytes"]) {
+        _ = try px.allocateBytes(Int.max, alignment: 1, name: "max")
+    } match: { if case .memory(.outOfSharedMemory(Int.max, _)) = $0 { true } else { false } }
+    expectError("per-process allocation of Int.max bytes", &failures, contains: ["asked \(Int.max) bytes"]) {
+        _ = try px.allocateLocal(UInt8.self, count: Int.max, name: "max-local")
+    } match: { if case .memory(.outOfSharedMemory(Int.max, _)) = $0 { true } else { false } }
+    let tooMuch = 2 * regionSize
+    var left = -1
+    expectError("collective allocation of \(tooMuch) bytes", &failures, contains: ["asked \(tooMuch) bytes", "left"]) {
+        _ = try px.allocateBytes(tooMuch, alignment: 1, name: "huge")
+    } match: {
+        if case .memory(.outOfSharedMemory(let asked, let l)) = $0, asked == tooMuch { left = l; return true }
+        return false
+    }
+    if left > 0 && left < regionSize {
+        // "left" is exact: that many bytes fit, one more does not.
+        do { _ = try px.allocateBytes(left, alignment: 1, name: "rest") } catch {
+            failures.add("the error said \(left) bytes are left, but allocating \(left) bytes failed: \(error)")
+        }
+        expectError("one byte in a full collective heap", &failures, contains: ["asked 1 bytes", "0 left"]) {
+            _ = try px.allocateBytes(1, alignment: 1, name: "one-more")
+        } match: { if case .memory(.outOfSharedMemory(1, 0)) = $0 { true } else { false } }
+    } else {
+        failures.add("out-of-memory error reported \(left) bytes left in a region of \(regionSize)")
+    }
+    var localLeft = -1
+    expectError("per-process allocation of \(tooMuch) bytes", &failures, contains: ["asked \(tooMuch) bytes", "left"]) {
+        _ = try px.allocateLocal(UInt8.self, count: tooMuch, name: "huge-local")
+    } match: {
+        if case .memory(.outOfSharedMemory(let asked, let l)) = $0, asked == tooMuch { localLeft = l; return true }
+        return false
+    }
+    if localLeft > 0 && localLeft < regionSize {
+        do { _ = try px.allocateLocal(UInt8.self, count: localLeft, name: "rest-local") } catch {
+            failures.add("the error said \(localLeft) bytes are left in this rank's arena, but allocating them failed: \(error)")
+        }
+    } else {
+        failures.add("per-process out-of-memory error reported \(localLeft) bytes left in a region of \(regionSize)")
+    }
+
+    // Everything still works.
+    try px.barrier()
+    try lock.withLock {
+        agreed[px.rank % agreed.count] += 1
+    }
+    try px.barrier()
+    let sum = (0..<agreed.count).reduce(0) { $0 + agreed[$1] }
+    if sum != px.size { failures.add("after the errors, \(px.size) increments under a lock gave \(sum)") }
+    return try verdict(px, "misuse", failures, detail: "lock misuse, collective mismatches and out-of-memory gave clear errors; the job carried on")
+}
+
+/// Runs `body`, which must throw a PlexusError accepted by `match` whose
+/// description contains every string of `contains`.
+private func expectError(_ what: String, _ failures: inout Failures, contains: [String],
+                         _ body: () throws -> Void, match: (PlexusError) -> Bool) {
+    do {
+        try body()
+        failures.add("\(what): no error")
+    } catch {
+        guard let error = error as? PlexusError else {
+            failures.add("\(what): expected a PlexusError, got \(error)")
+            return
+        }
+        if !match(error) { failures.add("\(what): unexpected error \(error)") }
+        let text = error.description
+        for c in contains where !text.contains(c) { failures.add("\(what): the message does not say '\(c)': \(text)") }
+        if error.description.isEmpty { failures.add("\(what): empty message") }
+    }
+}
+
+/// `crash-owner`: rank 1 writes a page and so becomes its only owner; then it
+/// stops itself (SIGSTOP), so that it cannot serve the page. Every other rank
+/// then reads the page and blocks in the fault. Rank 0 has a helper thread
+/// that waits until rank 1 is stopped and rank 0's own fault is in flight
+/// (its read-fault counter for the page moved), then kills rank 1 with
+/// SIGKILL. The job must end promptly with a report naming rank 1: the
+/// readers never get the page, so only the launcher can end them.
+func crashOwner(_ px: Plexus, _ o: Options) throws -> Bool {
+    guard px.size >= 2 else {
+        say("FAIL crash-owner: needs at least 2 ranks")
+        return false
+    }
+    let pageSize = px.pageSize!
+    let wordsPerPage = pageSize / MemoryLayout<Int>.stride
+    // Of `size` consecutive pages, take the one rank 1 manages (page % size
+    // == 1, the home of a home-based protocol too): then no other rank can
+    // hold or serve a current copy once rank 1 is gone.
+    let pages = try px.allocate(Int.self, count: px.size * wordsPerPage, name: "victim", alignment: pageSize)
+    let first = px.memory!.region.page(containing: pages.address)!
+    let page = SharedArray(base: pages.base + ((1 - first % px.size + px.size) % px.size) * wordsPerPage,
+                           count: wordsPerPage, name: "victim")
+    let osPIDs = try px.allGather(encode([Int(getpid())])).map { decode($0)[0] }
+    if px.rank == 1 { store(page.base, 42) }
+    try px.barrier()
+    if px.rank == 1 {
+        say("rank 1 owns the page (wrote 42) and stops itself")
+        kill(getpid(), SIGSTOP)
+        say("FAIL crash-owner: rank 1 was resumed instead of killed")
+        exit(1)
+    }
+    let pageIndex = px.memory!.region.page(containing: page.address)!
+    if px.rank == 0 {
+        let victim = pid_t(osPIDs[1])
+        let memory = px.memory!
+        // Waits until rank 1 is stopped (before the read, which would
+        // otherwise be served) ...
+        while processState(victim) != "T" { usleep(1000) }
+        let before = memory.statistics.0.pages[pageIndex]?.readFaults ?? 0
+        _ = Joinable {
+            // ... and, from another thread, until the read has faulted, then kills.
+            while (memory.statistics.0.pages[pageIndex]?.readFaults ?? 0) == before { usleep(1000) }
+            say("rank 0 is blocked on the page owned by rank 1 (pid \(victim)); killing rank 1")
+            kill(victim, SIGKILL)
+        }
+        // Not joined: this thread blocks below for good.
+    } else {
+        // Other readers wait for rank 1 to be stopped too.
+        while processState(pid_t(osPIDs[1])) != "T" { usleep(1000) }
+    }
+    say("rank \(px.rank) reads the page owned by rank 1")
+    let v = load(page.base)
+    say("FAIL crash-owner: rank \(px.rank) read \(v) from a page whose owner was killed")
+    exit(1)
+}
+
+/// The state letter of a process in /proc/PID/stat ("R", "S", "T", ...).
+private func processState(_ pid: pid_t) -> String? {
+    guard let d = FileManager.default.contents(atPath: "/proc/\(pid)/stat") else { return nil }
+    let s = String(decoding: d, as: UTF8.self)
+    // "pid (comm) S ...": the state follows the last ')'.
+    guard let close = s.lastIndex(of: ")") else { return nil }
+    return s[s.index(after: close)...].split(separator: " ").first.map(String.init)
+}
+
+/// `segv-outside [at=low|past-end] [others=exit]`: after using shared memory (so the
+/// SIGSEGV handler is installed and has served faults), the last rank
+/// stores through a pointer outside the shared region: near address 0
+/// (`low`) or the first byte after the region (`past-end`). The handler must
+/// pass the fault on to the previous handler, so the process dies of SIGSEGV
+/// and the job reports that rank killed by SIGSEGV. With `others=exit` the
+/// other ranks exit with an error when they see the crashed rank gone,
+/// as a program would (see the comment below).
+func segvOutside(_ px: Plexus, _ o: Options) throws -> Bool {
+    let pageSize = px.pageSize!
+    let region = px.memory!.region
+    let words = try px.allocate(Int.self, count: px.size, name: "before-crash", alignment: pageSize)
+    store(words.base + px.rank, px.rank + 1)
+    try px.barrier()
+    let sum = (0..<px.size).reduce(0) { $0 + load(words.base + $1) }
+    guard sum == px.size * (px.size + 1) / 2 else {
+        say("FAIL segv-outside: shared memory did not work before the crash: sum \(sum)")
+        exit(1)
+    }
+    let crasher = px.size - 1
+    if px.rank == crasher {
+        let target: UInt
+        switch o.at ?? "low" {
+        case "low": target = 0x10
+        case "past-end": target = region.applicationBase + UInt(region.size)
+        case let other:
+            say("FAIL segv-outside: at=\(other) is not low or past-end")
+            exit(2)
+        }
+        // The test is only meaningful if nothing is mapped there.
+        if isMapped(target) {
+            say("FAIL segv-outside: 0x\(String(target, radix: 16)) is mapped in this process; choose another at=")
+            exit(2)
+        }
+        say("rank \(crasher) stores to 0x\(String(target, radix: 16)), outside the shared region "
+            + "0x\(String(region.applicationBase, radix: 16))-0x\(String(region.applicationBase + UInt(region.size), radix: 16))")
+        store(UnsafeMutablePointer<Int>(bitPattern: target)!, 1)
+        say("FAIL segv-outside: the store to 0x\(String(target, radix: 16)) did not crash")
+        exit(1)
+    }
+    // The others wait for a barrier the crashed rank never reaches. When
+    // they learn it is gone they wait on, for the launcher to stop them:
+    // exiting with an error would race the crash's report, and the launcher
+    // reports the first failure it hears of.
+    do {
+        try px.barrier()
+        say("FAIL segv-outside: rank \(px.rank) passed a barrier rank \(crasher) should never reach")
+        exit(1)
+    } catch {
+        if o.others == "exit" { throw error }
+        say("rank \(px.rank): \(error); waiting for the launcher to stop the job")
+        while true { _ = Glibc.pause() }
+    }
+}
+
+/// Whether the page holding `address` is mapped (msync fails with ENOMEM
+/// on unmapped memory).
+private func isMapped(_ address: UInt) -> Bool {
+    let page = UInt(sysconf(Int32(_SC_PAGESIZE)))
+    return msync(UnsafeMutableRawPointer(bitPattern: address / page * page), Int(page), MS_ASYNC) == 0
+}
