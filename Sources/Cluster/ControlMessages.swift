@@ -26,6 +26,9 @@ public enum ControlMessage: Equatable, Sendable {
     case nodeMembers([String])
     /// process → launcher: a JSON report (statistics) to collect at the end of the job.
     case processReport(rank: Int, json: [UInt8])
+    /// process → launcher: this process lost its connection to rank `lost`
+    /// (which had not said goodbye): the likely first cause of a failure.
+    case peerLost(rank: Int, lost: Int, reason: String)
 
     static let maxText = 64 * 1024
     static let maxArgs = 4096
@@ -44,6 +47,7 @@ public enum ControlMessage: Equatable, Sendable {
         case .nodeJoin: .nodeJoin
         case .nodeMembers: .nodeMembers
         case .processReport: .processReport
+        case .peerLost: .peerLost
         }
     }
 
@@ -64,6 +68,7 @@ public enum ControlMessage: Equatable, Sendable {
         case .nodeJoin(let a): w.string(a)
         case .nodeMembers(let ms): w.u32(UInt32(ms.count)); for m in ms { w.string(m) }
         case .processReport(let rank, let json): w.u32(UInt32(rank)); w.blob(json)
+        case .peerLost(let rank, let lost, let reason): w.u32(UInt32(rank)); w.u32(UInt32(lost)); w.string(reason)
         }
         return Frame(kind, payload: w.bytes)
     }
@@ -99,6 +104,7 @@ public enum ControlMessage: Equatable, Sendable {
             for _ in 0..<n { ms.append(try r.string("member", limit: 256)) }
             self = .nodeMembers(ms)
         case .processReport: self = .processReport(rank: try rank(), json: try r.blob("report", limit: Self.maxReport))
+        case .peerLost: self = .peerLost(rank: try rank(), lost: try rank(), reason: try r.string("reason", limit: Self.maxText))
         default: throw .malformed("\(frame.kind) is not a control message")
         }
         try r.expectEnd("\(frame.kind)")

@@ -95,6 +95,7 @@ public final class Launcher: @unchecked Sendable {
         case nodeLost(node: Int, String)
         case registered(rank: Int, pid: ProcessID, address: String, Connection)
         case report(rank: Int, [UInt8])
+        case peerLost(rank: Int, lost: Int)
         case interrupt(Int32)
     }
 
@@ -173,6 +174,8 @@ public final class Launcher: @unchecked Sendable {
                                 events.put(.registered(rank: rank, pid: pid, address: address, c))
                             case .processReport(let rank, let json)?:
                                 events.put(.report(rank: rank, json))
+                            case .peerLost(let rank, let lost, _)?:
+                                events.put(.peerLost(rank: rank, lost: lost))
                             default: break
                             }
                         },
@@ -214,6 +217,13 @@ public final class Launcher: @unchecked Sendable {
         var stopDeadline = Date.distantFuture
         var partial: [Int: [UInt8]] = [:]
         var lostNodes = Set<Int>()
+        // Failed ranks in the order their exits arrived, and which rank each
+        // reporter lost: a crash makes its peers fail too, often sooner, so
+        // the report is decided once every exit is in.
+        var rankFailures: [(rank: Int, status: ExitStatus)] = []
+        var lostBy: [Int: Int] = [:]
+        var lostOf: [Int: Int] = [:]
+        var stoppedByRank = false
 
         func whereIs(_ rank: Int) -> String {
             let pid = osPIDs[rank].map { "pid \($0) " } ?? ""
@@ -270,9 +280,12 @@ public final class Launcher: @unchecked Sendable {
                 flushLines(rank << 2 | 1, final: true)
                 flushLines(rank << 2 | 2, final: true)
                 if !st.succeeded && !stopping {
-                    stop("\(whereIs(rank)) \(st)", status: st.shellStatus)
-                } else if !st.succeeded {
-                    log.debug("\(whereIs(rank)) \(st) while the job was stopping")
+                    rankFailures.append((rank, st))
+                    stoppedByRank = true
+                    stop(nil, status: st.shellStatus)
+                } else if !st.succeeded && (lostBy[rank] != nil || !(st == .signaled(SIGTERM) || st == .signaled(SIGKILL))) {
+                    // Not the job's own SIGTERM/SIGKILL: a failure of its own.
+                    rankFailures.append((rank, st))
                 }
             case .control(let node, let other):
                 log.warning("unexpected control message from node \(node): \(other.kind)")
@@ -294,9 +307,27 @@ public final class Launcher: @unchecked Sendable {
                 }
             case .report(let rank, let json):
                 reports[rank] = json
+            case .peerLost(let rank, let lost):
+                if lostBy[lost] == nil { lostBy[lost] = rank }
+                if lostOf[rank] == nil { lostOf[rank] = lost }
             case .interrupt(let sig):
                 stop("interrupted by \(signalName(sig))", status: 128 + sig)
             }
+        }
+        if stoppedByRank, !rankFailures.isEmpty {
+            // The first cause: a failed rank that another rank lost, else the
+            // first failure to arrive.
+            let primary = rankFailures.first { lostBy[$0.rank] != nil } ?? rankFailures[0]
+            let line = "\(whereIs(primary.rank)) \(primary.status)"
+            failures.insert(line, at: 0)
+            output.note(line)
+            for f in rankFailures where f.rank != primary.rank {
+                let why = lostOf[f.rank].map { " after losing rank \($0)" } ?? ""
+                let other = "\(whereIs(f.rank)) \(f.status)\(why)"
+                failures.append(other)
+                output.note(other)
+            }
+            status = primary.status.shellStatus
         }
         for (_, v) in registered { v.2.shutdown() }
         return JobResult(status: status, failures: failures, reports: reports, seconds: Date().timeIntervalSince(started))

@@ -27,7 +27,7 @@ extension Plexus {
     /// element's; pass the page size to give an array pages of its own.
     public func allocate<T: BitwiseCopyable>(_ type: T.Type, count: Int, name: String,
                                              alignment: Int? = nil, distribution: Distribution = .block) throws(PlexusError) -> SharedArray<T> {
-        let bytes = count * MemoryLayout<T>.stride
+        let bytes = try byteCount(T.self, count, name)
         let p = try allocateBytes(bytes, alignment: alignment ?? max(MemoryLayout<T>.alignment, 8), name: name,
                                   elementSize: MemoryLayout<T>.stride, distribution: distribution)
         return SharedArray(base: p.bindMemory(to: T.self, capacity: count), count: count, name: name)
@@ -80,13 +80,24 @@ extension Plexus {
     /// collective array, or a message) and others can use it.
     public func allocateLocal<T: BitwiseCopyable>(_ type: T.Type, count: Int, name: String) throws(PlexusError) -> SharedArray<T> {
         let (m, h) = try requireMemory()
+        let bytes = try byteCount(T.self, count, name)
         let offset: Int
         do {
-            offset = try h.allocateLocal(bytes: count * MemoryLayout<T>.stride, alignment: max(MemoryLayout<T>.alignment, 8),
+            offset = try h.allocateLocal(bytes: bytes, alignment: max(MemoryLayout<T>.alignment, 8),
                                          name: name, elementSize: MemoryLayout<T>.stride)
         } catch { throw .memory(error) }
         let p = UnsafeMutableRawPointer(bitPattern: m.region.applicationBase + UInt(offset))!
         return SharedArray(base: p.bindMemory(to: T.self, capacity: count), count: count, name: name)
+    }
+
+    /// `count` elements of `T` in bytes, or the out-of-memory error if that
+    /// does not even fit in an Int.
+    private func byteCount<T>(_: T.Type, _ count: Int, _ name: String) throws(PlexusError) -> Int {
+        let (bytes, overflow) = count.multipliedReportingOverflow(by: MemoryLayout<T>.stride)
+        guard count >= 0, !overflow else {
+            throw .memory(.outOfSharedMemory(askedBytes: count < 0 ? count : Int.max, leftBytes: heap.map { $0.size } ?? 0))
+        }
+        return bytes
     }
 
     /// The page size (coherence unit) of the shared region, or nil without one.

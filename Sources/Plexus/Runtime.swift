@@ -277,7 +277,9 @@ public final class Plexus: @unchecked Sendable {
     public func finalize() throws(PlexusError) {
         if isFinalized.isSet { return }
         try barrier()
-        if memory != nil { report(json: statisticsJSON()) }
+        // Statistics cost time to assemble: only when the launcher wants them
+        // (--stats, --summary, the demo).
+        if memory != nil && ProcessInfo.processInfo.environment["PLEXUS_STATS"] == "1" { report(json: statisticsJSON()) }
         // Peers may still ask us for pages until everyone has passed the
         // barrier above and reported; a second barrier makes sure they have.
         try barrier()
@@ -308,6 +310,9 @@ public final class Plexus: @unchecked Sendable {
     private func onPeerLost(_ from: ProcessID, _ why: String) {
         guard let r = rankOf[from], !isFinalized.isSet, !departed.value.contains(r) else { return }
         lostPeers.withLock { $0[r] = why }
+        // Tell the launcher first: if this process now fails because of it,
+        // the job's report names the rank that was lost, not this one.
+        try? launcher.send(ControlMessage.peerLost(rank: rank, lost: r, reason: why).frame())
         // Anyone blocked waiting on the job would wait forever: wake them with an error.
         inbox.close(reason: "rank \(r) is gone: \(why)")
         arrivals.close(reason: why)

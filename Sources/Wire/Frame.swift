@@ -61,6 +61,7 @@ public struct MessageKind: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let nodeJoin = MessageKind(rawValue: 0x0109)
     public static let nodeMembers = MessageKind(rawValue: 0x010A)
     public static let processReport = MessageKind(rawValue: 0x010B)
+    public static let peerLost = MessageKind(rawValue: 0x010C)
     // 0x02xx: shared memory protocols
     public static let memory = MessageKind(rawValue: 0x0201)
     public static let sync = MessageKind(rawValue: 0x0202)

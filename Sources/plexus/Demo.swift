@@ -43,7 +43,7 @@ struct Demo: ParsableCommand {
         } else {
             spec = JobSpec(processes: 2, nodes: [], program: selfExecutable(),
                            arguments: ["_demo-false-sharing", "--iterations", "\(iterations ?? 3_000_000)"],
-                           environment: ["PLEXUS_SHARED_MEMORY": "\(64 << 20)", "PLEXUS_PROTOCOL": "sc"])
+                           environment: ["PLEXUS_SHARED_MEMORY": "\(64 << 20)", "PLEXUS_PROTOCOL": "sc", "PLEXUS_STATS": "1"])
         }
         let result = try runJob(spec, logger: logger)
         if result.status != 0 { throw ExitCode(result.status) }

@@ -37,7 +37,9 @@ struct MemoryOptions: ParsableArguments {
     }
 
     func environment() throws -> [String: String] {
-        ["PLEXUS_SHARED_MEMORY": "\(parseSize(sharedMemory) ?? 0)", "PLEXUS_PROTOCOL": `protocol`, "PLEXUS_PAGE_SIZE": "\(pageSize)"]
+        var env = ["PLEXUS_SHARED_MEMORY": "\(parseSize(sharedMemory) ?? 0)", "PLEXUS_PROTOCOL": `protocol`, "PLEXUS_PAGE_SIZE": "\(pageSize)"]
+        if stats != nil || summary { env["PLEXUS_STATS"] = "1" }
+        return env
     }
 
     /// Writes --stats and prints --summary from the processes' reports.

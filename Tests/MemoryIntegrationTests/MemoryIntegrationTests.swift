@@ -159,6 +159,20 @@ func expectPass(_ job: Job, _ scenario: String, sourceLocation: SourceLocation =
     }
 }
 
+extension MemoryFailureTests {
+    /// When a crash makes the other ranks fail too (they exit 1 on "rank is
+    /// gone", often before the crashed rank's exit is even seen), the report
+    /// and the exit status still name the rank that crashed first.
+    @Test(arguments: try Registered.all())
+    func reportBlamesTheRankThatCrashedNotItsVictims(protocol: String) throws {
+        let job = try runJob(ranks: 3, protocol: `protocol`, ["segv-outside", "at=past-end", "others=exit"],
+                             environment: ["SWIFT_BACKTRACE": "enable=yes,interactive=no"], timeout: 30)
+        #expect(job.status == 128 + SIGSEGV, "exit status \(job.status)\n\(job.output)")
+        let notes = job.stderr.split(separator: "\n").filter { $0.hasPrefix("plexus: rank") }
+        #expect(notes.first?.contains("rank 2 (pid") == true && notes.first?.contains("SIGSEGV") == true, "\(job.stderr)")
+    }
+}
+
 @Suite(.serialized) struct StatisticsOutputTests {
     /// `--stats FILE` writes JSON with every process's totals and per-page
     /// entries named after allocations; `--summary` prints the table. The
