@@ -142,13 +142,18 @@ static void ring_doorbell(void) {
     (void)ignored;
 }
 
+static _Atomic uint64_t spin_nanoseconds = SPIN_NANOSECONDS;
+
+void cfault_set_spin_nanoseconds(uint64_t ns) { atomic_store(&spin_nanoseconds, ns); }
+
 static void wait_done(slot *s) {
     uint64_t deadline = 0;
-    for (unsigned spins = 0; atomic_load_explicit(&s->done, memory_order_acquire) == 0; spins++) {
+    uint64_t spin = atomic_load_explicit(&spin_nanoseconds, memory_order_relaxed);
+    for (unsigned spins = 0; spin > 0 && atomic_load_explicit(&s->done, memory_order_acquire) == 0; spins++) {
         cpu_relax();
         if ((spins & 63) != 0) continue;
         uint64_t now = now_nanoseconds();
-        if (deadline == 0) deadline = now + SPIN_NANOSECONDS;
+        if (deadline == 0) deadline = now + spin;
         else if (now >= deadline) break;
     }
     if (atomic_load_explicit(&s->done, memory_order_acquire) != 0) return;

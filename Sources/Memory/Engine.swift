@@ -89,6 +89,9 @@ public final class MemoryEngine: @unchecked Sendable {
         self.observers = observers
         core = try ProtocolRegistry.make(protocolName, configuration: configuration)
         channel = try FaultChannel(region: region)
+        if let ns = ProcessInfo.processInfo.environment["PLEXUS_HANDLER_SPIN_NS"].flatMap({ UInt64($0) }) {
+            cfault_set_spin_nanoseconds(ns)
+        }
     }
 
     /// Sets the initial owner (home) of pristine pages; see
@@ -146,6 +149,7 @@ public final class MemoryEngine: @unchecked Sendable {
     /// MEASUREMENTS.md). The window is short and bounded, so an idle
     /// process does not burn a core.
     private func takeFaultsBriefly() {
+        guard Self.faultSpinNanos > 0 else { return }
         let deadline = DispatchTime.now().uptimeNanoseconds + Self.faultSpinNanos
         while DispatchTime.now().uptimeNanoseconds < deadline {
             if let f = channel.nextFault() {
@@ -155,7 +159,8 @@ public final class MemoryEngine: @unchecked Sendable {
         }
     }
 
-    static let faultSpinNanos: UInt64 = 20_000
+    /// PLEXUS_FAULT_SPIN_NS overrides the window, for experiments.
+    static let faultSpinNanos: UInt64 = ProcessInfo.processInfo.environment["PLEXUS_FAULT_SPIN_NS"].flatMap { UInt64($0) } ?? 20_000
 
     private func serve(_ f: Fault) {
         lock.lock()

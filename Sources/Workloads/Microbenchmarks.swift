@@ -183,6 +183,29 @@ public enum Microbenchmarks {
         return px.rank == 0 && all.count > 1 ? bytesToDoubles(all[1]) : []
     }
 
+    /// Rank 1 sends 16 bytes to rank 0 with `Plexus.send`, rank 0 answers with
+    /// 4 KiB: the round trip of Plexus's own transport (frames, reader
+    /// threads, mailboxes), which a remote fault cannot beat. Returns rank
+    /// 1's samples on rank 0.
+    public static func messageRoundTrip(_ px: Plexus, samples: Int, warmup: Int = 100) throws -> [Double] {
+        let request = [UInt8](repeating: 1, count: 16), reply = [UInt8](repeating: 2, count: 4096)
+        var mine: [Double] = []
+        try px.barrier()
+        for i in 0..<(samples + warmup) {
+            if px.rank == 1 {
+                let t0 = nanoseconds()
+                try px.send(request, to: 0)
+                _ = try px.receive()
+                if i >= warmup { mine.append(Double(nanoseconds() - t0) / 1000) }
+            } else {
+                _ = try px.receive()
+                try px.send(reply, to: 1)
+            }
+        }
+        let all = try px.allGather(doublesToBytes(mine))
+        return px.rank == 0 && all.count > 1 ? bytesToDoubles(all[1]) : []
+    }
+
     /// Every rank calls `barrier()` `samples` times; returns rank 0's times.
     public static func barrier(_ px: Plexus, samples: Int, warmup: Int = 100) throws -> [Double] {
         var out: [Double] = []

@@ -154,7 +154,12 @@ struct BenchWorker: ParsableCommand {
         }
         var rows: [BenchmarkRow] = []
 
-        var f = floorMedian("page rows")
+        var f = floorMedian("message row")
+        progress("message row: \(samples) Plexus.send/receive round trips, 16 B -> 4 KiB")
+        rows.append(BenchmarkRow(name: "plexus message round trip", unit: "us",
+                                 samples: try Microbenchmarks.messageRoundTrip(px, samples: samples), floor: f))
+
+        f = floorMedian("page rows")
         progress("page rows: \(rounds) rounds over \(samples) pages")
         let pages = try Microbenchmarks.pages(px, pages: samples, rounds: rounds)
         func pageRow(_ name: String, _ values: [Double], phase k: Int, target: String? = nil) -> BenchmarkRow {

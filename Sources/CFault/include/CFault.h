@@ -97,6 +97,10 @@ bool cfault_next_fault(uint64_t *page_index, bool *is_write);
 /// accesses re-execute; one that still lacks access faults again.
 void cfault_complete_page(uint64_t page_index);
 
+/// How long a faulting thread spins for its page before it sleeps on a
+/// futex (default 50 us; 0: sleep at once). Call before faults happen.
+void cfault_set_spin_nanoseconds(uint64_t nanoseconds);
+
 /// A snapshot of the counters.
 void cfault_get_statistics(cfault_statistics *out);
 
