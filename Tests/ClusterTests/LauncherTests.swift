@@ -145,6 +145,10 @@ import TestSupport
         let ring = try runPlexus(["run", "-n", "6", "--nodes", nodes, try product("ring"), "2"])
         #expect(ring.status == 0, "\(ring.stderr)")
         #expect(ring.stdout.contains("ring ok: 30 == 30"))
+        // Shared memory across the hosts: increments under one lock from 4 ranks on 3 hosts.
+        let dsm = try runPlexus(["run", "-n", "4", "--nodes", nodes, try product("dsm-check"), "lock-counter"])
+        #expect(dsm.status == 0, "\(dsm.stderr)")
+        #expect(dsm.stdout.contains("PASS lock-counter"), "\(dsm.stdout)")
     }
 }
 
