@@ -159,6 +159,15 @@ import TestSupport
         for rank in 0..<3 { #expect(r.stdout.contains("[\(rank)] hello from rank \(rank) of 3")) }
     }
 
+    /// The C API's shared memory: a collective allocation, a counter
+    /// incremented under a lock by every rank, a barrier, the exact total.
+    @Test func cProgramSharesMemory() throws {
+        let r = try runPlexus(["run", "-n", "4", try product("c-dsm")])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("PASS"), "\(r.stdout)")
+        #expect(!r.stdout.contains("FAIL"), "\(r.stdout)")
+    }
+
     @Test func cProgramOutsidePlexusExplains() throws {
         let c = try Child(try product("c-hello"), [])
         #expect(try c.wait(timeout: 20) == 1)
