@@ -5,6 +5,7 @@ import ArgumentParser
 import Cluster
 import Foundation
 import Logging
+import NameService
 import Transport
 
 struct PlexusCommand: ParsableCommand {
@@ -21,7 +22,8 @@ struct PlexusCommand: ParsableCommand {
             Each process learns its rank and the job size from PLEXUS_RANK and PLEXUS_SIZE
             (or Plexus.join() in Swift, plexus_init() in C).
             """,
-        subcommands: [Run.self, Node.self, Demo.self, Exec.self, DemoRing.self])
+        subcommands: [Run.self, Node.self, Demo.self, Exec.self, DemoRing.self,
+                      ClusterCommand.self, NamesCommand.self, ProcessList.self, LincheckCommand.self])
 }
 
 /// Options every subcommand shares.
@@ -144,8 +146,13 @@ struct Node: ParsableCommand {
             Run one per machine. It prints the address it listens on, then serves launchers
             until SIGTERM or Ctrl-C, which stops every process it started.
 
-            Example:
+            With --replica-id it also hosts a replica of the name service (global PIDs,
+            process table, names). Run 3 or 5 replicas; a majority must be up to serve.
+
+            Examples:
               plexus node --listen 10.0.0.1:7400 --join 10.0.0.2:7400
+              plexus node --listen 10.0.0.1:7400 --replica-id 1 --data-dir /var/lib/plexus/r1 \\
+                  --replicas 1=10.0.0.1:7401,2=10.0.0.2:7401,3=10.0.0.3:7401
             """)
 
     @Option(name: .long, help: "Address to listen on (IP:PORT; port 0 picks a free one).")
@@ -153,6 +160,8 @@ struct Node: ParsableCommand {
 
     @Option(name: .long, help: "Address of a node already in the cluster.")
     var join: String?
+
+    @OptionGroup(title: "Name-service replica") var replica: ReplicaOptions
 
     @OptionGroup var common: CommonOptions
 
@@ -174,11 +183,23 @@ struct Node: ParsableCommand {
                 throw ExitCode(1)
             }
         }
+        let names: NameReplica?
+        do { names = try replica.start(logger: logger) } catch let error as ValidationError { throw error } catch {
+            writeAll(2, "plexus node: cannot start the name-service replica: \(error)\n")
+            daemon.stop()
+            throw ExitCode(1)
+        }
         writeAll(1, "plexus node listening on \(daemon.address)\n")
+        if let names {
+            let c = names.configuration
+            writeAll(1, "name-service replica \(c.id.rawValue) serving on \(c.replicas[c.id]!) "
+                + "(\(c.replicas.count) replicas, data in \(c.dataDirectory))\n")
+        }
         let done = DispatchSemaphore(value: 0)
         let sources = onTerminationSignals { _ in done.signal() }
         done.wait()
         for s in sources { s.cancel() }
+        names?.stop()
         daemon.stop()
     }
 }
