@@ -191,6 +191,24 @@ public final class NameClient: NameServiceBackend, @unchecked Sendable {
         return record
     }
 
+    // MARK: - Process lifecycle (for the launcher, which sees only raw PIDs)
+
+    /// Allocates a global PID for a process about to start on `node`.
+    public func allocateGlobalPID(node: String) throws(NameServiceError) -> UInt64 {
+        try allocatePID(node: node, address: "", parent: nil).rawValue
+    }
+
+    /// Records where a started process can be reached and marks it running.
+    public func reportRunning(pid: UInt64, node: String, address: String) throws(NameServiceError) {
+        _ = try execute(.rebindProcess(pid: GlobalPID(pid), node: node, address: address))
+        _ = try execute(.setProcessState(pid: GlobalPID(pid), state: .running))
+    }
+
+    /// Records a process's exit status (128+N for signal N).
+    public func reportExit(pid: UInt64, status: Int32) throws(NameServiceError) {
+        _ = try execute(.exitProcess(pid: GlobalPID(pid), status: status))
+    }
+
     private func written(_ output: NameOutput) throws(NameServiceError) -> NameEntry {
         guard case .written(let entry) = output else { throw .protocolViolation("expected a written entry, got \(output)") }
         return entry
