@@ -72,9 +72,14 @@ struct Run: ParsableCommand {
             process has exited; if one fails (non-zero status, crash, killed), the others are
             stopped and plexus exits with its status (128+N for signal N). Ctrl-C stops the job.
 
+            PIDs: with --names (or $PLEXUS_NAMES), every process gets a global PID from the
+            name service, unique cluster-wide and never reused, and appears in `plexus ps`.
+            Without a name service, PIDs are job-scoped: unique within this job only.
+
             Examples:
               plexus run -n 4 ./my-program --size 1000
               plexus run -n 8 --nodes 10.0.0.1:7400,10.0.0.2:7400 ./my-program
+              plexus run -n 4 --names 10.0.0.1:7401,10.0.0.2:7401,10.0.0.3:7401 ./my-program
             """)
 
     @Option(name: .customShort("n"), help: "Number of processes.")
@@ -85,6 +90,11 @@ struct Run: ParsableCommand {
 
     @Option(name: .long, help: "Milliseconds a process gets between SIGTERM and SIGKILL when the job is stopped.")
     var grace: Int = 1000
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Name-service replicas (IP:PORT, comma-separated) that issue global PIDs. Default: $PLEXUS_NAMES.",
+        valueName: "IP:PORT,..."))
+    var names: String?
 
     @OptionGroup var memory: MemoryOptions
 
@@ -112,8 +122,11 @@ struct Run: ParsableCommand {
         }
         var args = command
         let program = args.removeFirst()
-        let spec = JobSpec(processes: processes, nodes: nodeAddresses, program: program, arguments: args,
+        var spec = JobSpec(processes: processes, nodes: nodeAddresses, program: program, arguments: args,
                            environment: try memory.environment(), graceMillis: grace)
+        if let list = names ?? ProcessInfo.processInfo.environment["PLEXUS_NAMES"], !list.isEmpty {
+            spec.names = list.split(separator: ",").map(String.init)
+        }
         let result = try runJob(spec, logger: logger)
         try memory.writeStatistics(result)
         if result.status != 0 { throw ExitCode(result.status) }
