@@ -51,7 +51,7 @@ final class HistoryRecorder: @unchecked Sendable {
     /// Runs `op` through `client`, recording invoke and completion. Returns the
     /// entry/PID on success, for the workload's next choice.
     @discardableResult
-    func run(_ op: Op, client id: Int, on client: NameClient) -> (entry: NameEntry?, pid: UInt64?, error: NameServiceError?) {
+    func run(_ op: Op, client id: Int, on client: any NameServiceBackend) -> (entry: NameEntry?, pid: UInt64?, error: NameServiceError?) {
         var invoke: [(String, String)] = [("client", "\(id)"), ("type", Self.quoted("invoke")), ("op", Self.quoted(op.name))]
         switch op {
         case .allocatePID: break
@@ -149,7 +149,7 @@ final class Workload: @unchecked Sendable {
         self.keys = keys
     }
 
-    func start(clients: [NameClient], firstID: Int = 1) {
+    func start(clients: [any NameServiceBackend], firstID: Int = 1) {
         for (offset, client) in clients.enumerated() {
             let id = firstID + offset
             group.enter()
