@@ -23,7 +23,7 @@ struct PlexusCommand: ParsableCommand {
             (or Plexus.join() in Swift, plexus_init() in C).
             """,
         subcommands: [Run.self, Node.self, Demo.self, Exec.self, DemoRing.self,
-                      ClusterCommand.self, NamesCommand.self, ProcessList.self, LincheckCommand.self])
+                      ClusterCommand.self, NamesCommand.self, ProcessList.self, LincheckCommand.self, BenchNamesHost.self])
 }
 
 /// Options every subcommand shares.
