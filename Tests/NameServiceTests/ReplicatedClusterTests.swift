@@ -147,6 +147,33 @@ import TestSupport
         #expect(next > pids.max()!)
     }
 
+    /// A replica that was down while the others compacted their logs catches up
+    /// from an InstallSnapshot (Raft §7) and can then form the quorum that serves.
+    @Test func laggingReplicaCatchesUpFromASnapshot() throws {
+        let cluster = try NameCluster(size: 3, extraArguments: ["--snapshot-every", "8"])
+        let leader = try cluster.waitForLeader()
+        let lagging = leader % 3 + 1
+        cluster.kill(lagging)
+        let client = try cluster.client()
+        for i in 0..<40 { _ = try client.put("/lag/n\(i)", value: Array("v\(i)".utf8)) }
+        let compacted = try #require(cluster.status(leader))
+        #expect(compacted.snapshotIndex > 8, "the leader should have compacted: \(compacted)")
+        try cluster.start(lagging)
+        try eventually(10, "replica \(lagging) catches up") {
+            (cluster.status(lagging)?.appliedIndex ?? 0) >= compacted.commitIndex
+        }
+        #expect((cluster.status(lagging)?.snapshotIndex ?? 0) > 0, "the lagging replica should have installed a snapshot")
+        // Without the replica that never lagged, the caught-up one must hold everything.
+        let other = (1...3).first { $0 != leader && $0 != lagging }!
+        cluster.kill(other)
+        let again = try cluster.client([leader, lagging], timeoutMillis: 8000)
+        for i in 0..<40 { #expect(try again.get("/lag/n\(i)").value == Array("v\(i)".utf8)) }
+        cluster.kill(leader)
+        try cluster.start(other)
+        let survivors = try cluster.client([lagging, other], timeoutMillis: 8000)
+        #expect(try survivors.get("/lag/n39").value == Array("v39".utf8))
+    }
+
     @Test func tornAndCorruptWalTailsAreCutAtStartup() throws {
         let cluster = try NameCluster(size: 3, extraArguments: ["--snapshot-every", "100000"])
         try cluster.waitForLeader()
