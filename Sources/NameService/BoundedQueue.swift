@@ -49,6 +49,20 @@ final class BoundedQueue<Element: Sendable>: @unchecked Sendable {
         return element
     }
 
+    /// The oldest element if one is queued; never waits.
+    func poll() -> Element? {
+        condition.lock()
+        defer { condition.unlock() }
+        guard !closed, items.count > head else { return nil }
+        let element = items[head]
+        head += 1
+        if head >= 256 && head * 2 >= items.count {
+            items.removeFirst(head)
+            head = 0
+        }
+        return element
+    }
+
     /// Removes everything queued.
     func drain() {
         condition.lock()

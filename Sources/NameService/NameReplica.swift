@@ -96,7 +96,10 @@ public final class NameReplica: @unchecked Sendable {
     private let storage: ReplicaStorage
     private var storageFailure: String?
     private var pendingWrites: [UInt64: PendingWrite] = [:]
-    private var awaitingOutcome: [RequestKey: ReplyTarget] = [:]
+    /// Proposals whose outcome (appended or rejected) is in the batch being built.
+    private var awaitingOutcome: [RequestKey: [ReplyTarget]] = [:]
+    /// Effects of the inputs taken so far, performed together (group commit).
+    private var batch = RaftReady()
     private var pendingReads: [UInt64: PendingRead] = [:]
     private var nextReadID: UInt64 = 1
     private var wasLeader = false
@@ -249,20 +252,54 @@ public final class NameReplica: @unchecked Sendable {
         }
     }
 
+    /// Takes inputs one at a time, but performs the effects of everything
+    /// already queued (up to `maxBatch` inputs) together: one fdatasync for many
+    /// proposals and messages (group commit), then their sends and applies.
     private func runEngine() {
+        let maxBatch = 256
         while running.value {
-            guard let input = inbox.take(timeout: 1) else { continue }
-            switch input {
-            case .tick:
-                if storageFailure == nil { perform(core.onTick()) }
-                expireRequests()
-            case .peer(let from, let message):
-                if storageFailure == nil { perform(core.onMessage(from: from, message)) }
-            case .client(let client, let correlation, let request):
-                onClientRequest(client: client, correlation: correlation, request)
+            guard var input = inbox.take(timeout: 1) else { continue }
+            var taken = 0
+            while true {
+                switch input {
+                case .tick:
+                    if storageFailure == nil { enqueue(core.onTick()) }
+                    expireRequests()
+                case .peer(let from, let message):
+                    if storageFailure == nil { enqueue(core.onMessage(from: from, message)) }
+                case .client(let client, let correlation, let request):
+                    onClientRequest(client: client, correlation: correlation, request)
+                }
+                taken += 1
+                guard taken < maxBatch, let next = inbox.poll() else { break }
+                input = next
             }
+            flush()
             publishStatus()
         }
+    }
+
+    /// Adds one input's effects to the batch. A snapshot or a log truncation is
+    /// performed on its own, after what came before, so that the batch stays a
+    /// plain "append these entries" for storage.
+    private func enqueue(_ ready: RaftReady) {
+        if ready.snapshot != nil || ready.logTruncateFrom != nil || batch.snapshot != nil {
+            flush()
+            batch = ready
+            return
+        }
+        if let hard = ready.hardState { batch.hardState = hard }
+        batch.entriesToAppend += ready.entriesToAppend
+        batch.messages += ready.messages
+        batch.committedEntries += ready.committedEntries
+        batch.readStates += ready.readStates
+        batch.proposalOutcomes += ready.proposalOutcomes
+    }
+
+    private func flush() {
+        let ready = batch
+        batch = RaftReady()
+        if !ready.isEmpty { perform(ready) }
     }
 
     // MARK: - Client requests
@@ -293,14 +330,14 @@ public final class NameReplica: @unchecked Sendable {
             guard clientID != 0 else {
                 return reply(target(timeout), .result(.failure(.invalidArgument("client id 0 is reserved for the leader"))))
             }
-            awaitingOutcome[RequestKey(client: clientID, request: requestID)] = target(timeout)
-            perform(core.onPropose(command.encoded(), clientID: clientID, requestID: requestID))
+            awaitingOutcome[RequestKey(client: clientID, request: requestID), default: []].append(target(timeout))
+            enqueue(core.onPropose(command.encoded(), clientID: clientID, requestID: requestID))
         case .query(let query, let timeout):
             if let refusal = refusal() { return reply(target(timeout), refusal) }
             let id = nextReadID
             nextReadID += 1
             pendingReads[id] = PendingRead(query: query, target: target(timeout))
-            perform(core.onReadIndex(requestID: id))
+            enqueue(core.onReadIndex(requestID: id))
         }
     }
 
@@ -360,8 +397,10 @@ public final class NameReplica: @unchecked Sendable {
             links[outgoing.to]?.offer(frame)
         }
         for outcome in ready.proposalOutcomes {
-            guard let target = awaitingOutcome.removeValue(forKey: RequestKey(client: outcome.clientID, request: outcome.requestID))
-            else { continue }
+            let key = RequestKey(client: outcome.clientID, request: outcome.requestID)
+            guard var targets = awaitingOutcome[key], !targets.isEmpty else { continue }
+            let target = targets.removeFirst()
+            awaitingOutcome[key] = targets.isEmpty ? nil : targets
             switch outcome.result {
             case .appended(let index, let term):
                 if let displaced = pendingWrites.updateValue(PendingWrite(term: term, target: target), forKey: index) {
@@ -436,7 +475,7 @@ public final class NameReplica: @unchecked Sendable {
         for (_, read) in pendingReads {
             reply(read.target, .unavailable(reason: reason, mayHaveTakenEffect: false, storageFailure: storage))
         }
-        for (_, target) in awaitingOutcome {
+        for target in awaitingOutcome.values.joined() {
             reply(target, .unavailable(reason: reason, mayHaveTakenEffect: true, storageFailure: storage))
         }
         pendingWrites = [:]
