@@ -191,6 +191,31 @@ public final class NameClient: NameServiceBackend, @unchecked Sendable {
         return record
     }
 
+    // MARK: - Leases and ephemeral names
+
+    /// A lease that ends `ttlMillis` after its last keep-alive (in the
+    /// leader's clock, possibly later after a failover, never earlier).
+    public func grantLease(ttlMillis: UInt64) throws(NameServiceError) -> LeaseID {
+        guard case .lease(let id, _, _) = try execute(.grantLease(ttlMillis: ttlMillis, nowMillis: 0)) else {
+            throw .protocolViolation("grantLease did not return a lease")
+        }
+        return id
+    }
+
+    public func keepAlive(_ lease: LeaseID) throws(NameServiceError) {
+        _ = try execute(.keepAlive(lease: lease, nowMillis: 0))
+    }
+
+    /// Ends the lease now: its ephemeral names are deleted, its processes marked lost.
+    public func revokeLease(_ lease: LeaseID) throws(NameServiceError) {
+        _ = try execute(.revokeLease(lease: lease))
+    }
+
+    /// Creates a name that is deleted when `lease` ends.
+    public func createEphemeral(_ name: String, value: [UInt8], lease: LeaseID) throws(NameServiceError) -> NameEntry {
+        try written(execute(.create(name: name, value: value, lease: lease)))
+    }
+
     // MARK: - Process lifecycle (for the launcher, which sees only raw PIDs)
 
     /// Allocates a global PID for a process about to start on `node`.

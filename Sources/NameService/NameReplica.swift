@@ -103,6 +103,8 @@ public final class NameReplica: @unchecked Sendable {
     private var pendingReads: [UInt64: PendingRead] = [:]
     private var nextReadID: UInt64 = 1
     private var wasLeader = false
+    /// Leader's clock (monotonic ms) when it last proposed `expireLeases`.
+    private var lastExpiryProposal: UInt64 = 0
 
     enum Input: Sendable {
         case tick
@@ -265,6 +267,7 @@ public final class NameReplica: @unchecked Sendable {
                 case .tick:
                     if storageFailure == nil { enqueue(core.onTick()) }
                     expireRequests()
+                    maybeExpireLeases()
                 case .peer(let from, let message):
                     if storageFailure == nil { enqueue(core.onMessage(from: from, message)) }
                 case .client(let client, let correlation, let request):
@@ -296,10 +299,14 @@ public final class NameReplica: @unchecked Sendable {
         batch.proposalOutcomes += ready.proposalOutcomes
     }
 
+    /// Performs the batch; effects enqueued while performing (the leader's
+    /// lease maintenance) are performed right after.
     private func flush() {
-        let ready = batch
-        batch = RaftReady()
-        if !ready.isEmpty { perform(ready) }
+        while !batch.isEmpty {
+            let ready = batch
+            batch = RaftReady()
+            perform(ready)
+        }
     }
 
     // MARK: - Client requests
@@ -331,7 +338,7 @@ public final class NameReplica: @unchecked Sendable {
                 return reply(target(timeout), .result(.failure(.invalidArgument("client id 0 is reserved for the leader"))))
             }
             awaitingOutcome[RequestKey(client: clientID, request: requestID), default: []].append(target(timeout))
-            enqueue(core.onPropose(command.encoded(), clientID: clientID, requestID: requestID))
+            enqueue(core.onPropose(leaderTimed(command).encoded(), clientID: clientID, requestID: requestID))
         case .query(let query, let timeout):
             if let refusal = refusal() { return reply(target(timeout), refusal) }
             let id = nextReadID
@@ -454,11 +461,45 @@ public final class NameReplica: @unchecked Sendable {
             }
             pendingWrites = [:]
         }
-        if !wasLeader && leading { log.info("became leader", metadata: ["term": "\(core.currentTerm)"]) }
+        if !wasLeader && leading {
+            log.info("became leader", metadata: ["term": "\(core.currentTerm)"])
+            // Lease deadlines are in the previous leader's clock: restart them
+            // all in ours before expiring any (see NameServiceState).
+            proposeMaintenance(.renewAllLeases(nowMillis: monotonicMillis()))
+        }
         wasLeader = leading
         if core.lastAppliedIndex >= core.snapshotIndex + configuration.snapshotEvery {
             perform(core.onCompact(throughIndex: core.lastAppliedIndex, stateMachineSnapshot: state.snapshotBytes()))
         }
+    }
+
+    // MARK: - Leases (leader only)
+
+    /// Lease commands carry the leader's clock, whatever the client sent.
+    private func leaderTimed(_ command: NameCommand) -> NameCommand {
+        switch command {
+        case .grantLease(let ttl, _): .grantLease(ttlMillis: ttl, nowMillis: monotonicMillis())
+        case .keepAlive(let lease, _): .keepAlive(lease: lease, nowMillis: monotonicMillis())
+        case .expireLeases: .expireLeases(nowMillis: monotonicMillis())
+        case .renewAllLeases: .renewAllLeases(nowMillis: monotonicMillis())
+        default: command
+        }
+    }
+
+    /// Proposes `expireLeases` when a lease's deadline passed in the leader's
+    /// clock, at most every 4 ticks while it is pending.
+    private func maybeExpireLeases() {
+        guard storageFailure == nil, core.currentRole == .leader else { return }
+        let now = monotonicMillis()
+        guard now >= lastExpiryProposal + UInt64(4 * configuration.tickMillis),
+              state.activeLeases.values.contains(where: { $0.expiresAtMillis <= now }) else { return }
+        lastExpiryProposal = now
+        proposeMaintenance(.expireLeases(nowMillis: now))
+    }
+
+    /// A leader's own command: client id 0, never deduplicated, no reply.
+    private func proposeMaintenance(_ command: NameCommand) {
+        enqueue(core.onPropose(command.encoded(), clientID: 0, requestID: 0))
     }
 
     private func failStorage(_ error: StorageError) {

@@ -247,3 +247,47 @@ import TestSupport
         #expect(try other.allocatePID(node: "n", address: "y", parent: nil).rawValue == first.rawValue + 1)
     }
 }
+
+/// Leases: kept alive by their holder, ended by the leader's clock, renewed
+/// (never cut short) by a new leader.
+@Suite(.serialized) struct LeaseTests {
+    @Test func ephemeralNameLivesWhileKeptAliveAndGoesWhenTheLeaseExpires() throws {
+        let cluster = try NameCluster(size: 3)
+        try cluster.waitForLeader()
+        let client = try cluster.client()
+        let lease = try client.grantLease(ttlMillis: 600)
+        _ = try client.createEphemeral("/eph/worker", value: Array("up".utf8), lease: lease)
+        // Kept alive for longer than its TTL, it stays.
+        let keepUntil = Date().addingTimeInterval(1.2)
+        while Date() < keepUntil {
+            try client.keepAlive(lease)
+            #expect(try client.get("/eph/worker").value == Array("up".utf8))
+            usleep(100_000)  // the holder's keep-alive period, not synchronisation
+        }
+        // Abandoned, it ends and takes the name with it.
+        try eventually(10, "the lease expires and /eph/worker is deleted") {
+            do {
+                _ = try client.get("/eph/worker")
+                return false
+            } catch let error as NameServiceError {
+                return error == .rejected(.nameNotFound("/eph/worker"))
+            }
+        }
+        #expect(throws: NameServiceError.rejected(.leaseNotFound(lease))) { try client.keepAlive(lease) }
+        guard case .events(let batch) = try client.query(.watch(fromRevision: 1, prefix: "/eph", limit: 10)) else {
+            Issue.record("watch did not return events")
+            return
+        }
+        #expect(batch.events.contains { $0.kind == .nameDeleted(name: "/eph/worker", lease: lease) }, "\(batch.events)")
+    }
+
+    @Test func revokedLeaseDeletesItsNamesAtOnce() throws {
+        let cluster = try NameCluster(size: 1)
+        try cluster.waitForLeader()
+        let client = try cluster.client()
+        let lease = try client.grantLease(ttlMillis: 60_000)
+        _ = try client.createEphemeral("/eph/a", value: [1], lease: lease)
+        try client.revokeLease(lease)
+        #expect(throws: NameServiceError.rejected(.nameNotFound("/eph/a"))) { _ = try client.get("/eph/a") }
+    }
+}
