@@ -145,22 +145,27 @@ public final class NameClient: NameServiceBackend, @unchecked Sendable {
     }
 
     public func create(_ name: String, value: [UInt8]) throws(NameServiceError) -> NameEntry {
-        try written(execute(.create(name: name, value: value, lease: nil)))
+        try checkName(name)
+        return try written(execute(.create(name: name, value: value, lease: nil)))
     }
 
     public func put(_ name: String, value: [UInt8]) throws(NameServiceError) -> NameEntry {
-        try written(execute(.put(name: name, value: value, lease: nil)))
+        try checkName(name)
+        return try written(execute(.put(name: name, value: value, lease: nil)))
     }
 
     public func compareAndSet(_ name: String, expectedVersion: UInt64, value: [UInt8]) throws(NameServiceError) -> NameEntry {
-        try written(execute(.compareAndSet(name: name, expectedVersion: expectedVersion, value: value)))
+        try checkName(name)
+        return try written(execute(.compareAndSet(name: name, expectedVersion: expectedVersion, value: value)))
     }
 
     public func delete(_ name: String, expectedVersion: UInt64?) throws(NameServiceError) {
+        try checkName(name)
         _ = try execute(.delete(name: name, expectedVersion: expectedVersion))
     }
 
     public func get(_ name: String) throws(NameServiceError) -> NameEntry {
+        try checkName(name)
         guard case .entry(let entry) = try query(.get(name: name)) else { throw .protocolViolation("get did not return an entry") }
         return entry
     }
@@ -234,6 +239,12 @@ public final class NameClient: NameServiceBackend, @unchecked Sendable {
         _ = try execute(.exitProcess(pid: GlobalPID(pid), status: status))
     }
 
+    /// Refuses a malformed name locally, with the service's own message,
+    /// instead of a round trip (or a timeout when the service is down).
+    private func checkName(_ name: String) throws(NameServiceError) {
+        if case .failure(let error) = NameServiceState().get(name), case .invalidName = error { throw .rejected(error) }
+    }
+
     private func written(_ output: NameOutput) throws(NameServiceError) -> NameEntry {
         guard case .written(let entry) = output else { throw .protocolViolation("expected a written entry, got \(output)") }
         return entry
@@ -250,6 +261,7 @@ public final class NameClient: NameServiceBackend, @unchecked Sendable {
         var refusedThisRound: Set<String> = [] // answered no-quorum or unreachable
         var lastNoQuorum: (Int, Int, Int)?
         var lastProblem = "no replica answered"
+        var anyAnswer = false
         var target = lock.withLock { addresses[preferred % addresses.count] }
 
         func rotate() {
@@ -287,6 +299,7 @@ public final class NameClient: NameServiceBackend, @unchecked Sendable {
                 default:
                     throw error
                 }
+                if case .timedOut = error { anyAnswer = true }
                 refusedThisRound.insert(target)
                 if endOfRound(), let (r, m, n) = lastNoQuorum {
                     throw .noQuorum(reachable: r, members: m, needed: n, mayHaveTakenEffect: mayHaveTakenEffect)
@@ -295,6 +308,7 @@ public final class NameClient: NameServiceBackend, @unchecked Sendable {
                 rotate()
                 continue
             }
+            anyAnswer = true
             switch response {
             case .notLeader(let hint, let address):
                 refusedThisRound.remove(target)
@@ -330,6 +344,9 @@ public final class NameClient: NameServiceBackend, @unchecked Sendable {
         }
         if let (r, m, n) = lastNoQuorum {
             throw .noQuorum(reachable: r, members: m, needed: n, mayHaveTakenEffect: mayHaveTakenEffect)
+        }
+        if !anyAnswer && !mayHaveTakenEffect {
+            throw .unreachable("no replica could be reached within \(options.timeoutMillis) ms (last: \(lastProblem))")
         }
         throw .timedOut("no answer from the name service within \(options.timeoutMillis) ms (\(lastProblem))",
                         mayHaveTakenEffect: mayHaveTakenEffect)
