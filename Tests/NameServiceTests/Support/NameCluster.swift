@@ -7,7 +7,8 @@ import Names
 import TestSupport
 
 /// A cluster of real `plexus node` daemons, each hosting one name-service
-/// replica, on a random loopback address (127.a.b.1) with ephemeral ports.
+/// replica, on a random loopback address (127.a.b.1) and random free ports
+/// (see `freePorts` for why not ephemeral ones).
 /// Every process it started is SIGKILLed when it is deinitialised, also when
 /// the test failed; its data directories are removed.
 final class NameCluster: @unchecked Sendable {
@@ -110,30 +111,30 @@ final class NameCluster: @unchecked Sendable {
         for r in 1...size where nodes[r - 1] != nil { try client.isolate(addresses[r - 1], from: []) }
     }
 
-    /// Binds `count` sockets on `host` port 0 at once, notes their ports, then
-    /// frees them for the replicas.
+    /// Free ports on `host`, chosen at random BELOW the kernel's ephemeral
+    /// range and checked by binding. Not ephemeral ports on purpose: replicas
+    /// dial peers that are not listening yet, and the source port of such a
+    /// connection (on the same 127.a.b.1 address) comes from the ephemeral
+    /// range, so a port picked there could be taken before its replica binds it.
     static func freePorts(host: String, count: Int) throws -> [UInt16] {
-        var fds: [Int32] = []
-        defer { for fd in fds { close(fd) } }
         var ports: [UInt16] = []
-        for _ in 0..<count {
+        var attempts = 0
+        while ports.count < count {
+            attempts += 1
+            guard attempts < 1000 else { throw HarnessError("no free port on \(host) after 1000 tries") }
+            let port = UInt16.random(in: 10_000...32_000)
+            if ports.contains(port) { continue }
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             guard fd >= 0 else { throw HarnessError("socket: \(errno)") }
-            fds.append(fd)
+            defer { close(fd) }
             var sa = sockaddr_in()
             sa.sin_family = sa_family_t(AF_INET)
-            sa.sin_port = 0
+            sa.sin_port = port.bigEndian
             inet_pton(AF_INET, host, &sa.sin_addr)
             let r = withUnsafePointer(to: &sa) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
             }
-            guard r == 0 else { throw HarnessError("bind \(host):0 failed: errno \(errno)") }
-            var bound = sockaddr_in()
-            var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-            _ = withUnsafeMutablePointer(to: &bound) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
-            }
-            ports.append(UInt16(bigEndian: bound.sin_port))
+            if r == 0 { ports.append(port) }
         }
         return ports
     }
