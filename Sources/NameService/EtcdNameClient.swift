@@ -47,6 +47,7 @@ public final class EtcdNameClient: NameServiceBackend, @unchecked Sendable {
     public func allocatePID(node: String, address: String, parent: GlobalPID?) throws(NameServiceError) -> GlobalPID {
         let counter = prefix + "/pid"
         let deadline = monotonicMillis() + UInt64(timeoutMillis)
+        var conflicts = 0
         while monotonicMillis() < deadline {
             let current = try range(counter).first
             let last = current.flatMap { UInt64(String(decoding: $0.value, as: UTF8.self)) } ?? 0
@@ -63,6 +64,10 @@ public final class EtcdNameClient: NameServiceBackend, @unchecked Sendable {
                 ],
             ])
             if response["succeeded"] as? Bool == true { return GlobalPID(pid) }
+            // Lost the race for the counter: back off (jittered, exponential,
+            // bounded) so that many allocators do not livelock.
+            conflicts += 1
+            usleep(useconds_t(UInt64.random(in: 0...(1000 << min(conflicts, 6)))))
         }
         throw .timedOut("etcd PID counter contended for \(timeoutMillis) ms", mayHaveTakenEffect: false)
     }
