@@ -44,6 +44,24 @@ import TestSupport
         recorder.expectLinearizable("leader-killed")
     }
 
+    /// LESSONS: a single-node cluster lost an acknowledged write on crash. Here a
+    /// lone replica is SIGKILLed under load and restarted from its disk.
+    @Test func singleReplicaCrashLosesNoAcknowledgedWrite() throws {
+        let cluster = try NameCluster(size: 1)
+        try cluster.waitForLeader()
+        let recorder = HistoryRecorder()
+        let load = Workload(recorder: recorder)
+        load.start(clients: try (0..<4).map { _ in try cluster.client(timeoutMillis: 1500) })
+        defer { load.stop() }
+        try eventually(20, "100 acknowledged operations") { okCount(recorder) >= 100 }
+        cluster.kill(1)
+        load.stop()
+        try cluster.start(1)
+        try cluster.waitForLeader()
+        try verifyNothingLost(cluster, recorder, keys: load.keys)
+        recorder.expectLinearizable("single-replica-crash")
+    }
+
     @Test func fiveReplicasServeWithTwoDownAndRefuseWithThree() throws {
         let cluster = try NameCluster(size: 5)
         try cluster.waitForLeader()
