@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Foundation
 import Logging
+import NameService
 import Transport
 import Wire
 
@@ -19,6 +20,10 @@ public struct JobSpec: Sendable {
     public var workingDirectory: String
     /// How long processes get between SIGTERM and SIGKILL when a job is stopped.
     public var graceMillis: Int
+    /// Name-service replicas (IP:PORT). When set, every process gets a global
+    /// PID from the service and is entered in its process table; when empty,
+    /// PIDs are job-scoped (a random base plus the rank).
+    public var names: [String] = []
 
     public init(processes: Int, nodes: [SocketAddress], program: String, arguments: [String],
                 environment: [String: String] = [:], workingDirectory: String = FileManager.default.currentDirectoryPath,
@@ -51,6 +56,7 @@ public enum LaunchError: Error, Sendable, CustomStringConvertible {
     case program(SpawnError)
     case node(String, TransportError)
     case rendezvous(TransportError)
+    case names(String)
 
     public var description: String {
         switch self {
@@ -58,6 +64,7 @@ public enum LaunchError: Error, Sendable, CustomStringConvertible {
         case .program(let e): return e.description
         case .node(let a, let e): return "cannot use node \(a): \(e)"
         case .rendezvous(let e): return "cannot open the job's rendezvous endpoint: \(e)"
+        case .names(let why): return "cannot get global PIDs from the name service: \(why)"
         }
     }
 }
@@ -185,9 +192,23 @@ public final class Launcher: @unchecked Sendable {
         defer { rendezvous.close() }
         let launcherHost = embedded != nil ? "127.0.0.1" : localAddress(towards: nodeAddresses[0])
 
-        // Global PIDs are job-scoped until the name service assigns them.
+        // Global PIDs come from the name service when one is configured;
+        // otherwise they are job-scoped (a random base plus the rank).
         var rng = SystemRandomNumberGenerator()
         let pidBase = ProcessID(rng.next() as UInt32 | 1) << 16
+        var globalPIDs = (0..<n).map { pidBase + ProcessID($0) }
+        let registry: ProcessRegistry?
+        if spec.names.isEmpty {
+            registry = nil
+        } else {
+            do {
+                let r = try ProcessRegistry(names: spec.names)
+                for rank in 0..<n {
+                    globalPIDs[rank] = try r.client.allocateGlobalPID(node: nodeAddresses[rank % nodes.count].description)
+                }
+                registry = r
+            } catch { throw .names("\(error)") }
+        }
         var placement: [Int] = []
         for rank in 0..<n {
             let node = rank % nodes.count
@@ -196,10 +217,11 @@ public final class Launcher: @unchecked Sendable {
             env["PLEXUS_RANK"] = "\(rank)"
             env["PLEXUS_SIZE"] = "\(n)"
             env["PLEXUS_JOB"] = job
-            env["PLEXUS_PID"] = "\(pidBase + ProcessID(rank))"
+            env["PLEXUS_PID"] = "\(globalPIDs[rank])"
+            if !spec.names.isEmpty { env["PLEXUS_NAMES"] = spec.names.joined(separator: ",") }
             env["PLEXUS_LAUNCHER"] = "\(launcherHost):\(rendezvous.address.port)"
             env["PLEXUS_NODE"] = nodeAddresses[node].host == "0.0.0.0" ? launcherHost : nodeAddresses[node].host
-            let req = SpawnRequest(job: job, rank: rank, size: n, pid: pidBase + ProcessID(rank), program: spec.program,
+            let req = SpawnRequest(job: job, rank: rank, size: n, pid: globalPIDs[rank], program: spec.program,
                                    arguments: spec.arguments, environment: env, workingDirectory: spec.workingDirectory)
             do { try nodes[node].send(ControlMessage.spawn(req).frame()) } catch {
                 events.put(.nodeLost(node: node, error.description))
@@ -277,6 +299,7 @@ public final class Launcher: @unchecked Sendable {
             case .control(_, .exited(let rank, let pid, let st)):
                 osPIDs[rank] = pid
                 exited[rank] = st
+                registry?.exited(pid: globalPIDs[rank], status: st.shellStatus)
                 flushLines(rank << 2 | 1, final: true)
                 flushLines(rank << 2 | 2, final: true)
                 if !st.succeeded && !stopping {
@@ -300,6 +323,7 @@ public final class Launcher: @unchecked Sendable {
             case .registered(let rank, let pid, let address, let c):
                 guard rank < n else { continue }
                 registered[rank] = (pid, address, c)
+                registry?.running(pid: pid, node: nodeAddresses[placement[rank]].description, address: address)
                 if registered.count == n {
                     let dir = registered.map { DirectoryEntry(rank: $0.key, pid: $0.value.0, address: $0.value.1) }
                         .sorted { $0.rank < $1.rank }
@@ -330,8 +354,41 @@ public final class Launcher: @unchecked Sendable {
             status = primary.status.shellStatus
         }
         for (_, v) in registered { v.2.shutdown() }
+        registry?.finish()
         return JobResult(status: status, failures: failures, reports: reports, seconds: Date().timeIntervalSince(started))
     }
+}
+
+/// Keeps the name service's process table in step with a job: running once a
+/// process registered its address, exited with its status. Updates run on one
+/// serial queue so that a slow or unavailable service never stalls the
+/// launcher's event loop; a failed update is logged, not fatal.
+final class ProcessRegistry: Sendable {
+    let client: NameClient
+    private let queue = DispatchQueue(label: "plexus-launcher-names")
+
+    init(names: [String]) throws(NameServiceError) {
+        client = try NameClient(replicas: names, options: NameClient.Options(timeoutMillis: 3000))
+    }
+
+    func running(pid: UInt64, node: String, address: String) {
+        queue.async { [client] in
+            do { try client.reportRunning(pid: pid, node: node, address: address) } catch {
+                writeAll(2, "plexus: could not mark pid \(pid) running in the name service: \(error)\n")
+            }
+        }
+    }
+
+    func exited(pid: UInt64, status: Int32) {
+        queue.async { [client] in
+            do { try client.reportExit(pid: pid, status: status) } catch {
+                writeAll(2, "plexus: could not record the exit of pid \(pid) in the name service: \(error)\n")
+            }
+        }
+    }
+
+    /// Waits for queued updates, so `plexus ps` right after the job shows its end.
+    func finish() { queue.sync {} }
 }
 
 /// The local IP address a connection to `node` would leave from: the address

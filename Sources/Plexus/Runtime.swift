@@ -60,6 +60,10 @@ public final class Plexus: @unchecked Sendable {
     public let job: String
     /// Global PIDs of all ranks, indexed by rank.
     public let pids: [ProcessID]
+    /// True when the PIDs were issued by the name service (`plexus run --names`):
+    /// unique cluster-wide and never reused, listed by `plexus ps`. False when
+    /// they are job-scoped: unique only within this job.
+    public var pidsAreGlobal: Bool { ProcessInfo.processInfo.environment["PLEXUS_NAMES"].map { !$0.isEmpty } ?? false }
 
     let transport: TCPTransport
     private let launcher: Connection

@@ -26,7 +26,7 @@ struct Bench: ParsableCommand {
               plexus bench --samples 5000 --json bench.json
               plexus bench --skip-jacobi --protocol sc
             """,
-        subcommands: [BenchWorker.self])
+        subcommands: [BenchWorker.self, NamesBench.self])
 
     @Option(name: .long, help: "Samples per latency row (pages per round for the page rows).")
     var samples: Int = 2000

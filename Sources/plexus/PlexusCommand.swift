@@ -5,6 +5,7 @@ import ArgumentParser
 import Cluster
 import Foundation
 import Logging
+import NameService
 import Transport
 
 struct PlexusCommand: ParsableCommand {
@@ -21,7 +22,8 @@ struct PlexusCommand: ParsableCommand {
             Each process learns its rank and the job size from PLEXUS_RANK and PLEXUS_SIZE
             (or Plexus.join() in Swift, plexus_init() in C).
             """,
-        subcommands: [Run.self, Node.self, Demo.self, Bench.self, Exec.self, DemoRing.self, DemoFalseSharing.self])
+        subcommands: [Run.self, Node.self, Demo.self, Bench.self, ClusterCommand.self, NamesCommand.self, ProcessList.self,
+                      LincheckCommand.self, Exec.self, DemoRing.self, DemoFalseSharing.self])
 }
 
 /// Options every subcommand shares.
@@ -70,9 +72,14 @@ struct Run: ParsableCommand {
             process has exited; if one fails (non-zero status, crash, killed), the others are
             stopped and plexus exits with its status (128+N for signal N). Ctrl-C stops the job.
 
+            PIDs: with --names (or $PLEXUS_NAMES), every process gets a global PID from the
+            name service, unique cluster-wide and never reused, and appears in `plexus ps`.
+            Without a name service, PIDs are job-scoped: unique within this job only.
+
             Examples:
               plexus run -n 4 ./my-program --size 1000
               plexus run -n 8 --nodes 10.0.0.1:7400,10.0.0.2:7400 ./my-program
+              plexus run -n 4 --names 10.0.0.1:7401,10.0.0.2:7401,10.0.0.3:7401 ./my-program
             """)
 
     @Option(name: .customShort("n"), help: "Number of processes.")
@@ -83,6 +90,11 @@ struct Run: ParsableCommand {
 
     @Option(name: .long, help: "Milliseconds a process gets between SIGTERM and SIGKILL when the job is stopped.")
     var grace: Int = 1000
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Name-service replicas (IP:PORT, comma-separated) that issue global PIDs. Default: $PLEXUS_NAMES.",
+        valueName: "IP:PORT,..."))
+    var names: String?
 
     @OptionGroup var memory: MemoryOptions
 
@@ -110,8 +122,11 @@ struct Run: ParsableCommand {
         }
         var args = command
         let program = args.removeFirst()
-        let spec = JobSpec(processes: processes, nodes: nodeAddresses, program: program, arguments: args,
+        var spec = JobSpec(processes: processes, nodes: nodeAddresses, program: program, arguments: args,
                            environment: try memory.environment(), graceMillis: grace)
+        if let list = names ?? ProcessInfo.processInfo.environment["PLEXUS_NAMES"], !list.isEmpty {
+            spec.names = list.split(separator: ",").map(String.init)
+        }
         let result = try runJob(spec, logger: logger)
         try memory.writeStatistics(result)
         if result.status != 0 { throw ExitCode(result.status) }
@@ -144,8 +159,13 @@ struct Node: ParsableCommand {
             Run one per machine. It prints the address it listens on, then serves launchers
             until SIGTERM or Ctrl-C, which stops every process it started.
 
-            Example:
+            With --replica-id it also hosts a replica of the name service (global PIDs,
+            process table, names). Run 3 or 5 replicas; a majority must be up to serve.
+
+            Examples:
               plexus node --listen 10.0.0.1:7400 --join 10.0.0.2:7400
+              plexus node --listen 10.0.0.1:7400 --replica-id 1 --data-dir /var/lib/plexus/r1 \\
+                  --replicas 1=10.0.0.1:7401,2=10.0.0.2:7401,3=10.0.0.3:7401
             """)
 
     @Option(name: .long, help: "Address to listen on (IP:PORT; port 0 picks a free one).")
@@ -153,6 +173,8 @@ struct Node: ParsableCommand {
 
     @Option(name: .long, help: "Address of a node already in the cluster.")
     var join: String?
+
+    @OptionGroup(title: "Name-service replica") var replica: ReplicaOptions
 
     @OptionGroup var common: CommonOptions
 
@@ -174,11 +196,23 @@ struct Node: ParsableCommand {
                 throw ExitCode(1)
             }
         }
+        let names: NameReplica?
+        do { names = try replica.start(logger: logger) } catch let error as ValidationError { throw error } catch {
+            writeAll(2, "plexus node: cannot start the name-service replica: \(error)\n")
+            daemon.stop()
+            throw ExitCode(1)
+        }
         writeAll(1, "plexus node listening on \(daemon.address)\n")
+        if let names {
+            let c = names.configuration
+            writeAll(1, "name-service replica \(c.id.rawValue) serving on \(c.replicas[c.id]!) "
+                + "(\(c.replicas.count) replicas, data in \(c.dataDirectory))\n")
+        }
         let done = DispatchSemaphore(value: 0)
         let sources = onTerminationSignals { _ in done.signal() }
         done.wait()
         for s in sources { s.cancel() }
+        names?.stop()
         daemon.stop()
     }
 }

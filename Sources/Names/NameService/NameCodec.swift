@@ -434,11 +434,15 @@ extension NameQuery: ByteCodable {
         case .lease(let id):
             writer.writeVarint(4)
             id.write(to: &writer)
+        case .processes(let after, let limit):
+            writer.writeVarint(5)
+            after.write(to: &writer)
+            writer.writeVarint(limit)
         }
     }
 
     public static func read(from reader: inout ByteReader) throws(DecodeError) -> NameQuery {
-        switch try reader.readTag("NameQuery", below: 5) {
+        switch try reader.readTag("NameQuery", below: 6) {
         case 0: return .process(try .read(from: &reader))
         case 1: return .get(name: try reader.readName())
         case 2: return .children(of: try reader.readName())
@@ -447,7 +451,8 @@ extension NameQuery: ByteCodable {
                 fromRevision: try reader.readVarint(),
                 prefix: try reader.readOptional { (r: inout ByteReader) throws(DecodeError) in try r.readName() },
                 limit: try reader.readVarint())
-        default: return .lease(try .read(from: &reader))
+        case 4: return .lease(try .read(from: &reader))
+        default: return .processes(after: try .read(from: &reader), limit: try reader.readVarint())
         }
     }
 }
@@ -493,16 +498,20 @@ extension NameQueryOutput: ByteCodable {
         case .lease(let lease):
             writer.writeVarint(4)
             lease.write(to: &writer)
+        case .processes(let records):
+            writer.writeVarint(5)
+            writer.writeArray(records) { $1.write(to: &$0) }
         }
     }
 
     public static func read(from reader: inout ByteReader) throws(DecodeError) -> NameQueryOutput {
-        switch try reader.readTag("NameQueryOutput", below: 5) {
+        switch try reader.readTag("NameQueryOutput", below: 6) {
         case 0: return .process(try .read(from: &reader))
         case 1: return .entry(try .read(from: &reader))
         case 2: return .children(try reader.readArray(ChildName.read))
         case 3: return .events(try .read(from: &reader))
-        default: return .lease(try .read(from: &reader))
+        case 4: return .lease(try .read(from: &reader))
+        default: return .processes(try reader.readArray(ProcessRecord.read))
         }
     }
 }

@@ -473,6 +473,9 @@ public struct NameServiceState: Equatable, Sendable {
         case .watch(let from, let prefix, let limit):
             events(fromRevision: from, prefix: prefix, limit: Int(clamping: limit)).map { .events($0) }
         case .lease(let id): lease(id).map { .lease($0) }
+        case .processes(let after, let limit):
+            .success(.processes(Array(processes.keys.filter { $0 > after }.sorted()
+                .prefix(Int(clamping: limit)).map { processes[$0]! })))
         }
     }
 }

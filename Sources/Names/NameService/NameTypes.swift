@@ -228,6 +228,9 @@ public enum NameQuery: Equatable, Sendable {
     case children(of: String)
     case watch(fromRevision: UInt64, prefix: String?, limit: UInt64)
     case lease(LeaseID)
+    /// Process-table rows with PID > `after`, ascending, at most `limit` (a page
+    /// of `plexus ps`; continue from the last PID returned).
+    case processes(after: GlobalPID, limit: UInt64)
 }
 
 /// One child of a directory in a listing.
@@ -264,6 +267,7 @@ public enum NameQueryOutput: Equatable, Sendable {
     case children([ChildName])
     case events(WatchBatch)
     case lease(Lease)
+    case processes([ProcessRecord])
 }
 
 public typealias NameQueryResult = Result<NameQueryOutput, NameError>

@@ -88,17 +88,18 @@ private struct Gen {
     }
 
     mutating func query() -> NameQuery {
-        switch int(5) {
+        switch int(6) {
         case 0: .process(pid())
         case 1: .get(name: string())
         case 2: .children(of: string())
         case 3: .watch(fromRevision: u64(), prefix: maybe { $0.string() }, limit: u64())
-        default: .lease(lease())
+        case 4: .lease(lease())
+        default: .processes(after: pid(), limit: u64())
         }
     }
 
     mutating func queryResult() -> NameQueryResult {
-        switch int(6) {
+        switch int(7) {
         case 0: .success(.process(record()))
         case 1: .success(.entry(entry()))
         case 2: .success(.children((0..<int(3)).map { _ in ChildName(name: string(), isEntry: bool(), hasChildren: bool()) }))
@@ -108,6 +109,7 @@ private struct Gen {
         }, nextRevision: u64())))
         case 4: .success(.lease(Lease(id: lease(), ttlMillis: u64(), expiresAtMillis: u64(), names: Set((0..<int(3)).map { _ in string() }),
                                       pids: Set((0..<int(3)).map { _ in pid() }))))
+        case 5: .success(.processes((0..<int(3)).map { _ in record() }))
         default: .failure(.nameNotFound(string()))
         }
     }

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# A local etcd cluster for the name-service tests and `plexus bench names`.
+#
+#   Scripts/etcd-cluster.sh start DIR [MEMBERS=3] [BASE_PORT=23790]
+#       starts MEMBERS etcd members on 127.0.0.1 (client ports BASE, BASE+2, ...,
+#       peer ports BASE+1, BASE+3, ...), data and logs under DIR, waits until the
+#       cluster answers, and prints   PLEXUS_ETCD_ENDPOINTS=127.0.0.1:BASE,...
+#   Scripts/etcd-cluster.sh stop DIR
+#       stops the members started with that DIR (by the pids it recorded).
+#
+# Needs Debian's etcd-server (apt-get install etcd-server).
+set -euo pipefail
+
+command=${1:-}
+dir=${2:-}
+if [ -z "$command" ] || [ -z "$dir" ]; then
+    echo "usage: $0 start DIR [MEMBERS] [BASE_PORT] | stop DIR" >&2
+    exit 2
+fi
+
+case "$command" in
+start)
+    members=${3:-3}
+    base=${4:-23790}
+    if ! command -v etcd >/dev/null; then
+        echo "$0: etcd is not installed: apt-get install etcd-server" >&2
+        exit 1
+    fi
+    mkdir -p "$dir"
+    cluster=""
+    endpoints=""
+    for i in $(seq 1 "$members"); do
+        client=$((base + 2 * (i - 1)))
+        peer=$((client + 1))
+        cluster="${cluster:+$cluster,}e$i=http://127.0.0.1:$peer"
+        endpoints="${endpoints:+$endpoints,}127.0.0.1:$client"
+    done
+    for i in $(seq 1 "$members"); do
+        client=$((base + 2 * (i - 1)))
+        peer=$((client + 1))
+        etcd --name "e$i" --data-dir "$dir/e$i" \
+            --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
+            --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+            --initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token "plexus-$base" \
+            >"$dir/e$i.log" 2>&1 &
+        echo $! >"$dir/e$i.pid"
+    done
+    first=${endpoints%%,*}
+    for _ in $(seq 1 150); do
+        if ETCDCTL_API=3 etcdctl --endpoints "$endpoints" endpoint health >/dev/null 2>&1; then
+            echo "PLEXUS_ETCD_ENDPOINTS=$endpoints"
+            exit 0
+        fi
+        sleep 0.1
+    done
+    echo "$0: etcd at $first did not become healthy within 15 s; see $dir/e*.log" >&2
+    exit 1
+    ;;
+stop)
+    for pidfile in "$dir"/e*.pid; do
+        [ -f "$pidfile" ] || continue
+        kill "$(cat "$pidfile")" 2>/dev/null || true
+        rm -f "$pidfile"
+    done
+    ;;
+*)
+    echo "usage: $0 start DIR [MEMBERS] [BASE_PORT] | stop DIR" >&2
+    exit 2
+    ;;
+esac

@@ -1,1 +1,0 @@
-// The replicated name service (replica server, storage, client) goes here.
