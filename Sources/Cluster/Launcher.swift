@@ -339,9 +339,20 @@ public final class Launcher: @unchecked Sendable {
             }
         }
         if stoppedByRank, !rankFailures.isEmpty {
-            // The first cause: a failed rank that another rank lost, else the
-            // first failure to arrive.
-            let primary = rankFailures.first { lostBy[$0.rank] != nil } ?? rankFailures[0]
+            // The first cause, in this order: a rank that crashed (a signal
+            // the launcher never sends); a rank others lost that lost nobody
+            // itself; a rank that lost nobody; the first failure to arrive.
+            // Exit order alone misleads: a crashing rank's backtrace takes
+            // longer than its peers' "rank is gone" exits.
+            let crashSignals: Set<Int32> = [SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS]
+            func crashed(_ st: ExitStatus) -> Bool {
+                if case .signaled(let sig) = st { return crashSignals.contains(sig) }
+                return false
+            }
+            let primary = rankFailures.first { crashed($0.status) }
+                ?? rankFailures.first { lostBy[$0.rank] != nil && lostOf[$0.rank] == nil }
+                ?? rankFailures.first { lostOf[$0.rank] == nil }
+                ?? rankFailures[0]
             let line = "\(whereIs(primary.rank)) \(primary.status)"
             failures.insert(line, at: 0)
             output.note(line)

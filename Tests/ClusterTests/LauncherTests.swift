@@ -204,7 +204,7 @@ import TestSupport
     @Test(arguments: [
         (["--help"], ["plexus demo", "plexus run -n 4", "plexus node --listen"]),
         (["run", "--help"], ["--nodes", "--shared-memory", "--protocol", "--stats", "Examples:"]),
-        (["node", "--help"], ["--listen", "--join", "Example:"]),
+        (["node", "--help"], ["--listen", "--join", "Example"]),
         (["demo", "--help"], ["false-sharing", "ring"]),
     ])
     func helpTeaches(args: [String], mentions: [String]) throws {
