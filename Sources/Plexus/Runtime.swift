@@ -69,7 +69,7 @@ public final class Plexus: @unchecked Sendable {
     private let launcher: Connection
     private let rankOf: [ProcessID: Int]
     private let inbox = Mailbox<(Int, [UInt8])>(capacity: 65_536)
-    private let arrivals = Mailbox<(Int, UInt64, [UInt8])>(capacity: 65_536)
+    private let gatherer: Gatherer
     private let releases = Mailbox<(UInt64, [[UInt8]])>(capacity: 1024)
     private let collectiveEpoch = Locked<UInt64>(0)
     /// The shared-memory engine, nil when the job runs with `--shared-memory 0`.
@@ -111,6 +111,13 @@ public final class Plexus: @unchecked Sendable {
         let box = Locked<Plexus?>(nil)
         let peers = PeerTable()
         locks = LockService(rank: rank, size: size)
+        gatherer = Gatherer(size: size, release: { epoch, all in
+            var w = ByteWriter()
+            w.u8(1); w.u64(epoch); w.u32(UInt32(all.count))
+            for p in all { w.blob(p) }
+            // A rank that cannot be reached is reported by the transport.
+            for r in 1..<all.count { try? peers.send(Frame(.sync, payload: w.bytes), to: r) }
+        })
         // The engine exists before any peer can reach us: a peer may fault on
         // a page we manage as soon as the mesh is up.
         if let mc = try SharedMemoryConfiguration.fromEnvironment(ProcessInfo.processInfo.environment) {
@@ -212,21 +219,10 @@ public final class Plexus: @unchecked Sendable {
 
     private func gather(epoch: UInt64, _ mine: [UInt8]) throws(PlexusError) -> [[UInt8]] {
         if rank == 0 {
-            var got = [[UInt8]?](repeating: nil, count: size)
-            got[0] = mine
-            var early: [(Int, UInt64, [UInt8])] = []
-            var count = 1
-            while count < size {
-                guard let (r, e, p) = arrivals.take() else { throw closedError() }
-                if e == epoch && got[r] == nil { got[r] = p; count += 1 } else { early.append((r, e, p)) }
+            switch gatherer.gather(epoch: epoch, mine) {
+            case .success(let all): return all
+            case .failure: throw closedError()
             }
-            for a in early { arrivals.put(a) }
-            let all = got.map { $0! }
-            var w = ByteWriter()
-            w.u8(1); w.u64(epoch); w.u32(UInt32(size))
-            for p in all { w.blob(p) }
-            for r in 1..<size { try sendSync(w.bytes, to: r) }
-            return all
         } else {
             var w = ByteWriter()
             w.u8(0); w.u64(epoch); w.blob(mine)
@@ -319,7 +315,7 @@ public final class Plexus: @unchecked Sendable {
         try? launcher.send(ControlMessage.peerLost(rank: rank, lost: r, reason: why).frame())
         // Anyone blocked waiting on the job would wait forever: wake them with an error.
         inbox.close(reason: "rank \(r) is gone: \(why)")
-        arrivals.close(reason: why)
+        gatherer.fail(why)
         releases.close(reason: why)
         locks.peerLost(r, why)
     }
@@ -334,7 +330,10 @@ extension Plexus {
             switch try rd.u8("sync kind") {
             case 0:
                 let e = try rd.u64("epoch")
-                arrivals.put((r, e, try rd.blob("contribution", limit: Frame.defaultMaxPayload)))
+                let contribution = try rd.blob("contribution", limit: Frame.defaultMaxPayload)
+                guard rank == 0, gatherer.arrive(rank: r, epoch: e, contribution) else {
+                    throw WireError.malformed("unexpected arrival of rank \(r) for collective #\(e)")
+                }
             case 1:
                 let e = try rd.u64("epoch")
                 let n = Int(try rd.u32("count"))

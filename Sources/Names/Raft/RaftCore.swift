@@ -268,6 +268,11 @@ public struct RaftCore: Sendable {
             state = reachable >= needed ? .leading : .noQuorum
         } else if now - lastLeaderContact <= 2 * timeout {
             state = leader.map { .following($0) } ?? .electing
+        } else if reachable >= needed {
+            // No leader for a while, but a majority answers: an election can
+            // still succeed (a slow or busy machine), so this is not the
+            // minority's "no quorum", and clients should retry.
+            state = .electing
         } else {
             state = .noQuorum
         }
