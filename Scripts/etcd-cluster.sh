@@ -46,14 +46,26 @@ start)
         echo $! >"$dir/e$i.pid"
     done
     first=${endpoints%%,*}
-    for _ in $(seq 1 150); do
-        if ETCDCTL_API=3 etcdctl --endpoints "$endpoints" endpoint health >/dev/null 2>&1; then
+    # Bounded by wall time, whatever etcdctl does: every probe has its own
+    # short timeouts, and a member that died (a port already taken, say)
+    # ends the wait at once with its log.
+    deadline=$((SECONDS + 20))
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        for i in $(seq 1 "$members"); do
+            if ! kill -0 "$(cat "$dir/e$i.pid")" 2>/dev/null; then
+                echo "$0: etcd member e$i exited: $(tail -n 1 "$dir/e$i.log")" >&2
+                "$0" stop "$dir"
+                exit 1
+            fi
+        done
+        if ETCDCTL_API=3 timeout 3 etcdctl --dial-timeout=1s --command-timeout=1s --endpoints "$endpoints" endpoint health >/dev/null 2>&1; then
             echo "PLEXUS_ETCD_ENDPOINTS=$endpoints"
             exit 0
         fi
-        sleep 0.1
+        sleep 0.2
     done
-    echo "$0: etcd at $first did not become healthy within 15 s; see $dir/e*.log" >&2
+    echo "$0: etcd at $first did not become healthy within 20 s; see $dir/e*.log" >&2
+    "$0" stop "$dir"
     exit 1
     ;;
 stop)
