@@ -108,7 +108,7 @@ public final class Plexus: @unchecked Sendable {
         self.size = size
         self.pid = pid
         self.job = job
-        let box = Locked<Plexus?>(nil)
+        let box = FrameGate()
         let peers = PeerTable()
         locks = LockService(rank: rank, size: size)
         gatherer = Gatherer(size: size, release: { epoch, all in
@@ -138,8 +138,8 @@ public final class Plexus: @unchecked Sendable {
             transport = try TCPTransport(
                 job: job, localID: pid, bind: SocketAddress(host: host, port: 0), connectTimeoutMillis: 20_000,
                 handler: TransportHandler(
-                    onFrame: { from, f in box.value?.onFrame(from: from, f) },
-                    onPeerLost: { from, why in box.value?.onPeerLost(from, why) }))
+                    onFrame: { from, f in box.deliver(from, f) },
+                    onPeerLost: { from, why in box.lost(from, why) }))
             launcher = try Connection.dial(launcherAddress, hello: Hello(job: job, sender: pid, role: "process"))
             try launcher.send(ControlMessage.register(rank: rank, pid: pid, address: transport.address.description).frame())
             guard let f = try launcher.receive(), case .directory(let entries)? = try? ControlMessage(frame: f),
@@ -157,7 +157,6 @@ public final class Plexus: @unchecked Sendable {
             rankOf = Dictionary(uniqueKeysWithValues: pids.enumerated().map { ($1, $0) })
             peers.set(transport: transport, pids: pids)
             locks.attach(send: { [peers] frame, r throws(TransportError) in try peers.send(frame, to: r) }, memory: memory)
-            box.withLock { $0 = self }
             if let m = memory, let h = heap {
                 // Each rank's arena starts on that rank: per-process data is
                 // written where it is allocated without a message.
@@ -168,6 +167,7 @@ public final class Plexus: @unchecked Sendable {
                 }
                 m.start()
             }
+            box.open(self)
             transport.updateDirectory(dir)
             try transport.connect(to: pids)
         } catch let e as PlexusError {
@@ -293,7 +293,7 @@ public final class Plexus: @unchecked Sendable {
         inbox.close(reason: "finalized")
     }
 
-    private func onFrame(from: ProcessID, _ f: Frame) {
+    fileprivate func onFrame(from: ProcessID, _ f: Frame) {
         guard let r = rankOf[from] else { return }
         switch f.kind {
         case .user:
@@ -307,7 +307,7 @@ public final class Plexus: @unchecked Sendable {
         }
     }
 
-    private func onPeerLost(_ from: ProcessID, _ why: String) {
+    fileprivate func onPeerLost(_ from: ProcessID, _ why: String) {
         guard let r = rankOf[from], !isFinalized.isSet, !departed.value.contains(r) else { return }
         lostPeers.withLock { $0[r] = why }
         // Tell the launcher first: if this process now fails because of it,
@@ -376,4 +376,53 @@ final class PeerTable: MemoryLink, @unchecked Sendable {
 func writeStderr(_ s: String) {
     let line = s + "\n"
     _ = line.withCString { write(2, $0, strlen($0)) }
+}
+
+/// Holds frames that arrive before this process has finished joining. A
+/// peer with a lower PID can finish its own join, and fault on a page this
+/// process manages, as soon as it has dialled us, which may be before we
+/// have read the job's directory; such a frame must wait, not be dropped.
+/// Frames are released in arrival order, before any later frame.
+final class FrameGate: @unchecked Sendable {
+    private let lock = NSLock()
+    private var target: Plexus?
+    private var early: [(ProcessID, Frame?, String)] = []
+    static let maxEarly = 65_536
+
+    func deliver(_ from: ProcessID, _ frame: Frame) {
+        lock.lock()
+        if let t = target {
+            lock.unlock()
+            t.onFrame(from: from, frame)
+            return
+        }
+        if early.count < Self.maxEarly {
+            early.append((from, frame, ""))
+        } else {
+            writeStderr("plexus: dropped a frame from process \(from) that arrived before this process joined (more than \(Self.maxEarly) waiting)")
+        }
+        lock.unlock()
+    }
+
+    func lost(_ from: ProcessID, _ why: String) {
+        lock.lock()
+        if let t = target {
+            lock.unlock()
+            t.onPeerLost(from, why)
+            return
+        }
+        early.append((from, nil, why))
+        lock.unlock()
+    }
+
+    /// Delivers what waited, in order, then lets frames through directly.
+    func open(_ p: Plexus) {
+        lock.lock()
+        defer { lock.unlock() }
+        for (from, frame, why) in early {
+            if let frame { p.onFrame(from: from, frame) } else { p.onPeerLost(from, why) }
+        }
+        early.removeAll()
+        target = p
+    }
 }
