@@ -126,3 +126,36 @@ func exitStatus(fromWait status: Int32) -> ExitStatus {
     if sig == 0 { return .exited((status >> 8) & 0xFF) }
     return .signaled(sig)
 }
+
+/// Starts `plexus _guard` (see `GroupGuard`) with its stdin on a fresh pipe
+/// and returns its pid and the pipe's write end (close-on-exec, so no job
+/// process inherits it and holds it open).
+func spawnGuard(trampoline: String) throws(SpawnError) -> (pid: pid_t, control: Int32) {
+    spawnLock.lock()
+    defer { spawnLock.unlock() }
+    var fds: [Int32] = [0, 0]
+    guard pipe(&fds) == 0 else { throw .system(call: "pipe", errno: errno) }
+    for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_adddup2(&actions, fds[0], 0)
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+    var attr = posix_spawnattr_t()
+    posix_spawnattr_init(&attr)
+    defer { posix_spawnattr_destroy(&attr) }
+    // Its own process group: a Ctrl-C at the terminal does not reach it.
+    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETPGROUP))
+    posix_spawnattr_setpgroup(&attr, 0)
+    let argv = [trampoline, "_guard"]
+    let cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+    defer { for p in cArgs { free(p) } }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, trampoline, &actions, &attr, cArgs, environ)
+    close(fds[0])
+    if rc != 0 {
+        close(fds[1])
+        throw .system(call: "posix_spawn \(trampoline) _guard", errno: rc)
+    }
+    return (pid, fds[1])
+}

@@ -72,6 +72,26 @@ import TestSupport
         #expect(processes(containing: marker).isEmpty, "leftover processes")
     }
 
+    /// `plexus run` itself SIGKILLed: its embedded node dies with it, the
+    /// ranks get their parent-death signal, and what the ranks started (here
+    /// a second shell, in the rank's process group) is killed by the node's
+    /// process-group guard. Nothing of the job is left.
+    @Test func killedLauncherLeavesNoProcessOfTheJob() throws {
+        let marker = uniqueMarker()
+        let job = try Child(try product("plexus"), ["run", "-n", "2", "sh", "-c",
+                                                    "sh -c 'sleep 60; true' \(marker)-child & echo ready; wait", marker])
+        for _ in 0..<2 { _ = try job.waitForLine(containing: "ready") }
+        let deadline = Date().addingTimeInterval(10)
+        // The inner shells' command lines (the outer ones quote the script).
+        let inner = "-c sleep 60; true \(marker)-child"
+        while processes(containing: inner).count < 2 && Date() < deadline { usleep(10_000) }
+        #expect(processes(containing: inner).count == 2, "the ranks' children did not start")
+        job.kill()
+        _ = try job.wait(timeout: 10)
+        while !processes(containing: marker).isEmpty && Date() < deadline { usleep(10_000) }
+        #expect(processes(containing: marker).isEmpty, "leftover processes")
+    }
+
     @Test(arguments: [
         (["run", "-n", "2"], "no program given"),
         (["run", "-n", "0", "true"], "-n must be at least 1"),
