@@ -25,7 +25,7 @@ let package = Package(
         .target(name: "Wire", swiftSettings: strict),
         .target(name: "Transport", dependencies: ["Wire"], swiftSettings: strict),
         .target(name: "CFault"),
-        .target(name: "Cluster", dependencies: ["Wire", "Transport", "CFault", "NameService", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .target(name: "Cluster", dependencies: ["Wire", "Transport", "CFault", "Names", "NameService", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .target(name: "Memory", dependencies: ["CFault"], swiftSettings: strict),
         .target(name: "Lincheck", swiftSettings: strict),
         .target(name: "Names", swiftSettings: strict),

@@ -29,6 +29,11 @@ public enum ControlMessage: Equatable, Sendable {
     /// process → launcher: this process lost its connection to rank `lost`
     /// (which had not said goodbye): the likely first cause of a failure.
     case peerLost(rank: Int, lost: Int, reason: String)
+    /// launcher → node: what do I need to know about you before starting a job?
+    case nodeInfoRequest
+    /// node → launcher: the name service this node's cluster uses (its
+    /// replicas' IP:PORT, or an `etcd://` spec), empty if none.
+    case nodeInfo(names: [String])
 
     static let maxText = 64 * 1024
     static let maxArgs = 4096
@@ -48,6 +53,8 @@ public enum ControlMessage: Equatable, Sendable {
         case .nodeMembers: .nodeMembers
         case .processReport: .processReport
         case .peerLost: .peerLost
+        case .nodeInfoRequest: .nodeInfoRequest
+        case .nodeInfo: .nodeInfo
         }
     }
 
@@ -69,6 +76,8 @@ public enum ControlMessage: Equatable, Sendable {
         case .nodeMembers(let ms): w.u32(UInt32(ms.count)); for m in ms { w.string(m) }
         case .processReport(let rank, let json): w.u32(UInt32(rank)); w.blob(json)
         case .peerLost(let rank, let lost, let reason): w.u32(UInt32(rank)); w.u32(UInt32(lost)); w.string(reason)
+        case .nodeInfoRequest: break
+        case .nodeInfo(let names): w.u32(UInt32(names.count)); for n in names { w.string(n) }
         }
         return Frame(kind, payload: w.bytes)
     }
@@ -105,6 +114,13 @@ public enum ControlMessage: Equatable, Sendable {
             self = .nodeMembers(ms)
         case .processReport: self = .processReport(rank: try rank(), json: try r.blob("report", limit: Self.maxReport))
         case .peerLost: self = .peerLost(rank: try rank(), lost: try rank(), reason: try r.string("reason", limit: Self.maxText))
+        case .nodeInfoRequest: self = .nodeInfoRequest
+        case .nodeInfo:
+            let n = Int(try r.u32("name-service address count"))
+            guard n <= 64 else { throw .oversized(what: "name-service address list", length: n, limit: 64) }
+            var names: [String] = []
+            for _ in 0..<n { names.append(try r.string("name-service address", limit: 1024)) }
+            self = .nodeInfo(names: names)
         default: throw .malformed("\(frame.kind) is not a control message")
         }
         try r.expectEnd("\(frame.kind)")

@@ -4,6 +4,7 @@ import Glibc
 import Foundation
 import Logging
 import NameService
+import Names
 import Transport
 import Wire
 
@@ -24,6 +25,9 @@ public struct JobSpec: Sendable {
     /// PID from the service and is entered in its process table; when empty,
     /// PIDs are job-scoped (a random base plus the rank).
     public var names: [String] = []
+    /// TTL of each process's lease in the name service: how soon after its
+    /// launcher or node dies a process is marked `lost`.
+    public var leaseTTLMillis: UInt64 = 5000
 
     public init(processes: Int, nodes: [SocketAddress], program: String, arguments: [String],
                 environment: [String: String] = [:], workingDirectory: String = FileManager.default.currentDirectoryPath,
@@ -145,10 +149,19 @@ public final class Launcher: @unchecked Sendable {
         }
         defer { embedded?.stop() }
         var nodes: [Connection] = []
+        var names = spec.names
         for (i, a) in nodeAddresses.enumerated() {
-            do {
+            do throws(TransportError) {
                 let c = try Connection.dial(a, hello: Hello(job: controlJob, sender: 0, role: "launcher"))
                 nodes.append(c)
+                if names.isEmpty && embedded == nil {
+                    // The node says which name service its cluster uses.
+                    try c.send(ControlMessage.nodeInfoRequest.frame())
+                    guard let f = try c.receive(timeoutMillis: 3000), case .nodeInfo(let ns)? = try? ControlMessage(frame: f) else {
+                        throw TransportError.protocolViolation("\(a) did not answer with its node information")
+                    }
+                    names = ns
+                }
                 c.startReader(
                     name: "plexus-launcher-node \(i)",
                     onFrame: { [events] f in
@@ -198,17 +211,24 @@ public final class Launcher: @unchecked Sendable {
         let pidBase = ProcessID(rng.next() as UInt32 | 1) << 16
         var globalPIDs = (0..<n).map { pidBase + ProcessID($0) }
         let registry: ProcessRegistry?
-        if spec.names.isEmpty {
+        if names.isEmpty {
             registry = nil
         } else {
+            let r: ProcessRegistry
+            do { r = try ProcessRegistry(names: names, ttlMillis: spec.leaseTTLMillis, logger: log) } catch {
+                throw .names("\(error)")
+            }
             do {
-                let r = try ProcessRegistry(names: spec.names)
                 for rank in 0..<n {
-                    globalPIDs[rank] = try r.client.allocateGlobalPID(node: nodeAddresses[rank % nodes.count].description)
+                    globalPIDs[rank] = try r.allocate(node: nodeAddresses[rank % nodes.count].description)
                 }
-                registry = r
-            } catch { throw .names("\(error)") }
+            } catch {
+                r.abandon()
+                throw .names("\(error)")
+            }
+            registry = r
         }
+        defer { registry?.finish() }
         var placement: [Int] = []
         for rank in 0..<n {
             let node = rank % nodes.count
@@ -218,7 +238,7 @@ public final class Launcher: @unchecked Sendable {
             env["PLEXUS_SIZE"] = "\(n)"
             env["PLEXUS_JOB"] = job
             env["PLEXUS_PID"] = "\(globalPIDs[rank])"
-            if !spec.names.isEmpty { env["PLEXUS_NAMES"] = spec.names.joined(separator: ",") }
+            if !names.isEmpty { env["PLEXUS_NAMES"] = names.joined(separator: ",") }
             env["PLEXUS_LAUNCHER"] = "\(launcherHost):\(rendezvous.address.port)"
             env["PLEXUS_NODE"] = nodeAddresses[node].host == "0.0.0.0" ? launcherHost : nodeAddresses[node].host
             let req = SpawnRequest(job: job, rank: rank, size: n, pid: globalPIDs[rank], program: spec.program,
@@ -293,6 +313,7 @@ public final class Launcher: @unchecked Sendable {
                 if partial[key]!.count > 1 << 20 { flushLines(key, final: true) } else { flushLines(key, final: false) }
             case .control(_, .spawned(let rank, let pid)):
                 osPIDs[rank] = pid
+                registry?.started(pid: globalPIDs[rank])
             case .control(_, .spawnFailed(let rank, let reason)):
                 exited[rank] = .exited(127)
                 stop("\(whereIs(rank)) could not start: \(reason)", status: 127)
@@ -315,7 +336,10 @@ public final class Launcher: @unchecked Sendable {
             case .nodeLost(let node, let reason):
                 if lostNodes.insert(node).inserted {
                     let ranks = (0..<n).filter { placement[$0] == node && exited[$0] == nil }
-                    for r in ranks { exited[r] = .signaled(SIGKILL) }
+                    for r in ranks {
+                        exited[r] = .signaled(SIGKILL)
+                        registry?.lost(pid: globalPIDs[r])
+                    }
                     if !ranks.isEmpty || !stopping {
                         stop("lost node \(nodeAddresses[node]) (\(reason)); its ranks \(ranks) are gone", status: 1)
                     }
@@ -323,7 +347,7 @@ public final class Launcher: @unchecked Sendable {
             case .registered(let rank, let pid, let address, let c):
                 guard rank < n else { continue }
                 registered[rank] = (pid, address, c)
-                registry?.running(pid: pid, node: nodeAddresses[placement[rank]].description, address: address)
+                registry?.reachable(pid: pid, node: nodeAddresses[placement[rank]].description, address: address)
                 if registered.count == n {
                     let dir = registered.map { DirectoryEntry(rank: $0.key, pid: $0.value.0, address: $0.value.1) }
                         .sorted { $0.rank < $1.rank }
@@ -370,36 +394,92 @@ public final class Launcher: @unchecked Sendable {
     }
 }
 
-/// Keeps the name service's process table in step with a job: running once a
-/// process registered its address, exited with its status. Updates run on one
-/// serial queue so that a slow or unavailable service never stalls the
-/// launcher's event loop; a failed update is logged, not fatal.
+/// Keeps the name service's process table in step with a job: each process
+/// gets a global PID bound to a lease of its own, is marked running once it
+/// registered its address, exited with its status. The launcher keeps the
+/// leases alive while it supervises the job: if it (or a process's node)
+/// dies, the leases end and the service marks those processes `lost`.
+/// Updates run on one serial queue so that a slow or unavailable service
+/// never stalls the launcher's event loop; a failed update is logged, not fatal.
 final class ProcessRegistry: Sendable {
     let client: NameClient
+    let keeper: LeaseKeeper
+    let ttlMillis: UInt64
+    private let leases = Locked<[UInt64: LeaseID]>([:])
     private let queue = DispatchQueue(label: "plexus-launcher-names")
 
-    init(names: [String]) throws(NameServiceError) {
+    init(names: [String], ttlMillis: UInt64, logger: Logger) throws(NameServiceError) {
         client = try NameClient(replicas: names, options: NameClient.Options(timeoutMillis: 3000))
+        keeper = LeaseKeeper(client: try NameClient(replicas: names, options: NameClient.Options(timeoutMillis: Int(ttlMillis))),
+                             logger: logger, name: "plexus-launcher-leases")
+        self.ttlMillis = ttlMillis
     }
 
-    func running(pid: UInt64, node: String, address: String) {
+    /// A fresh global PID for a process about to start on `node`, bound to a new lease.
+    func allocate(node: String) throws(NameServiceError) -> UInt64 {
+        let lease = try client.grantLease(ttlMillis: ttlMillis)
+        let start = UInt64(Date().timeIntervalSince1970 * 1000)
+        guard case .allocated(let pid) = try client.execute(
+            .allocatePID(node: node, address: "", parent: nil, startTimeMillis: start, lease: lease))
+        else { throw .protocolViolation("allocatePID did not return a PID") }
+        leases.withLock { $0[pid.rawValue] = lease }
+        keeper.hold(lease, ttlMillis: ttlMillis)
+        return pid.rawValue
+    }
+
+    /// The process started: it is running, whether or not it uses the runtime.
+    func started(pid: UInt64) {
         queue.async { [client] in
-            do { try client.reportRunning(pid: pid, node: node, address: address) } catch {
+            do { _ = try client.execute(.setProcessState(pid: GlobalPID(pid), state: .running)) } catch {
                 writeAll(2, "plexus: could not mark pid \(pid) running in the name service: \(error)\n")
             }
         }
     }
 
-    func exited(pid: UInt64, status: Int32) {
+    /// The process registered the address its peers reach it at.
+    func reachable(pid: UInt64, node: String, address: String) {
         queue.async { [client] in
-            do { try client.reportExit(pid: pid, status: status) } catch {
-                writeAll(2, "plexus: could not record the exit of pid \(pid) in the name service: \(error)\n")
+            do { _ = try client.execute(.rebindProcess(pid: GlobalPID(pid), node: node, address: address)) } catch {
+                writeAll(2, "plexus: could not record the address of pid \(pid) in the name service: \(error)\n")
             }
         }
     }
 
-    /// Waits for queued updates, so `plexus ps` right after the job shows its end.
-    func finish() { queue.sync {} }
+    func exited(pid: UInt64, status: Int32) {
+        queue.async { [client, self] in
+            do { try client.reportExit(pid: pid, status: status) } catch {
+                writeAll(2, "plexus: could not record the exit of pid \(pid) in the name service: \(error)\n")
+            }
+            endLease(of: pid)
+        }
+    }
+
+    /// The process is gone without an exit status (its node was lost): ending
+    /// its lease now marks it `lost` at once instead of after the TTL.
+    func lost(pid: UInt64) {
+        queue.async { [self] in endLease(of: pid) }
+    }
+
+    private func endLease(of pid: UInt64) {
+        guard let lease = leases.withLock({ $0.removeValue(forKey: pid) }) else { return }
+        keeper.release(lease)
+        do { try client.revokeLease(lease) } catch {
+            writeAll(2, "plexus: could not end the lease of pid \(pid) (it ends by itself within \(ttlMillis) ms): \(error)\n")
+        }
+    }
+
+    /// The job never started: end every lease now.
+    func abandon() {
+        for pid in leases.value.keys.sorted() { lost(pid: pid) }
+        finish()
+    }
+
+    /// Waits for queued updates, so `plexus ps` right after the job shows its
+    /// end, then stops keeping leases alive (any left end after the TTL).
+    func finish() {
+        queue.sync {}
+        keeper.stop()
+    }
 }
 
 /// The local IP address a connection to `node` would leave from: the address

@@ -29,10 +29,24 @@ public final class NodeDaemon: @unchecked Sendable {
     private let log: Logger
     private let members = Locked<Set<String>>([])
     private let sessions = Locked<[ObjectIdentifier: Session]>([:])
+    private let nameService = Locked<[String]>([])
+
+    /// The name service of this node's cluster, told to every launcher that
+    /// asks, so `plexus run --nodes` finds it without `--names`.
+    public var names: [String] {
+        get { nameService.value }
+        set { nameService.withLock { $0 = newValue } }
+    }
+
+    private let guardian: GroupGuard?
 
     public init(listen: SocketAddress, trampoline: String, logger: Logger) throws(TransportError) {
         self.trampoline = trampoline
         self.log = logger
+        do { guardian = try GroupGuard(trampoline: trampoline) } catch {
+            logger.warning("no process-group guard (\(error)): if this node is SIGKILLed, what its job processes started may survive")
+            guardian = nil
+        }
         let box = Locked<NodeDaemon?>(nil)
         let identity = Hello(job: controlJob, sender: 0, role: "node")
         let l = try Listener(
@@ -65,10 +79,11 @@ public final class NodeDaemon: @unchecked Sendable {
     public func stop() {
         listener.close()
         for s in sessions.withLock({ Array($0.values) }) { s.end(reason: "node stopping") }
+        guardian?.close()
     }
 
     private func serve(_ c: Connection) {
-        let session = Session(connection: c, trampoline: trampoline, log: log)
+        let session = Session(connection: c, trampoline: trampoline, guardian: guardian, log: log)
         let key = ObjectIdentifier(session)
         sessions.withLock { $0[key] = session }
         // Spawning happens on this reader thread, which lives exactly as long
@@ -87,6 +102,8 @@ public final class NodeDaemon: @unchecked Sendable {
                 case .nodeJoin(let a):
                     self.members.withLock { _ = $0.insert(a) }
                     try? c.send(ControlMessage.nodeMembers(self.knownMembers).frame())
+                case .nodeInfoRequest:
+                    try? c.send(ControlMessage.nodeInfo(names: self.names).frame())
                 case .spawn(let req): session.spawn(req)
                 case .killJob(let grace): session.killAll(graceMillis: grace)
                 default:
@@ -104,6 +121,7 @@ public final class NodeDaemon: @unchecked Sendable {
 final class Session: @unchecked Sendable {
     let connection: Connection
     let trampoline: String
+    let guardian: GroupGuard?
     let log: Logger
     private let children = Locked<[Int: ChildState]>([:])
     private let ended = AtomicFlag()
@@ -113,9 +131,10 @@ final class Session: @unchecked Sendable {
         var reaped = false
     }
 
-    init(connection: Connection, trampoline: String, log: Logger) {
+    init(connection: Connection, trampoline: String, guardian: GroupGuard?, log: Logger) {
         self.connection = connection
         self.trampoline = trampoline
+        self.guardian = guardian
         self.log = log
     }
 
@@ -138,6 +157,7 @@ final class Session: @unchecked Sendable {
             return
         }
         children.withLock { $0[req.rank] = ChildState(pid: child.pid) }
+        guardian?.add(child.pid)
         log.debug("started rank \(req.rank) of \(req.job) as pid \(child.pid)")
         try? connection.send(ControlMessage.spawned(rank: req.rank, osPID: child.pid).frame())
         if ended.isSet { kill(-child.pid, SIGKILL) }
@@ -188,6 +208,7 @@ final class Session: @unchecked Sendable {
         }
         // Whatever the process left behind in its group goes with it.
         kill(-child.pid, SIGKILL)
+        guardian?.remove(child.pid)
         children.withLock { $0[rank]?.reaped = true }
         try? connection.send(ControlMessage.exited(rank: rank, osPID: child.pid, status: status!).frame())
     }

@@ -107,6 +107,14 @@ public final class Connection: @unchecked Sendable {
         }
     }
 
+    /// Like `receive()`, but gives up with `.timedOut` after `timeoutMillis`
+    /// without a complete frame. Only before `startReader`.
+    public func receive(timeoutMillis: Int) throws(TransportError) -> Frame? {
+        Sys.setReceiveTimeout(fd, millis: max(1, timeoutMillis))
+        defer { Sys.setReceiveTimeout(fd, millis: 0) }
+        return try receive()
+    }
+
     /// Starts the reader thread. `onFrame` runs on it for every frame, in order;
     /// `onClose` runs once, last, with the reason. The descriptor is closed after.
     public func startReader(

@@ -62,6 +62,8 @@ public struct MessageKind: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let nodeMembers = MessageKind(rawValue: 0x010A)
     public static let processReport = MessageKind(rawValue: 0x010B)
     public static let peerLost = MessageKind(rawValue: 0x010C)
+    public static let nodeInfoRequest = MessageKind(rawValue: 0x010D)
+    public static let nodeInfo = MessageKind(rawValue: 0x010E)
     // 0x02xx: shared memory protocols
     public static let memory = MessageKind(rawValue: 0x0201)
     public static let sync = MessageKind(rawValue: 0x0202)

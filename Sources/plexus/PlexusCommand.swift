@@ -23,7 +23,7 @@ struct PlexusCommand: ParsableCommand {
             (or Plexus.join() in Swift, plexus_init() in C).
             """,
         subcommands: [Run.self, Node.self, Demo.self, Bench.self, ClusterCommand.self, NamesCommand.self, ProcessList.self,
-                      LincheckCommand.self, Exec.self, DemoRing.self, DemoFalseSharing.self])
+                      LincheckCommand.self, Exec.self, Guard.self, DemoRing.self, DemoFalseSharing.self])
 }
 
 /// Options every subcommand shares.
@@ -72,9 +72,13 @@ struct Run: ParsableCommand {
             process has exited; if one fails (non-zero status, crash, killed), the others are
             stopped and plexus exits with its status (128+N for signal N). Ctrl-C stops the job.
 
-            PIDs: with --names (or $PLEXUS_NAMES), every process gets a global PID from the
-            name service, unique cluster-wide and never reused, and appears in `plexus ps`.
-            Without a name service, PIDs are job-scoped: unique within this job only.
+            PIDs: every process gets a global PID from the cluster's name service, unique
+            cluster-wide and never reused, and appears in `plexus ps`. The service is the one
+            given by --names (or $PLEXUS_NAMES), else the one the first node of --nodes
+            reports (`plexus node --names`, or a node hosting a replica). Each process holds a
+            lease that plexus run keeps alive: if plexus run or the process's node dies, the
+            process is marked lost within --lease-ttl-ms. Without a name service (the embedded
+            local node), PIDs are job-scoped: unique within this job only.
 
             Examples:
               plexus run -n 4 ./my-program --size 1000
@@ -96,6 +100,9 @@ struct Run: ParsableCommand {
         valueName: "IP:PORT,..."))
     var names: String?
 
+    @Option(name: .long, help: "Lease TTL of each process in the name service, in milliseconds.")
+    var leaseTtlMs: UInt64 = 5000
+
     @OptionGroup var memory: MemoryOptions
 
     @OptionGroup var common: CommonOptions
@@ -110,6 +117,9 @@ struct Run: ParsableCommand {
             throw ValidationError("no program given: try `plexus run -n \(processes) ./my-program`")
         }
         guard grace >= 0 else { throw ValidationError("--grace must be >= 0") }
+        guard (100...600_000).contains(leaseTtlMs) else {
+            throw ValidationError("--lease-ttl-ms must be between 100 and 600000 (got \(leaseTtlMs))")
+        }
     }
 
     func run() throws {
@@ -127,6 +137,7 @@ struct Run: ParsableCommand {
         if let list = names ?? ProcessInfo.processInfo.environment["PLEXUS_NAMES"], !list.isEmpty {
             spec.names = list.split(separator: ",").map(String.init)
         }
+        spec.leaseTTLMillis = leaseTtlMs
         let result = try runJob(spec, logger: logger)
         try memory.writeStatistics(result)
         if result.status != 0 { throw ExitCode(result.status) }
@@ -162,6 +173,11 @@ struct Node: ParsableCommand {
             With --replica-id it also hosts a replica of the name service (global PIDs,
             process table, names). Run 3 or 5 replicas; a majority must be up to serve.
 
+            A node that knows the name service (--names, or the --replicas it is part of)
+            registers itself as /nodes/IP:PORT under a lease it keeps alive: if the node dies,
+            the name goes within --lease-ttl-ms, visibly to `plexus ns watch /nodes`. It also
+            tells launchers (`plexus run --nodes`) which name service to use.
+
             Examples:
               plexus node --listen 10.0.0.1:7400 --join 10.0.0.2:7400
               plexus node --listen 10.0.0.1:7400 --replica-id 1 --data-dir /var/lib/plexus/r1 \\
@@ -174,9 +190,26 @@ struct Node: ParsableCommand {
     @Option(name: .long, help: "Address of a node already in the cluster.")
     var join: String?
 
+    @Option(name: .long, help: ArgumentHelp(
+        "The cluster's name service (replicas' IP:PORT, comma-separated). Default: the --replicas of the replica this node hosts, else $PLEXUS_NAMES.",
+        valueName: "IP:PORT,..."))
+    var names: String?
+
+    @Option(name: .long, help: "Lease TTL of this node's registration, in milliseconds.")
+    var leaseTtlMs: UInt64 = 5000
+
+    @Flag(name: .long, help: "Do not register this node under /nodes (e.g. a host that only runs a replica).")
+    var noRegister = false
+
     @OptionGroup(title: "Name-service replica") var replica: ReplicaOptions
 
     @OptionGroup var common: CommonOptions
+
+    func validate() throws {
+        guard (100...600_000).contains(leaseTtlMs) else {
+            throw ValidationError("--lease-ttl-ms must be between 100 and 600000 (got \(leaseTtlMs))")
+        }
+    }
 
     func run() throws {
         let logger = try common.makeLogger("plexus.node")
@@ -203,18 +236,40 @@ struct Node: ParsableCommand {
             throw ExitCode(1)
         }
         writeAll(1, "plexus node listening on \(daemon.address)\n")
-        if let names {
-            let c = names.configuration
+        if let replica = names {
+            let c = replica.configuration
             writeAll(1, "name-service replica \(c.id.rawValue) serving on \(c.replicas[c.id]!) "
                 + "(\(c.replicas.count) replicas, data in \(c.dataDirectory))\n")
+        }
+        let service = self.names ?? names.map { $0.configuration.replicas.values.map(\.description).sorted().joined(separator: ",") }
+            ?? ProcessInfo.processInfo.environment["PLEXUS_NAMES"] ?? ""
+        daemon.names = service.split(separator: ",").map(String.init)
+        var registration: NodeRegistration?
+        if !daemon.names.isEmpty && !noRegister {
+            do {
+                registration = try NodeRegistration(names: daemon.names, address: daemon.advertised, ttlMillis: leaseTtlMs, logger: logger)
+            } catch {
+                writeAll(2, "plexus node: --names: \(error)\n")
+                names?.stop()
+                daemon.stop()
+                throw ExitCode(1)
+            }
         }
         let done = DispatchSemaphore(value: 0)
         let sources = onTerminationSignals { _ in done.signal() }
         done.wait()
         for s in sources { s.cancel() }
+        registration?.stop()
         names?.stop()
         daemon.stop()
     }
+}
+
+/// `plexus _guard`: kills the job process groups a node daemon started once
+/// the daemon is gone (see `GroupGuard`).
+struct Guard: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "_guard", shouldDisplay: false)
+    func run() throws { runProcessGroupGuard() }
 }
 
 /// `plexus _exec --cwd DIR -- PROGRAM ARGS`: the trampoline every job process

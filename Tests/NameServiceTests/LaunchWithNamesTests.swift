@@ -1,5 +1,6 @@
 import Foundation
 import NameService
+import Names
 import Testing
 import TestSupport
 
@@ -41,5 +42,102 @@ import TestSupport
         let r = try runPlexus(["run", "-n", "2", "sh", "-c", "echo PID=$PLEXUS_PID"])
         #expect(r.status == 0)
         #expect(r.stdout.contains("PID="))
+    }
+
+    @Test func nodesRegisterThemselvesAndTellLaunchersWhichServiceToUse() throws {
+        let cluster = try NameCluster(size: 3, registerNodes: true)
+        try cluster.waitForLeader()
+        let client = try cluster.client()
+        let nodes = try (1...3).map { try cluster.nodeAddress($0) }
+        try eventually(10, "every node is registered under /nodes") {
+            Set(try client.list("/nodes").map(\.name)) == Set(nodes.map { "/nodes/" + $0 })
+        }
+        let entry = try client.get("/nodes/" + nodes[0])
+        #expect(entry.lease != nil, "a node's name must be ephemeral: \(entry)")
+        #expect(String(decoding: entry.value, as: UTF8.self) == nodes[0])
+
+        // No --names: the node tells the launcher where the service is.
+        let r = try runPlexus(["run", "-n", "2", "--nodes", nodes[1], "sh", "-c", "echo PID=$PLEXUS_PID"], timeout: 30)
+        #expect(r.status == 0, "\(r.stderr)")
+        let pids = r.stdout.split(separator: "\n").compactMap { line in
+            line.range(of: "PID=").flatMap { UInt64(line[$0.upperBound...]) }
+        }
+        #expect(pids.count == 2)
+        let table = try client.processes()
+        for pid in pids {
+            let row = table.first { $0.pid.rawValue == pid }
+            #expect(row?.state == .exited && row?.exitStatus == 0, "pid \(pid): \(String(describing: row))")
+            #expect(row?.lease != nil, "pid \(pid) must hold a lease")
+        }
+    }
+
+    @Test func aKilledNodeLeavesNodesWithinItsLeaseTTL() throws {
+        let cluster = try NameCluster(size: 3)
+        try cluster.waitForLeader()
+        let client = try cluster.client()
+        let node = try Child(try product("plexus"), [
+            "node", "--listen", "127.0.0.1:0", "--names", cluster.addresses.joined(separator: ","), "--lease-ttl-ms", "600",
+        ])
+        let line = try node.waitForLine(containing: "plexus node listening on ")
+        let name = "/nodes/" + String(line.dropFirst("plexus node listening on ".count))
+        try eventually(10, "\(name) is registered") { (try? client.get(name)) != nil }
+        let lease = try #require(try client.get(name).lease)
+        node.kill()
+        _ = try node.wait(timeout: 10)
+        try eventually(10, "\(name) is gone after its lease ended") {
+            do {
+                _ = try client.get(name)
+                return false
+            } catch let error as NameServiceError {
+                guard case .rejected(.nameNotFound) = error else { throw error }
+                return true
+            }
+        }
+        // Watchers see the name go because its lease ended.
+        let events = try Self.events(client, from: 1, prefix: "/nodes/")
+        #expect(events.contains { if case .nameDeleted(name, lease) = $0.kind { true } else { false } }, "\(events)")
+    }
+
+    @Test func processesOfAKilledLauncherAreMarkedLost() throws {
+        let cluster = try NameCluster(size: 3)
+        try cluster.waitForLeader()
+        let client = try cluster.client()
+        let marker = uniqueMarker()
+        let run = try Child(try product("plexus"), [
+            "run", "-n", "2", "--names", cluster.addresses.joined(separator: ","), "--lease-ttl-ms", "600",
+            "sh", "-c", "echo up; sleep 60", marker,
+        ])
+        try eventually(20, "both ranks started") { run.stdout.contains("[0] up") && run.stdout.contains("[1] up") }
+        // A fresh service: the job's two processes are its whole table.
+        var mine: [ProcessRecord] = []
+        try eventually(10, "both processes are running in the table") {
+            mine = try client.processes()
+            return mine.count == 2 && mine.allSatisfy { $0.state == .running && $0.lease != nil }
+        }
+        run.kill()
+        _ = try run.wait(timeout: 10)
+        try eventually(10, "the job's processes are marked lost") {
+            let rows = try client.processes().filter { r in mine.contains { $0.pid == r.pid } }
+            return rows.count == 2 && rows.allSatisfy { $0.state == .lost }
+        }
+        let events = try Self.events(client, from: 1, prefix: nil)
+        for p in mine {
+            #expect(events.contains { if case .processChanged(let q) = $0.kind { q.pid == p.pid && q.state == .lost } else { false } },
+                    "no 'lost' event for \(p.pid)")
+        }
+        try eventually(10, "no process of the job is left") { processes(containing: marker).isEmpty }
+    }
+
+    static func events(_ client: NameClient, from revision: UInt64, prefix: String?) throws -> [WatchEvent] {
+        var all: [WatchEvent] = []
+        var next = revision
+        while true {
+            guard case .events(let batch) = try client.query(.watch(fromRevision: next, prefix: prefix, limit: 256)) else {
+                throw HarnessError("watch did not return events")
+            }
+            all += batch.events
+            if batch.events.isEmpty || batch.nextRevision == next { return all }
+            next = batch.nextRevision
+        }
     }
 }

@@ -27,9 +27,11 @@ final class NameCluster: @unchecked Sendable {
     var addresses: [String] { ports.map { "\(host):\($0)" } }
     var replicasArgument: String { (1...size).map { "\($0)=\(addresses[$0 - 1])" }.joined(separator: ",") }
 
-    init(size: Int, extraArguments: [String] = []) throws {
+    /// Nodes register themselves under /nodes only with `registerNodes`, so
+    /// that other tests see exactly the writes they make.
+    init(size: Int, extraArguments: [String] = [], registerNodes: Bool = false) throws {
         self.size = size
-        self.extraArguments = extraArguments
+        self.extraArguments = extraArguments + (registerNodes ? [] : ["--no-register"])
         host = "127.\(Int.random(in: 1...254)).\(Int.random(in: 1...254)).1"
         ports = try Self.freePorts(host: host, count: size)
         dataRoot = NSTemporaryDirectory() + "plexus-names-\(UInt32.random(in: 0...UInt32.max))"
@@ -61,6 +63,15 @@ final class NameCluster: @unchecked Sendable {
         node.kill()
         _ = try? node.wait(timeout: 10)
         nodes[replica - 1] = nil
+    }
+
+    /// The node-daemon address (`plexus run --nodes`) of replica `replica`'s node.
+    func nodeAddress(_ replica: Int) throws -> String {
+        let out = nodes[replica - 1]?.stdout ?? ""
+        guard let line = out.split(separator: "\n").first(where: { $0.hasPrefix("plexus node listening on ") }) else {
+            throw HarnessError("replica \(replica)'s node has not printed its address: \(out)")
+        }
+        return String(line.dropFirst("plexus node listening on ".count))
     }
 
     func stderr(_ replica: Int) -> String { nodes[replica - 1]?.stderr ?? "" }

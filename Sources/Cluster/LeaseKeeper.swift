@@ -1,0 +1,178 @@
+import Foundation
+import Logging
+import NameService
+import Names
+import Transport
+
+/// Keeps name-service leases alive from one thread: every lease it holds gets
+/// a keep-alive every third of its TTL, so that two keep-alives in a row can
+/// be lost before the lease ends.
+///
+/// Node daemons hold one lease each (their ephemeral `/nodes/...` name is
+/// bound to it); the launcher holds one per job process (the process's row
+/// in the table is bound to it). When the holder dies, keep-alives stop, the
+/// lease ends, its names go and its processes are marked `lost` — the
+/// service's leader decides, and watchers see it.
+///
+/// A lease the service says has already ended (the holder was cut off longer
+/// than the TTL) is reported once through `onEnded` and dropped; the holder
+/// decides what to do (a node takes a new lease and re-creates its name).
+public final class LeaseKeeper: @unchecked Sendable {
+    public struct Held: Sendable {
+        public var lease: LeaseID
+        public var ttlMillis: UInt64
+        /// Called on the keeper's thread when the service says the lease has ended.
+        public var onEnded: @Sendable (LeaseID) -> Void
+    }
+
+    private let client: NameClient
+    private let log: Logger
+    private let held = Locked<[LeaseID: Held]>([:])
+    private let wake = DispatchSemaphore(value: 0)
+    private let running = Locked(true)
+    private let thread: Thread
+    private let done = DispatchSemaphore(value: 0)
+
+    /// `client` must be used by this keeper only (the client serialises its
+    /// writes, and a keep-alive must not queue behind another caller's retries).
+    public init(client: NameClient, logger: Logger, name: String = "plexus-lease-keeper") {
+        self.client = client
+        self.log = logger
+        let box = Locked<LeaseKeeper?>(nil)
+        let done = self.done
+        thread = Thread {
+            box.value?.loop()
+            done.signal()
+        }
+        thread.name = name
+        box.withLock { $0 = self }
+        thread.start()
+    }
+
+    public func hold(_ lease: LeaseID, ttlMillis: UInt64, onEnded: @escaping @Sendable (LeaseID) -> Void = { _ in }) {
+        held.withLock { $0[lease] = Held(lease: lease, ttlMillis: ttlMillis, onEnded: onEnded) }
+        wake.signal()
+    }
+
+    /// Stops keeping `lease` alive (it will end after its TTL unless revoked).
+    public func release(_ lease: LeaseID) {
+        held.withLock { $0[lease] = nil }
+    }
+
+    public var leases: [LeaseID] { held.value.keys.sorted() }
+
+    /// Stops the thread; leases still held end after their TTL.
+    public func stop() {
+        guard running.withLock({ let was = $0; $0 = false; return was }) else { return }
+        wake.signal()
+        done.wait()
+    }
+
+    private func loop() {
+        var due: [LeaseID: UInt64] = [:]
+        while running.value {
+            let now = uptimeMillis()
+            let current = held.value
+            due = due.filter { current[$0.key] != nil }
+            for (id, h) in current where due[id] == nil { due[id] = now + max(1, h.ttlMillis / 3) }
+            for (id, h) in current where due[id]! <= now {
+                guard running.value else { return }
+                do {
+                    try client.keepAlive(id)
+                    due[id] = uptimeMillis() + max(1, h.ttlMillis / 3)
+                } catch .rejected(.leaseNotFound) {
+                    log.warning("\(id) has ended in the name service before its holder let it go")
+                    held.withLock { $0[id] = nil }
+                    due[id] = nil
+                    h.onEnded(id)
+                } catch {
+                    // No quorum or unreachable: keep trying, sooner than usual.
+                    log.warning("cannot keep \(id) alive: \(error)")
+                    due[id] = uptimeMillis() + max(1, h.ttlMillis / 6)
+                }
+            }
+            let next = due.values.min().map { $0 > uptimeMillis() ? Int($0 - uptimeMillis()) : 0 } ?? 60_000
+            _ = wake.wait(timeout: .now() + .milliseconds(min(next, 60_000)))
+        }
+    }
+}
+
+/// A node's registration in the name service: a lease and the ephemeral name
+/// `/nodes/<address>` bound to it. If the lease ends while the node lives
+/// (cut off from the service for longer than the TTL), a new one is taken and
+/// the name re-created.
+public final class NodeRegistration: @unchecked Sendable {
+    public let name: String
+    public let ttlMillis: UInt64
+    private let client: NameClient
+    private let keeper: LeaseKeeper
+    private let log: Logger
+    private let current = Locked<LeaseID?>(nil)
+    private let registered = DispatchSemaphore(value: 0)
+    private let stopped = Locked(false)
+
+    /// Registers `address` under `/nodes/` in the background (the service may
+    /// still be electing a leader when the node starts) and keeps it there.
+    /// Throws only for a malformed replica list.
+    public init(names: [String], address: String, ttlMillis: UInt64, logger: Logger) throws(NameServiceError) {
+        name = "/nodes/" + address.replacingOccurrences(of: "/", with: "_")
+        self.ttlMillis = ttlMillis
+        log = logger
+        client = try NameClient(replicas: names, options: NameClient.Options(timeoutMillis: 5000))
+        keeper = LeaseKeeper(client: try NameClient(replicas: names, options: NameClient.Options(timeoutMillis: Int(ttlMillis))),
+                             logger: logger, name: "plexus-node-lease")
+        let registering = Thread { [self] in renew(value: address, attempts: 24) }
+        registering.name = "plexus-node-register"
+        registering.start()
+    }
+
+    /// Waits until the node is registered (or `timeoutMillis` passes).
+    public func waitRegistered(timeoutMillis: Int) -> LeaseID? {
+        if registered.wait(timeout: .now() + .milliseconds(timeoutMillis)) == .success { registered.signal() }
+        return current.value
+    }
+
+    public var lease: LeaseID? { current.value }
+
+    private func register(value: String) throws(NameServiceError) {
+        let lease = try client.grantLease(ttlMillis: ttlMillis)
+        // A previous incarnation's name may still be there until its lease ends.
+        do {
+            _ = try client.createEphemeral(name, value: Array(value.utf8), lease: lease)
+        } catch .rejected(.nameExists) {
+            try client.delete(name, expectedVersion: nil)
+            _ = try client.createEphemeral(name, value: Array(value.utf8), lease: lease)
+        }
+        current.withLock { $0 = lease }
+        keeper.hold(lease, ttlMillis: ttlMillis) { [weak self] _ in self?.renew(value: value) }
+    }
+
+    /// Registers, retrying (at most `attempts` times, 5 s apart at most) while
+    /// the service is unavailable.
+    private func renew(value: String, attempts: Int = 12) {
+        var backoff = 250
+        for attempt in 1...attempts {
+            guard !stopped.value else { return }
+            do {
+                try register(value: value)
+                log.info("registered \(name) in the name service")
+                registered.signal()
+                return
+            } catch {
+                log.warning("cannot register \(name) (attempt \(attempt) of \(attempts)): \(error)")
+            }
+            _ = DispatchSemaphore(value: 0).wait(timeout: .now() + .milliseconds(backoff))
+            backoff = min(backoff * 2, 5000)
+        }
+        log.error("gave up registering \(name); restart the node once the name service is back")
+    }
+
+    /// Ends the registration: the name goes at once.
+    public func stop() {
+        stopped.withLock { $0 = true }
+        keeper.stop()
+        if let lease = current.value { try? client.revokeLease(lease) }
+    }
+}
+
+private func uptimeMillis() -> UInt64 { DispatchTime.now().uptimeNanoseconds / 1_000_000 }
