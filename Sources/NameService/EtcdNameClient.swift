@@ -341,6 +341,7 @@ public final class EtcdNameClient: NameServiceBackend, @unchecked Sendable {
             } else {
                 last = 0
             }
+            if let parent, parent.rawValue == 0 || parent.rawValue > last { throw .rejected(.processNotFound(parent)) }
             let pid = last + 1
             let record = ProcessRecord(pid: GlobalPID(pid), node: node, address: address, state: .starting, parent: parent,
                                        startTimeMillis: UInt64(Date().timeIntervalSince1970 * 1000), exitStatus: nil,
@@ -759,6 +760,11 @@ public final class EtcdNameClient: NameServiceBackend, @unchecked Sendable {
 
         func giveUp(_ why: String? = nil) -> NameServiceError {
             let detail = endpoints.compactMap { e in problems[e].map { "\(e): \($0)" } }.joined(separator: "; ")
+            let down = endpoints.filter { problems[$0]?.hasPrefix("unreachable") ?? false }.count
+            var why = why
+            if endpoints.count > 1 && down > endpoints.count / 2 {
+                why = "no quorum: \(down) of \(endpoints.count) etcd endpoints unreachable" + (why.map { ", \($0)" } ?? "")
+            }
             let text = "etcd cluster unavailable: " + (why.map { $0 + "; " } ?? "")
                 + (detail.isEmpty ? "no answer within \(timeoutMillis) ms" : detail)
                 + "; check that a majority of the etcd members is up and connected (etcdctl endpoint status)"
@@ -787,7 +793,9 @@ public final class EtcdNameClient: NameServiceBackend, @unchecked Sendable {
                     connection = try HTTPConnection(endpoint: endpoint, deadline: min(deadline, monotonicMillis() + 1000))
                 } catch {
                     if case .invalidArgument = error { throw error }
-                    noteFailure(endpoint, "unreachable (\(error.description))")
+                    var why = error.description
+                    if case .unreachable(let inner) = error { why = inner }
+                    noteFailure(endpoint, "unreachable (\(why))")
                     continue
                 }
             }
@@ -804,7 +812,7 @@ public final class EtcdNameClient: NameServiceBackend, @unchecked Sendable {
                 c.close()
                 switch error {
                 case .unreachable(let why):
-                    noteFailure(endpoint, why)
+                    noteFailure(endpoint, "unreachable (\(why))")
                     continue
                 case .timedOut, .connectionLost:
                     let silent = "no answer within \(attemptDeadline - now) ms" + leaderProblem(endpoint, deadline)
