@@ -469,4 +469,27 @@ func isGone(_ ns: any NameServiceBackend, _ name: String) -> Bool {
             #expect(elapsed < Double(timeout) / 1000 + 1, "\(operation) took \(elapsed) s")
         }
     }
+
+    @Test(arguments: BackendFixture.Kind.allCases)
+    func cliSelectsTheBackendFromNames(kind: BackendFixture.Kind) throws {
+        let fixture = try BackendFixture(kind)
+        func plexus(_ args: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+            try runPlexus(args + ["--names", fixture.spec], timeout: 30)
+        }
+        let put = try plexus(["ns", "put", "/cli/size", "1000"])
+        #expect(put.status == 0 && put.stdout.contains("/cli/size version 1"), "\(put)")
+        #expect(try plexus(["ns", "get", "/cli/size"]).stdout.contains("/cli/size = 1000  (version 1"))
+        let mismatch = try plexus(["ns", "cas", "/cli/size", "--version", "7", "2000"])
+        #expect(mismatch.status == 1 && mismatch.stderr.contains("version mismatch on /cli/size: expected 7 found 1"))
+        #expect(try plexus(["ns", "ls", "/"]).stdout.contains("/cli/"))
+        let pid = try fixture.client().allocatePID(node: "node-a", address: "127.0.0.1:9", parent: nil)
+        #expect(try plexus(["ps"]).stdout.contains("\(pid.rawValue)".padding(toLength: 8, withPad: " ", startingAt: 0) + "starting   node-a"))
+        #expect(try plexus(["ns", "rm", "/cli/size"]).status == 0)
+        let missing = try plexus(["ns", "get", "/cli/size"])
+        #expect(missing.status == 1 && missing.stderr.contains("not found: /cli/size"))
+        if kind == .etcd {
+            let status = try plexus(["cluster", "status"])
+            #expect(status.status == 64 && status.stderr.contains("Plexus name-service replicas only"), "\(status)")
+        }
+    }
 }
