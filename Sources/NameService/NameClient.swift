@@ -3,27 +3,6 @@ import Names
 import Transport
 import Wire
 
-/// The operations Plexus needs from a name service, whatever runs it: the
-/// replicated service (`NameClient`) or an external etcd (`EtcdNameClient`).
-/// Every call is linearizable; a write that fails with
-/// `mayHaveTakenEffect == false` certainly did not happen.
-public protocol NameServiceBackend: AnyObject, Sendable {
-    /// Issues a fresh global PID (never issued before) and registers the process.
-    func allocatePID(node: String, address: String, parent: GlobalPID?) throws(NameServiceError) -> GlobalPID
-    /// Creates `name`; fails with `.rejected(.nameExists)` if it exists.
-    func create(_ name: String, value: [UInt8]) throws(NameServiceError) -> NameEntry
-    /// Creates or overwrites `name`.
-    func put(_ name: String, value: [UInt8]) throws(NameServiceError) -> NameEntry
-    /// Overwrites `name` only if its version is `expectedVersion`.
-    func compareAndSet(_ name: String, expectedVersion: UInt64, value: [UInt8]) throws(NameServiceError) -> NameEntry
-    /// Deletes `name` (only at `expectedVersion`, if given).
-    func delete(_ name: String, expectedVersion: UInt64?) throws(NameServiceError)
-    /// The entry, or `.rejected(.nameNotFound)`.
-    func get(_ name: String) throws(NameServiceError) -> NameEntry
-    /// Immediate children of a path ("/" for the top).
-    func list(_ path: String) throws(NameServiceError) -> [ChildName]
-}
-
 /// Client of the replicated name service.
 ///
 /// Finds the leader (following "not leader" redirects), retries with bounded
@@ -136,10 +115,12 @@ public final class NameClient: NameServiceBackend, @unchecked Sendable {
 
     public var replicaAddresses: [String] { lock.withLock { addresses } }
 
-    public func allocatePID(node: String, address: String, parent: GlobalPID?) throws(NameServiceError) -> GlobalPID {
+    public func allocatePID(node: String, address: String, parent: GlobalPID?, lease: LeaseID?)
+        throws(NameServiceError) -> GlobalPID
+    {
         let start = UInt64(Date().timeIntervalSince1970 * 1000)
         guard case .allocated(let pid) = try execute(.allocatePID(node: node, address: address, parent: parent,
-                                                                 startTimeMillis: start, lease: nil))
+                                                                 startTimeMillis: start, lease: lease))
         else { throw .protocolViolation("allocatePID did not return a PID") }
         return pid
     }
@@ -223,11 +204,6 @@ public final class NameClient: NameServiceBackend, @unchecked Sendable {
 
     // MARK: - Process lifecycle (for the launcher, which sees only raw PIDs)
 
-    /// Allocates a global PID for a process about to start on `node`.
-    public func allocateGlobalPID(node: String) throws(NameServiceError) -> UInt64 {
-        try allocatePID(node: node, address: "", parent: nil).rawValue
-    }
-
     /// Records where a started process can be reached and marks it running.
     public func reportRunning(pid: UInt64, node: String, address: String) throws(NameServiceError) {
         _ = try execute(.rebindProcess(pid: GlobalPID(pid), node: node, address: address))
@@ -237,6 +213,23 @@ public final class NameClient: NameServiceBackend, @unchecked Sendable {
     /// Records a process's exit status (128+N for signal N).
     public func reportExit(pid: UInt64, status: Int32) throws(NameServiceError) {
         _ = try execute(.exitProcess(pid: GlobalPID(pid), status: status))
+    }
+
+    public func setProcessState(_ pid: GlobalPID, to state: ProcessState) throws(NameServiceError) -> ProcessRecord {
+        guard case .process(let record) = try execute(.setProcessState(pid: pid, state: state)) else {
+            throw .protocolViolation("setProcessState did not return the process")
+        }
+        return record
+    }
+
+    // MARK: - Watch
+
+    public func watch(fromRevision: UInt64, prefix: String?, limit: Int) throws(NameServiceError) -> WatchBatch {
+        guard limit >= 1 else { throw .rejected(.invalidArgument("watch limit must be at least 1")) }
+        if let prefix, prefix != "/" { try checkName(prefix) }
+        guard case .events(let batch) = try query(.watch(fromRevision: fromRevision, prefix: prefix, limit: UInt64(limit)))
+        else { throw .protocolViolation("watch did not return events") }
+        return batch
     }
 
     /// Refuses a malformed name locally, with the service's own message,

@@ -8,9 +8,14 @@ import Names
 /// Where the name service is: shared by `cluster`, `ns` and `ps`.
 struct NamesOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp(
-        "Name-service replicas (IP:PORT, comma-separated). Default: $PLEXUS_NAMES.",
-        discussion: "One reachable replica is enough: the client follows redirects to the leader.",
-        valueName: "IP:PORT,..."))
+        "The name service: Plexus replicas (IP:PORT,...) or an etcd cluster (etcd://IP:PORT,...[/PREFIX]). Default: $PLEXUS_NAMES.",
+        discussion: """
+            IP:PORT,IP:PORT,... are `plexus node` name-service replicas; one reachable replica is enough
+            (the client follows redirects to the leader). etcd://IP:PORT,IP:PORT,... are the client
+            endpoints of an etcd v3 cluster; its keys live under /PREFIX (default /plexus), e.g.
+            etcd://10.0.0.1:2379,10.0.0.2:2379/plexus.
+            """,
+        valueName: "SPEC"))
     var names: String?
 
     @Option(name: .long, help: "Give up after this many milliseconds (retries included).")
@@ -18,16 +23,34 @@ struct NamesOptions: ParsableArguments {
 
     func validate() throws {
         guard timeoutMs >= 1 else { throw ValidationError("--timeout-ms must be at least 1") }
-        guard resolved != nil else {
-            throw ValidationError("no name service given: pass --names IP:PORT,… (the replicas' addresses) or set PLEXUS_NAMES")
+        guard let resolved else {
+            throw ValidationError("no name service given: pass --names IP:PORT,… (the replicas' addresses) "
+                + "or --names etcd://IP:PORT,… (an etcd cluster), or set PLEXUS_NAMES")
         }
+        do { _ = try NameServiceSpec(parsing: resolved) } catch { throw ValidationError("--names: \(error)") }
     }
 
     var resolved: String? { names ?? ProcessInfo.processInfo.environment["PLEXUS_NAMES"] }
 
-    func client() throws -> NameClient {
+    /// The backend the spec selects.
+    func client() throws -> any NameServiceBackend {
         do {
-            return try NameClient(addressList: resolved ?? "", options: NameClient.Options(timeoutMillis: timeoutMs))
+            return try makeNameServiceBackend(resolved ?? "", timeoutMillis: timeoutMs)
+        } catch {
+            throw ValidationError("--names: \(error)")
+        }
+    }
+
+    /// A client of Plexus replicas only (for `cluster status`).
+    func replicaClient() throws -> NameClient {
+        let spec: NameServiceSpec
+        do { spec = try NameServiceSpec(parsing: resolved ?? "") } catch { throw ValidationError("--names: \(error)") }
+        guard case .replicas(let list) = spec else {
+            throw ValidationError("--names \(spec) is an etcd cluster; `plexus cluster status` shows Plexus name-service "
+                + "replicas only: for etcd use `etcdctl --endpoints … endpoint status`")
+        }
+        do {
+            return try NameClient(replicas: list, options: NameClient.Options(timeoutMillis: timeoutMs))
         } catch {
             throw ValidationError("--names: \(error)")
         }
@@ -62,6 +85,8 @@ struct ClusterStatus: ParsableCommand {
             Asks each replica for its own view (no quorum needed), so it also works when the
             cluster cannot serve. Replicas that do not answer are listed as unreachable.
             Exit status: 0 if a leader with a quorum exists, 1 otherwise.
+            Plexus replicas only: for an etcd backend (--names etcd://…) use
+            `etcdctl endpoint status` instead.
 
             Example:
               plexus cluster status --names 10.0.0.1:7401,10.0.0.2:7401,10.0.0.3:7401
@@ -70,7 +95,7 @@ struct ClusterStatus: ParsableCommand {
     @OptionGroup var service: NamesOptions
 
     func run() throws {
-        let client = try service.client()
+        let client = try service.replicaClient()
         var addresses = client.replicaAddresses
         var statuses: [String: Result<ReplicaStatus, NameServiceError>] = [:]
         var i = 0
@@ -122,9 +147,14 @@ struct NamesCommand: ParsableCommand {
             that `cas` and `rm --version` compare against. Every read is linearizable: it
             sees every write that finished before it started, or fails with "no quorum".
 
+            The service is Plexus's own replicas (--names IP:PORT,…) or an etcd v3 cluster
+            (--names etcd://IP:PORT,…[/PREFIX], keys under PREFIX, default /plexus); every
+            command works the same on both.
+
             Examples:
               export PLEXUS_NAMES=10.0.0.1:7401,10.0.0.2:7401,10.0.0.3:7401
               plexus ns put /config/size 1000
+              plexus ns put /config/size 1000 --names etcd://10.0.0.1:2379,10.0.0.2:2379
               plexus ns get /config/size
               plexus ns cas /config/size --version 1 2000
               plexus ns ls /config
@@ -222,9 +252,10 @@ struct NamesWatch: ParsableCommand {
         commandName: "watch", abstract: "Print changes under a path as they happen.",
         discussion: """
             Starts at revision --from (default 1: every change still in the service's bounded
-            event log) and follows new changes until Ctrl-C or --count events. Without a
-            prefix it also shows process-table and lease events. If the start revision has
-            been dropped from the log, it says which revision to restart from.
+            event log, or in etcd's uncompacted history) and follows new changes until Ctrl-C
+            or --count events. Without a prefix it also shows process-table and lease events.
+            If the start revision has been dropped from the log (etcd: compacted), it says
+            which revision to restart from.
             """)
     @OptionGroup var service: NamesOptions
     @Option(name: .long, help: "First revision to show.") var from: UInt64 = 1
@@ -237,10 +268,7 @@ struct NamesWatch: ParsableCommand {
         var shown = 0
         while count.map({ shown < $0 }) ?? true {
             let batch = try serviceCall("ns watch") { () throws(NameServiceError) -> WatchBatch in
-                guard case .events(let b) = try client.query(.watch(fromRevision: next, prefix: prefix, limit: 256)) else {
-                    throw .protocolViolation("watch did not return events")
-                }
-                return b
+                try client.watch(fromRevision: next, prefix: prefix, limit: 256)
             }
             for event in batch.events where count.map({ shown < $0 }) ?? true {
                 writeAll(1, "\(event.revision) \(describe(event.kind))\n")
@@ -268,10 +296,12 @@ struct ProcessList: ParsableCommand {
         commandName: "ps", abstract: "List the global process table kept by the name service.",
         discussion: """
             One row per global PID: the node it runs on, its transport address, its state
-            (starting, running, migrating, exited, lost), its parent and exit status.
+            (starting, running, migrating, exited, lost), its parent and exit status. A process
+            is lost when the lease of the daemon that ran it ended.
 
-            Example:
+            Examples:
               plexus ps --names 10.0.0.1:7401
+              plexus ps --names etcd://10.0.0.1:2379
             """)
     @OptionGroup var service: NamesOptions
 
