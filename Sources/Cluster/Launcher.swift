@@ -21,7 +21,8 @@ public struct JobSpec: Sendable {
     public var workingDirectory: String
     /// How long processes get between SIGTERM and SIGKILL when a job is stopped.
     public var graceMillis: Int
-    /// Name-service replicas (IP:PORT). When set, every process gets a global
+    /// The name service: replicas' IP:PORT, or an `etcd://` spec split at
+    /// commas (see `NameServiceSpec`). When set, every process gets a global
     /// PID from the service and is entered in its process table; when empty,
     /// PIDs are job-scoped (a random base plus the rank).
     public var names: [String] = []
@@ -215,7 +216,7 @@ public final class Launcher: @unchecked Sendable {
             registry = nil
         } else {
             let r: ProcessRegistry
-            do { r = try ProcessRegistry(names: names, ttlMillis: spec.leaseTTLMillis, logger: log) } catch {
+            do { r = try ProcessRegistry(names: names.joined(separator: ","), ttlMillis: spec.leaseTTLMillis, logger: log) } catch {
                 throw .names("\(error)")
             }
             do {
@@ -402,15 +403,16 @@ public final class Launcher: @unchecked Sendable {
 /// Updates run on one serial queue so that a slow or unavailable service
 /// never stalls the launcher's event loop; a failed update is logged, not fatal.
 final class ProcessRegistry: Sendable {
-    let client: NameClient
+    let client: any NameServiceBackend
     let keeper: LeaseKeeper
     let ttlMillis: UInt64
     private let leases = Locked<[UInt64: LeaseID]>([:])
     private let queue = DispatchQueue(label: "plexus-launcher-names")
 
-    init(names: [String], ttlMillis: UInt64, logger: Logger) throws(NameServiceError) {
-        client = try NameClient(replicas: names, options: NameClient.Options(timeoutMillis: 3000))
-        keeper = LeaseKeeper(client: try NameClient(replicas: names, options: NameClient.Options(timeoutMillis: Int(ttlMillis))),
+    /// `names`: a name-service spec (see `NameServiceSpec`).
+    init(names: String, ttlMillis: UInt64, logger: Logger) throws(NameServiceError) {
+        client = try makeNameServiceBackend(names, timeoutMillis: 3000)
+        keeper = LeaseKeeper(client: try makeNameServiceBackend(names, timeoutMillis: Int(ttlMillis)),
                              logger: logger, name: "plexus-launcher-leases")
         self.ttlMillis = ttlMillis
     }
@@ -418,10 +420,7 @@ final class ProcessRegistry: Sendable {
     /// A fresh global PID for a process about to start on `node`, bound to a new lease.
     func allocate(node: String) throws(NameServiceError) -> UInt64 {
         let lease = try client.grantLease(ttlMillis: ttlMillis)
-        let start = UInt64(Date().timeIntervalSince1970 * 1000)
-        guard case .allocated(let pid) = try client.execute(
-            .allocatePID(node: node, address: "", parent: nil, startTimeMillis: start, lease: lease))
-        else { throw .protocolViolation("allocatePID did not return a PID") }
+        let pid = try client.allocatePID(node: node, address: "", parent: nil, lease: lease)
         leases.withLock { $0[pid.rawValue] = lease }
         keeper.hold(lease, ttlMillis: ttlMillis)
         return pid.rawValue
@@ -430,7 +429,7 @@ final class ProcessRegistry: Sendable {
     /// The process started: it is running, whether or not it uses the runtime.
     func started(pid: UInt64) {
         queue.async { [client] in
-            do { _ = try client.execute(.setProcessState(pid: GlobalPID(pid), state: .running)) } catch {
+            do { _ = try client.setProcessState(GlobalPID(pid), to: .running) } catch {
                 writeAll(2, "plexus: could not mark pid \(pid) running in the name service: \(error)\n")
             }
         }
@@ -439,7 +438,7 @@ final class ProcessRegistry: Sendable {
     /// The process registered the address its peers reach it at.
     func reachable(pid: UInt64, node: String, address: String) {
         queue.async { [client] in
-            do { _ = try client.execute(.rebindProcess(pid: GlobalPID(pid), node: node, address: address)) } catch {
+            do { _ = try client.rebindProcess(GlobalPID(pid), node: node, address: address) } catch {
                 writeAll(2, "plexus: could not record the address of pid \(pid) in the name service: \(error)\n")
             }
         }

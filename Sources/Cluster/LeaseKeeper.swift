@@ -25,7 +25,7 @@ public final class LeaseKeeper: @unchecked Sendable {
         public var onEnded: @Sendable (LeaseID) -> Void
     }
 
-    private let client: NameClient
+    private let client: any NameServiceBackend
     private let log: Logger
     private let held = Locked<[LeaseID: Held]>([:])
     private let wake = DispatchSemaphore(value: 0)
@@ -35,7 +35,7 @@ public final class LeaseKeeper: @unchecked Sendable {
 
     /// `client` must be used by this keeper only (the client serialises its
     /// writes, and a keep-alive must not queue behind another caller's retries).
-    public init(client: NameClient, logger: Logger, name: String = "plexus-lease-keeper") {
+    public init(client: any NameServiceBackend, logger: Logger, name: String = "plexus-lease-keeper") {
         self.client = client
         self.log = logger
         let box = Locked<LeaseKeeper?>(nil)
@@ -104,7 +104,7 @@ public final class LeaseKeeper: @unchecked Sendable {
 public final class NodeRegistration: @unchecked Sendable {
     public let name: String
     public let ttlMillis: UInt64
-    private let client: NameClient
+    private let client: any NameServiceBackend
     private let keeper: LeaseKeeper
     private let log: Logger
     private let current = Locked<LeaseID?>(nil)
@@ -114,12 +114,13 @@ public final class NodeRegistration: @unchecked Sendable {
     /// Registers `address` under `/nodes/` in the background (the service may
     /// still be electing a leader when the node starts) and keeps it there.
     /// Throws only for a malformed replica list.
-    public init(names: [String], address: String, ttlMillis: UInt64, logger: Logger) throws(NameServiceError) {
+    /// `names`: a name-service spec (see `NameServiceSpec`).
+    public init(names: String, address: String, ttlMillis: UInt64, logger: Logger) throws(NameServiceError) {
         name = "/nodes/" + address.replacingOccurrences(of: "/", with: "_")
         self.ttlMillis = ttlMillis
         log = logger
-        client = try NameClient(replicas: names, options: NameClient.Options(timeoutMillis: 5000))
-        keeper = LeaseKeeper(client: try NameClient(replicas: names, options: NameClient.Options(timeoutMillis: Int(ttlMillis))),
+        client = try makeNameServiceBackend(names, timeoutMillis: 5000)
+        keeper = LeaseKeeper(client: try makeNameServiceBackend(names, timeoutMillis: Int(ttlMillis)),
                              logger: logger, name: "plexus-node-lease")
         let registering = Thread { [self] in renew(value: address, attempts: 24) }
         registering.name = "plexus-node-register"

@@ -433,6 +433,18 @@ public final class EtcdNameClient: NameServiceBackend, @unchecked Sendable {
         }
     }
 
+    public func rebindProcess(_ pid: GlobalPID, node: String, address: String) throws(NameServiceError) -> ProcessRecord {
+        try validateLabel(node, "node")
+        try validateLabel(address, "address")
+        return try updateProcess(pid) { (r: ProcessRecord) throws(NameServiceError) -> ProcessRecord in
+            guard !r.state.isTerminal else { throw .rejected(.invalidTransition(pid: r.pid, from: r.state, to: r.state)) }
+            var updated = r
+            updated.node = node
+            updated.address = address
+            return updated
+        }
+    }
+
     public func setProcessState(_ pid: GlobalPID, to state: ProcessState) throws(NameServiceError) -> ProcessRecord {
         try updateProcess(pid) { (r: ProcessRecord) throws(NameServiceError) -> ProcessRecord in
             guard Self.isAllowed(from: r.state, to: state) else {

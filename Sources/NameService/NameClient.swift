@@ -210,6 +210,13 @@ public final class NameClient: NameServiceBackend, @unchecked Sendable {
         _ = try execute(.setProcessState(pid: GlobalPID(pid), state: .running))
     }
 
+    public func rebindProcess(_ pid: GlobalPID, node: String, address: String) throws(NameServiceError) -> ProcessRecord {
+        guard case .process(let record) = try execute(.rebindProcess(pid: pid, node: node, address: address)) else {
+            throw .protocolViolation("rebindProcess did not return the process")
+        }
+        return record
+    }
+
     /// Records a process's exit status (128+N for signal N).
     public func reportExit(pid: UInt64, status: Int32) throws(NameServiceError) {
         _ = try execute(.exitProcess(pid: GlobalPID(pid), status: status))

@@ -55,6 +55,9 @@ public protocol NameServiceBackend: AnyObject, Sendable {
     /// Records where a started process can be reached and marks it running
     /// (from `starting` or `migrating`).
     func reportRunning(pid: UInt64, node: String, address: String) throws(NameServiceError)
+    /// Records a new node and address for a live process, leaving its state
+    /// as it is (a process that registered its address; one that migrated).
+    func rebindProcess(_ pid: GlobalPID, node: String, address: String) throws(NameServiceError) -> ProcessRecord
     /// Moves a process to `running`, `migrating` or `lost` (see the protocol's
     /// lifecycle); returns the record as written.
     func setProcessState(_ pid: GlobalPID, to state: ProcessState) throws(NameServiceError) -> ProcessRecord

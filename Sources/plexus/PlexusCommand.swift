@@ -96,8 +96,8 @@ struct Run: ParsableCommand {
     var grace: Int = 1000
 
     @Option(name: .long, help: ArgumentHelp(
-        "Name-service replicas (IP:PORT, comma-separated) that issue global PIDs. Default: $PLEXUS_NAMES.",
-        valueName: "IP:PORT,..."))
+        "The name service that issues global PIDs: replicas' IP:PORT,... or etcd://HOST:PORT,...[/PREFIX]. Default: $PLEXUS_NAMES, else what the first --nodes node reports.",
+        valueName: "SPEC"))
     var names: String?
 
     @Option(name: .long, help: "Lease TTL of each process in the name service, in milliseconds.")
@@ -191,8 +191,8 @@ struct Node: ParsableCommand {
     var join: String?
 
     @Option(name: .long, help: ArgumentHelp(
-        "The cluster's name service (replicas' IP:PORT, comma-separated). Default: the --replicas of the replica this node hosts, else $PLEXUS_NAMES.",
-        valueName: "IP:PORT,..."))
+        "The cluster's name service: replicas' IP:PORT,... or etcd://HOST:PORT,...[/PREFIX]. Default: the --replicas of the replica this node hosts, else $PLEXUS_NAMES.",
+        valueName: "SPEC"))
     var names: String?
 
     @Option(name: .long, help: "Lease TTL of this node's registration, in milliseconds.")
@@ -247,7 +247,7 @@ struct Node: ParsableCommand {
         var registration: NodeRegistration?
         if !daemon.names.isEmpty && !noRegister {
             do {
-                registration = try NodeRegistration(names: daemon.names, address: daemon.advertised, ttlMillis: leaseTtlMs, logger: logger)
+                registration = try NodeRegistration(names: service, address: daemon.advertised, ttlMillis: leaseTtlMs, logger: logger)
             } catch {
                 writeAll(2, "plexus node: --names: \(error)\n")
                 names?.stop()

@@ -275,7 +275,12 @@ func isGone(_ ns: any NameServiceBackend, _ name: String) -> Bool {
         let running = try ns.process(pid)
         #expect(running.state == .running && running.node == "node-b" && running.address == "127.0.0.1:7000")
         #expect(try ns.setProcessState(pid, to: .migrating).state == .migrating)
+        let moved = try ns.rebindProcess(pid, node: "node-c", address: "127.0.0.1:7000")
+        #expect(moved.state == .migrating && moved.node == "node-c", "a rebind keeps the state: \(moved)")
         #expect(try ns.setProcessState(pid, to: .running).state == .running)
+        #expect(throws: NameServiceError.rejected(.processNotFound(GlobalPID(pid.rawValue + 1000)))) {
+            _ = try ns.rebindProcess(GlobalPID(pid.rawValue + 1000), node: "node-c", address: "x:1")
+        }
         try ns.reportExit(pid: pid.rawValue, status: 3)
         let exited = try ns.process(pid)
         #expect(exited.state == .exited && exited.exitStatus == 3 && exited.address == "127.0.0.1:7000")
@@ -284,6 +289,9 @@ func isGone(_ ns: any NameServiceBackend, _ name: String) -> Bool {
         }
         #expect(throws: NameServiceError.rejected(.invalidTransition(pid: pid, from: .exited, to: .running))) {
             _ = try ns.setProcessState(pid, to: .running)
+        }
+        #expect(throws: NameServiceError.rejected(.invalidTransition(pid: pid, from: .exited, to: .exited))) {
+            _ = try ns.rebindProcess(pid, node: "node-d", address: "127.0.0.1:7000")
         }
         #expect(throws: NameServiceError.rejected(.invalidTransition(pid: parent, from: .starting, to: .migrating))) {
             _ = try ns.setProcessState(parent, to: .migrating)
@@ -491,5 +499,23 @@ func isGone(_ ns: any NameServiceBackend, _ name: String) -> Bool {
             let status = try plexus(["cluster", "status"])
             #expect(status.status == 64 && status.stderr.contains("Plexus name-service replicas only"), "\(status)")
         }
+    }
+
+    /// `plexus run` on either backend: every process gets a PID bound to a
+    /// lease, runs, exits with its status, and its lease is ended.
+    @Test(arguments: BackendFixture.Kind.allCases)
+    func jobsRegisterTheirProcesses(kind: BackendFixture.Kind) throws {
+        let fixture = try BackendFixture(kind)
+        let r = try runPlexus(["run", "-n", "2", "--names", fixture.spec, "sh", "-c", "echo PID=$PLEXUS_PID; exit $PLEXUS_RANK"],
+                              timeout: 60)
+        #expect(r.status == 1, "rank 1 exits 1: \(r.stderr)")
+        let pids = r.stdout.split(separator: "\n").compactMap { line in
+            line.range(of: "PID=").flatMap { UInt64(line[$0.upperBound...]) }
+        }
+        #expect(pids.count == 2, "\(r.stdout)")
+        let ns = try fixture.client()
+        let rows = try pids.map { try ns.process(GlobalPID($0)) }
+        #expect(rows.allSatisfy { $0.state == .exited && $0.lease != nil }, "\(rows)")
+        #expect(Set(rows.compactMap(\.exitStatus)) == [0, 1], "\(rows)")
     }
 }
