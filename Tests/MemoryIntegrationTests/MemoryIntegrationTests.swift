@@ -134,7 +134,9 @@ func expectPass(_ job: Job, _ scenario: String, sourceLocation: SourceLocation =
         #expect(status == 128 + SIGKILL, "exit status \(status)\n\(c.stdout)\(c.stderr)")
         #expect(c.stderr.contains("rank 1 (pid") && c.stderr.contains("killed by signal 9 (SIGKILL)"), "\(c.stderr)")
         #expect(!c.stdout.contains("FAIL"), "\(c.stdout)")
-        #expect(seconds < 3, "the job took \(seconds) s to end after rank 1 was killed")
+        // Typically well under a second; the bound leaves room for a loaded
+        // 2-core CI machine (3.8 s was seen once while builds ran beside it).
+        #expect(seconds < 6, "the job took \(seconds) s to end after rank 1 was killed")
         #expect(processes(containing: marker).isEmpty, "processes of the job are left over")
     }
 
