@@ -31,7 +31,28 @@ public enum ClientRequest: Equatable, Sendable {
     /// Test hook, honoured only by replicas started with fault injection on:
     /// drop all Raft traffic to and from these replicas (empty = heal).
     case isolate([ReplicaID])
+    /// Adds or removes one voting replica (Raft dissertation §4.1). Exactly
+    /// once like `command`: retry with the same (`clientID`, `requestID`).
+    case membership(clientID: UInt64, requestID: UInt64, change: MembershipRequest, timeoutMillis: UInt64)
 }
+
+/// A single-server membership change as a client asks for it.
+public enum MembershipRequest: Equatable, Sendable {
+    /// Add replica `id`, which listens (for peers and clients) on `address`
+    /// ("IP:PORT") and was started with `plexus node --join-existing`.
+    case add(ReplicaID, address: String)
+    case remove(ReplicaID)
+
+    public var replica: ReplicaID {
+        switch self {
+        case .add(let id, _), .remove(let id): id
+        }
+    }
+}
+
+/// Replica ids are transport process ids below 2^32 (client connections use
+/// ids with the top bit set); 0 is not an id.
+public let replicaIDRange: ClosedRange<UInt64> = 1...((1 << 32) - 1)
 
 /// One replica's view, for `plexus cluster status`.
 public struct ReplicaStatus: Equatable, Sendable {
@@ -84,6 +105,15 @@ public enum ClientResponse: Equatable, Sendable {
     /// request had been proposed.
     case unavailable(reason: String, mayHaveTakenEffect: Bool, storageFailure: Bool)
     case done
+    /// A membership change committed (or had committed before this retry) at
+    /// `index`; the members and their addresses now.
+    case membershipChanged(index: UInt64, members: [ReplicaID], addresses: [ReplicaID: String])
+    /// The change was refused and did not happen (already a member, not a
+    /// member, the last member, another change in progress, a bad address).
+    case membershipRefused(reason: String)
+    /// This replica is not a voting member (removed, or waiting to be added)
+    /// and serves nothing; ask the members.
+    case notMember(reason: String)
 }
 
 // MARK: - Encoding
@@ -148,6 +178,38 @@ extension ClientRequest: ByteCodable {
         case .isolate(let replicas):
             writer.writeVarint(3)
             writer.writeArray(replicas) { $1.write(to: &$0) }
+        case .membership(let client, let request, let change, let timeout):
+            writer.writeVarint(4)
+            writer.writeVarint(client)
+            writer.writeVarint(request)
+            switch change {
+            case .add(let id, let address):
+                writer.writeVarint(0)
+                id.write(to: &writer)
+                writer.writeString(address)
+            case .remove(let id):
+                writer.writeVarint(1)
+                id.write(to: &writer)
+            }
+            writer.writeVarint(timeout)
+        }
+    }
+
+    static func readReplicaID(_ reader: inout Names.ByteReader) throws(DecodeError) -> ReplicaID {
+        let id = try reader.readVarint()
+        guard replicaIDRange.contains(id) else { throw .invalidValue("replica id \(id) outside 1...\(replicaIDRange.upperBound)") }
+        return ReplicaID(id)
+    }
+
+    static func readMembershipRequest(_ reader: inout Names.ByteReader) throws(DecodeError) -> MembershipRequest {
+        switch try reader.readVarint() {
+        case 0:
+            let id = try readReplicaID(&reader)
+            let address = try reader.readString(limit: 256)
+            guard !address.isEmpty else { throw .invalidValue("empty address for replica \(id)") }
+            return .add(id, address: address)
+        case 1: return .remove(try readReplicaID(&reader))
+        case let tag: throw .unknownTag(type: "MembershipRequest", tag: tag)
         }
     }
 
@@ -159,6 +221,9 @@ extension ClientRequest: ByteCodable {
         case 1: return .query(try .read(from: &reader), timeoutMillis: try reader.readVarint())
         case 2: return .status
         case 3: return .isolate(try reader.readArray(ReplicaID.read))
+        case 4:
+            return .membership(clientID: try reader.readVarint(), requestID: try reader.readVarint(),
+                               change: try readMembershipRequest(&reader), timeoutMillis: try reader.readVarint())
         case let tag: throw .unknownTag(type: "ClientRequest", tag: tag)
         }
     }
@@ -192,6 +257,20 @@ extension ClientResponse: ByteCodable {
             writer.writeBool(storage)
         case .done:
             writer.writeVarint(6)
+        case .membershipChanged(let index, let members, let addresses):
+            writer.writeVarint(7)
+            writer.writeVarint(index)
+            writer.writeArray(members) { $1.write(to: &$0) }
+            writer.writeArray(addresses.keys.sorted()) { w, id in
+                id.write(to: &w)
+                w.writeString(addresses[id]!)
+            }
+        case .membershipRefused(let reason):
+            writer.writeVarint(8)
+            writer.writeString(reason)
+        case .notMember(let reason):
+            writer.writeVarint(9)
+            writer.writeString(reason)
         }
     }
 
@@ -214,6 +293,21 @@ extension ClientResponse: ByteCodable {
             return .unavailable(reason: try reader.readString(limit: 4096), mayHaveTakenEffect: try reader.readBool(),
                                 storageFailure: try reader.readBool())
         case 6: return .done
+        case 7:
+            let index = try reader.readVarint()
+            let members = try reader.readArray(ClientRequest.readReplicaID)
+            guard zip(members, members.dropFirst()).allSatisfy({ $0 < $1 }) else {
+                throw .invalidValue("members not strictly ascending")
+            }
+            let pairs = try reader.readArray { (r: inout Names.ByteReader) throws(DecodeError) -> (ReplicaID, String) in
+                (try ClientRequest.readReplicaID(&r), try r.readString(limit: 256))
+            }
+            guard zip(pairs, pairs.dropFirst()).allSatisfy({ $0.0 < $1.0 }) else {
+                throw .invalidValue("addresses not strictly ascending by replica")
+            }
+            return .membershipChanged(index: index, members: members, addresses: Dictionary(uniqueKeysWithValues: pairs))
+        case 8: return .membershipRefused(reason: try reader.readString(limit: 4096))
+        case 9: return .notMember(reason: try reader.readString(limit: 4096))
         case let tag: throw .unknownTag(type: "ClientResponse", tag: tag)
         }
     }

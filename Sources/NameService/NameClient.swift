@@ -333,6 +333,7 @@ public final class NameClient: NameServiceBackend, @unchecked Sendable {
                     throw .noQuorum(reachable: reachable, members: members, needed: needed, mayHaveTakenEffect: mayHaveTakenEffect)
                 }
                 rotate()
+            case .notMember(let reason): lastProblem = reason; refusedThisRound.insert(target); if endOfRound() { refusedThisRound = []; pause() }; rotate()
             case .unavailable(let reason, let maybe, let storage):
                 if maybe && isWrite { mayHaveTakenEffect = true }
                 if storage { throw .storage(reason) }

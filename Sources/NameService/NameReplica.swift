@@ -8,8 +8,14 @@ import Wire
 public struct ReplicaConfiguration: Sendable {
     public var id: ReplicaID
     /// Every founding replica's address (this one included): peers dial these
-    /// for Raft traffic and clients for requests.
+    /// for Raft traffic and clients for requests. Replicas added later are
+    /// learnt from the configuration entries that add them.
     public var replicas: [ReplicaID: SocketAddress]
+    /// Start as a replica that is not a member yet: it never forms a cluster of
+    /// its own nor campaigns, and learns the membership from the leader once
+    /// `plexus cluster add` has added it. (`replicas` then lists the current
+    /// members and this replica.) Harmless on a replica that has state.
+    public var joinExisting: Bool
     public var dataDirectory: String
     /// Length of one Raft tick.
     public var tickMillis: Int
@@ -28,9 +34,10 @@ public struct ReplicaConfiguration: Sendable {
     public init(id: ReplicaID, replicas: [ReplicaID: SocketAddress], dataDirectory: String,
                 tickMillis: Int = 25, electionTicks: Int = 12, heartbeatTicks: Int = 3,
                 snapshotEvery: UInt64 = 1000, faultInjection: Bool = false, maxPendingRequests: Int = 4096,
-                storageFaults: StorageFaults = StorageFaults()) {
+                storageFaults: StorageFaults = StorageFaults(), joinExisting: Bool = false) {
         self.id = id
         self.replicas = replicas
+        self.joinExisting = joinExisting
         self.dataDirectory = dataDirectory
         self.tickMillis = tickMillis
         self.electionTicks = electionTicks
@@ -85,8 +92,9 @@ public final class NameReplica: @unchecked Sendable {
     private let log: Logger
     private let inbox = BoundedQueue<Input>(capacity: 8192)
     private let replies = BoundedQueue<(ProcessID, Frame)>(capacity: 8192)
-    private var links: [ReplicaID: BoundedQueue<Frame>] = [:]
+    private let links = Locked<[ReplicaID: BoundedQueue<Frame>]>([:])
     private let transport: FaultInjectingTransport
+    private let tcp: TCPTransport
     private let running = Locked(true)
     private let statusBox: Locked<ReplicaStatus>
 
@@ -103,6 +111,17 @@ public final class NameReplica: @unchecked Sendable {
     private var pendingReads: [UInt64: PendingRead] = [:]
     private var nextReadID: UInt64 = 1
     private var wasLeader = false
+    /// Where every replica this one knows of is: the founders from
+    /// `configuration.replicas`, overridden by the latest configuration's
+    /// addresses (replicas added later). Engine thread.
+    private var directory: [ReplicaID: SocketAddress]
+    /// Whether this replica has been a voting member (then leaving the
+    /// configuration means it was removed, not that it waits to join).
+    private var everMember: Bool
+    /// The configuration context whose addresses are in `directory`.
+    private var learntContext = ConfigurationContext()
+    /// Index of the last entry applied to `state`.
+    private var stateIndex: UInt64
     /// Leader's clock (monotonic ms) when it last proposed `expireLeases`.
     private var lastExpiryProposal: UInt64 = 0
 
@@ -150,11 +169,22 @@ public final class NameReplica: @unchecked Sendable {
         } else {
             state = NameServiceState()
         }
+        // A joining replica has no bootstrap membership: with [] it never
+        // campaigns (RaftCore.tickElection) and takes its configuration from
+        // the leader's log or snapshot.
         let raft = RaftConfiguration(
-            id: configuration.id, bootstrapMembers: Array(configuration.replicas.keys),
+            id: configuration.id, bootstrapMembers: configuration.joinExisting ? [] : Array(configuration.replicas.keys),
             electionTimeoutTicks: configuration.electionTicks, heartbeatIntervalTicks: configuration.heartbeatTicks,
             randomSeed: UInt64.random(in: 0...UInt64.max))
         core = RaftCore(configuration: raft, persisted: recovery.state)
+        directory = configuration.replicas
+        stateIndex = recovery.state.snapshot?.lastIncludedIndex ?? 0
+        let me = configuration.id
+        everMember = !configuration.joinExisting || (recovery.state.snapshot?.members.contains(me) ?? false)
+            || recovery.state.entries.contains { entry in
+                if case .configuration(let members, _) = entry.payload { return members.contains(me) }
+                return false
+            }
         statusBox = Locked(ReplicaStatus(
             id: configuration.id, role: "follower", term: 0, leader: nil, commitIndex: 0, appliedIndex: 0, lastLogIndex: 0,
             snapshotIndex: 0, members: [], quorum: "starting", storageFailure: nil,
@@ -172,10 +202,9 @@ public final class NameReplica: @unchecked Sendable {
             tcp = t
             return t
         }
-        tcp!.updateDirectory(Dictionary(uniqueKeysWithValues: configuration.replicas.map { ($0.key.rawValue, $0.value) }))
-        for peer in configuration.replicas.keys where peer != configuration.id {
-            links[peer] = BoundedQueue(capacity: 1024)
-        }
+        self.tcp = tcp!
+        self.tcp.updateDirectory(Dictionary(uniqueKeysWithValues: configuration.replicas.map { ($0.key.rawValue, $0.value) }))
+        learnAddresses()
         publishStatus()
         start()
     }
@@ -185,7 +214,7 @@ public final class NameReplica: @unchecked Sendable {
         running.withLock { $0 = false }
         inbox.close()
         replies.close()
-        for link in links.values { link.close() }
+        for link in links.value.values { link.close() }
         transport.close()
     }
 
@@ -209,19 +238,7 @@ public final class NameReplica: @unchecked Sendable {
         }
         timer.name = "plexus-names-timer"
         timer.start()
-        for (peer, queue) in links {
-            let t = Thread { [self] in
-                while let frame = queue.take(timeout: 3600) {
-                    do { try transport.send(frame, to: peer.rawValue) } catch {
-                        // The peer is down or cut off: what is queued is stale, and
-                        // Raft retransmits on the next heartbeat.
-                        queue.drain()
-                    }
-                }
-            }
-            t.name = "plexus-names-send \(peer)"
-            t.start()
-        }
+        for peer in directory.keys where peer != configuration.id { _ = link(to: peer) }
         let replier = Thread { [self] in
             while let (client, frame) = replies.take(timeout: 3600) {
                 try? transport.send(frame, to: client)
@@ -229,6 +246,55 @@ public final class NameReplica: @unchecked Sendable {
         }
         replier.name = "plexus-names-reply"
         replier.start()
+    }
+
+    /// The send queue to `peer`, with its sender thread, created on first use.
+    private func link(to peer: ReplicaID) -> BoundedQueue<Frame>? {
+        guard running.value else { return nil }
+        let (queue, created) = links.withLock { links -> (BoundedQueue<Frame>, Bool) in
+            if let existing = links[peer] { return (existing, false) }
+            let queue = BoundedQueue<Frame>(capacity: 1024)
+            links[peer] = queue
+            return (queue, true)
+        }
+        guard created else { return queue }
+        let t = Thread { [self] in
+            while let frame = queue.take(timeout: 3600) {
+                do { try transport.send(frame, to: peer.rawValue) } catch {
+                    // The peer is down or cut off: what is queued is stale, and
+                    // Raft retransmits on the next heartbeat.
+                    queue.drain()
+                }
+            }
+        }
+        t.name = "plexus-names-send \(peer)"
+        t.start()
+        return queue
+    }
+
+    /// Takes the addresses the latest configuration carries into the
+    /// directory and the transport (replicas added after this one started).
+    /// Called after every batch: a configuration takes effect when appended.
+    private func learnAddresses() {
+        if core.currentMembers.contains(configuration.id) { everMember = true }
+        let context = core.currentConfigurationContext
+        guard context != learntContext else { return }
+        learntContext = context
+        var learnt: [ProcessID: SocketAddress] = [:]
+        for (id, text) in context.addresses where id != configuration.id {
+            guard let address = try? SocketAddress(parsing: text) else {
+                log.error("configuration carries an unusable address for \(id): \(text)")
+                continue
+            }
+            if directory[id] != address {
+                directory[id] = address
+                learnt[id.rawValue] = address
+            }
+        }
+        if !learnt.isEmpty {
+            tcp.updateDirectory(learnt)
+            log.info("learnt replica addresses", metadata: ["addresses": "\(learnt)"])
+        }
     }
 
     /// Runs on transport reader threads: decode, then queue for the engine.
@@ -278,6 +344,7 @@ public final class NameReplica: @unchecked Sendable {
                 input = next
             }
             flush()
+            learnAddresses()
             publishStatus()
         }
     }
@@ -333,14 +400,46 @@ public final class NameReplica: @unchecked Sendable {
             log.notice("fault injection: isolated from \(peers)")
             reply(target(0), .done)
         case .command(let clientID, let requestID, let command, let timeout):
-            if let refusal = refusal() { return reply(target(timeout), refusal) }
+            if let refusal = refusal() ?? notMemberRefusal() { return reply(target(timeout), refusal) }
             guard clientID != 0 else {
                 return reply(target(timeout), .result(.failure(.invalidArgument("client id 0 is reserved for the leader"))))
             }
             awaitingOutcome[RequestKey(client: clientID, request: requestID), default: []].append(target(timeout))
             enqueue(core.onPropose(leaderTimed(command).encoded(), clientID: clientID, requestID: requestID))
+        case .membership(let clientID, let requestID, let change, let timeout):
+            if let refusal = refusal() ?? notMemberRefusal() { return reply(target(timeout), refusal) }
+            guard clientID != 0 else {
+                return reply(target(timeout), .membershipRefused(reason: "client id 0 is reserved for the leader"))
+            }
+            let proposal: MembershipChange
+            var addresses: [ReplicaID: String] = [:]
+            switch change {
+            case .add(let id, let text):
+                let address: SocketAddress
+                do { address = try SocketAddress(parsing: text) } catch {
+                    return reply(target(timeout), .membershipRefused(reason: "--address \(text): \(error)"))
+                }
+                guard address.port != 0 else {
+                    return reply(target(timeout), .membershipRefused(
+                        reason: "--address \(text): port 0 cannot be dialled by the other replicas; give the port the new replica listens on"))
+                }
+                if let user = core.currentMembers.first(where: { $0 != id && directory[$0] == address }) {
+                    return reply(target(timeout), .membershipRefused(
+                        reason: "\(address) is the address of member \(user); give the address replica \(id.rawValue) listens on"))
+                }
+                // Every member's address goes into the entry, the founders'
+                // too, so that replicas that learn the configuration from the
+                // log (a later joiner) can reach all of them.
+                for member in core.currentMembers { addresses[member] = directory[member]?.description }
+                addresses[id] = address.description
+                proposal = .add(id)
+            case .remove(let id):
+                proposal = .remove(id)
+            }
+            awaitingOutcome[RequestKey(client: clientID, request: requestID), default: []].append(target(timeout))
+            enqueue(core.onProposeMembershipChange(proposal, clientID: clientID, requestID: requestID, addresses: addresses))
         case .query(let query, let timeout):
-            if let refusal = refusal() { return reply(target(timeout), refusal) }
+            if let refusal = refusal() ?? notMemberRefusal() { return reply(target(timeout), refusal) }
             let id = nextReadID
             nextReadID += 1
             pendingReads[id] = PendingRead(query: query, target: target(timeout))
@@ -360,15 +459,47 @@ public final class NameReplica: @unchecked Sendable {
         return nil
     }
 
+    /// Requests a replica outside the configuration refuses: one that was
+    /// removed must not answer from a state that no longer advances, and one
+    /// that waits to be added has nothing to serve yet.
+    private func notMemberRefusal() -> ClientResponse? {
+        let me = configuration.id
+        let members = core.currentMembers
+        guard !members.contains(me) else { return nil }
+        let current = members.map { m in directory[m].map { "\(m) at \($0)" } ?? "\(m)" }.joined(separator: ", ")
+        if everMember {
+            return .notMember(reason: "replica \(me) was removed from the name-service cluster (configuration of entry "
+                + "\(core.currentConfigurationIndex): \(current)); send requests to the current members instead")
+        }
+        return .notMember(reason: "replica \(me) is not a member of the name-service cluster yet: it waits to be added "
+            + "with `plexus cluster add --id \(me.rawValue) --address \(directory[me]?.description ?? "IP:PORT") --names MEMBERS`")
+    }
+
     private func response(for rejection: RaftRejection) -> ClientResponse {
         switch rejection {
         case .notLeader(let hint):
-            return .notLeader(leaderHint: hint, leaderAddress: hint.flatMap { configuration.replicas[$0]?.description })
+            return .notLeader(leaderHint: hint, leaderAddress: hint.flatMap { directory[$0]?.description })
         case .noQuorum(let report):
             return .noQuorum(reachable: report.reachable, members: report.members, needed: report.needed)
-        case .configurationChangeInProgress, .invalidConfigurationChange, .leadershipLost:
+        case .invalidConfigurationChange(let why):
+            return .membershipRefused(reason: why)
+        case .configurationChangeInProgress where core.configurationChangePending:
+            let members = core.currentMembers.map(\.description).joined(separator: ", ")
+            return .membershipRefused(reason: "the change to [\(members)] (entry \(core.currentConfigurationIndex)) is not "
+                + "committed yet, and membership changes one replica at a time: wait until `plexus cluster status` shows "
+                + "it committed, then retry")
+        case .configurationChangeInProgress, .leadershipLost:
+            // A new leader that has not committed an entry of its term yet.
             return .unavailable(reason: rejection.description + "; retry", mayHaveTakenEffect: false, storageFailure: false)
         }
+    }
+
+    /// The answer to a committed (or earlier) membership change.
+    private func membershipChanged(at index: UInt64) -> ClientResponse {
+        let members = core.currentMembers
+        var addresses: [ReplicaID: String] = [:]
+        for member in members { addresses[member] = directory[member]?.description }
+        return .membershipChanged(index: index, members: members, addresses: addresses)
     }
 
     private func reply(_ target: ReplyTarget, _ response: ClientResponse) {
@@ -399,9 +530,10 @@ public final class NameReplica: @unchecked Sendable {
             failStorage(error)
             return
         }
+        if !ready.entriesToAppend.isEmpty || ready.snapshot != nil { learnAddresses() }
         for outgoing in ready.messages {
             let frame = Frame(.namesPeer, payload: outgoing.message.encoded())
-            links[outgoing.to]?.offer(frame)
+            link(to: outgoing.to)?.offer(frame)
         }
         for outcome in ready.proposalOutcomes {
             let key = RequestKey(client: outcome.clientID, request: outcome.requestID)
@@ -409,6 +541,9 @@ public final class NameReplica: @unchecked Sendable {
             let target = targets.removeFirst()
             awaitingOutcome[key] = targets.isEmpty ? nil : targets
             switch outcome.result {
+            case .appended(let index, _) where index <= stateIndex:
+                // A retried membership change that was applied before.
+                reply(target, membershipChanged(at: index))
             case .appended(let index, let term):
                 if let displaced = pendingWrites.updateValue(PendingWrite(term: term, target: target), forKey: index) {
                     reply(displaced.target, .unavailable(reason: "entry \(index) was replaced; retry", mayHaveTakenEffect: true,
@@ -425,6 +560,7 @@ public final class NameReplica: @unchecked Sendable {
                 failAllPending(storageFailure!, storage: true)
                 return
             }
+            stateIndex = snapshot.lastIncludedIndex
             for (index, write) in pendingWrites where index <= snapshot.lastIncludedIndex {
                 pendingWrites[index] = nil
                 reply(write.target, .unavailable(reason: "replaced by a snapshot; retry", mayHaveTakenEffect: true, storageFailure: false))
@@ -435,8 +571,12 @@ public final class NameReplica: @unchecked Sendable {
             if case .command(let client, let request, let data) = entry.payload {
                 result = state.apply(encoded: data, clientID: client, requestID: request)
             }
+            stateIndex = entry.index
             guard let write = pendingWrites.removeValue(forKey: entry.index) else { continue }
-            if write.term == entry.term, let result {
+            if write.term == entry.term, case .configuration = entry.payload {
+                learnAddresses()
+                reply(write.target, membershipChanged(at: entry.index))
+            } else if write.term == entry.term, let result {
                 reply(write.target, .result(result))
             } else {
                 reply(write.target, .unavailable(reason: "leadership changed before the request committed; retry",
@@ -506,7 +646,7 @@ public final class NameReplica: @unchecked Sendable {
         storageFailure = "replica \(configuration.id.rawValue) cannot write its log: \(error)"
         log.critical("\(storageFailure!); this replica stops taking part until restarted")
         failAllPending(storageFailure!, storage: true)
-        for link in links.values { link.drain() }
+        for link in links.value.values { link.drain() }
     }
 
     private func failAllPending(_ reason: String, storage: Bool) {
@@ -526,11 +666,22 @@ public final class NameReplica: @unchecked Sendable {
 
     private func publishStatus() {
         let s = core.status
+        var role = s.role.rawValue
+        var quorum = s.quorum.description
+        if !s.members.contains(s.id) {
+            role = everMember ? "removed" : "joining"
+            quorum = everMember
+                ? "removed from the cluster by entry \(core.currentConfigurationIndex); serves nothing"
+                : "not a member yet: waits for `plexus cluster add --id \(s.id.rawValue)`"
+        }
+        // The members' addresses (and this replica's), so that `plexus cluster
+        // status` finds replicas added after the ones it was given.
+        var addresses: [ReplicaID: String] = [:]
+        for id in s.members + [s.id] { addresses[id] = directory[id]?.description }
         let status = ReplicaStatus(
-            id: s.id, role: s.role.rawValue, term: s.term, leader: s.leader, commitIndex: s.commitIndex,
+            id: s.id, role: role, term: s.term, leader: s.leader, commitIndex: s.commitIndex,
             appliedIndex: s.appliedIndex, lastLogIndex: s.lastLogIndex, snapshotIndex: s.snapshotIndex,
-            members: s.members, quorum: s.quorum.description, storageFailure: storageFailure,
-            addresses: configuration.replicas.mapValues(\.description))
+            members: s.members, quorum: quorum, storageFailure: storageFailure, addresses: addresses)
         statusBox.withLock { $0 = status }
     }
 }

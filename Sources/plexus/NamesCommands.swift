@@ -74,7 +74,7 @@ struct ClusterCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cluster",
         abstract: "Inspect the name-service cluster.",
-        subcommands: [ClusterStatus.self])
+        subcommands: [ClusterStatus.self, ClusterAdd.self, ClusterRemove.self, ClusterMembers.self])
 }
 
 struct ClusterStatus: ParsableCommand {

@@ -32,6 +32,11 @@ struct ReplicaOptions: ParsableArguments {
     @Option(name: .long, help: "Snapshot the state and compact the log every N applied entries.")
     var snapshotEvery: UInt64 = 1000
 
+    @Flag(name: .long, help: ArgumentHelp(
+        "Join a running name service instead of founding one: wait, without campaigning, until `plexus cluster add` adds this replica.",
+        discussion: "--replicas then lists the current members and this replica. Keep the flag on restarts; a replica that has been added knows its membership from its data directory."))
+    var joinExisting = false
+
     @Flag(name: .long, help: .hidden)
     var namesFaultInjection = false
 
@@ -43,8 +48,8 @@ struct ReplicaOptions: ParsableArguments {
 
     func validate() throws {
         guard let id = replicaId else {
-            if replicas != nil || dataDir != nil {
-                throw ValidationError("--replicas and --data-dir need --replica-id N (which replica this node hosts)")
+            if replicas != nil || dataDir != nil || joinExisting {
+                throw ValidationError("--replicas, --data-dir and --join-existing need --replica-id N (which replica this node hosts)")
             }
             return
         }
@@ -71,7 +76,7 @@ struct ReplicaOptions: ParsableArguments {
         let configuration = ReplicaConfiguration(
             id: ReplicaID(id), replicas: map, dataDirectory: dataDir, tickMillis: tickMs, electionTicks: electionTicks,
             heartbeatTicks: max(1, electionTicks / 4), snapshotEvery: snapshotEvery, faultInjection: namesFaultInjection,
-            storageFaults: faults)
+            storageFaults: faults, joinExisting: joinExisting)
         let replica = try NameReplica(configuration: configuration, logger: logger)
         if replica.recovery.discardedBytes > 0 {
             writeAll(2, "plexus node: replica \(id): discarded \(replica.recovery.discardedBytes) bytes at the end of "

@@ -152,6 +152,8 @@ import TestSupport
         .query(.processes(after: GlobalPID(4), limit: 10), timeoutMillis: 100),
         .status,
         .isolate([1, 2]),
+        .membership(clientID: 3, requestID: 4, change: .add(4, address: "127.0.0.1:7404"), timeoutMillis: 1000),
+        .membership(clientID: 3, requestID: 5, change: .remove(2), timeoutMillis: 1000),
     ]
     static let responses: [ClientResponse] = [
         .result(.success(.allocated(GlobalPID(5)))),
@@ -164,6 +166,9 @@ import TestSupport
         .noQuorum(reachable: 1, members: 3, needed: 2),
         .unavailable(reason: "x", mayHaveTakenEffect: true, storageFailure: false),
         .done,
+        .membershipChanged(index: 9, members: [1, 2, 4], addresses: [1: "127.0.0.1:1", 4: "127.0.0.1:4"]),
+        .membershipRefused(reason: "r4 is already a member"),
+        .notMember(reason: "replica r3 was removed"),
     ]
 
     @Test func roundTripsAndRejectsEveryTruncation() throws {
@@ -189,9 +194,25 @@ import TestSupport
             _ = try ClientRequest(decoding: [UInt8](repeating: 2, count: maxClientPayload + 1), limit: maxClientPayload)
         }
         #expect(throws: DecodeError.unknownTag(type: "ClientRequest", tag: 9)) { _ = try ClientRequest(decoding: [9]) }
-        #expect(throws: DecodeError.unknownTag(type: "ClientResponse", tag: 7)) { _ = try ClientResponse(decoding: [7]) }
+        #expect(throws: DecodeError.unknownTag(type: "ClientResponse", tag: 10)) { _ = try ClientResponse(decoding: [10]) }
         // A length claiming more bytes than follow is refused before allocating.
         #expect(throws: DecodeError.self) { _ = try ClientResponse(decoding: [5, 0xFF, 0xFF, 0xFF, 0x7F]) }
+    }
+
+    @Test func malformedMembershipRequestsAreRefused() {
+        func request(_ change: [UInt8]) -> [UInt8] { [4, 1, 1] + change + [5] }
+        // Replica id 0 and ids of 2^32 and more (client connection ids) are not replica ids.
+        #expect(throws: DecodeError.self) { _ = try ClientRequest(decoding: request([1, 0])) }
+        #expect(throws: DecodeError.self) { _ = try ClientRequest(decoding: request([1, 0x80, 0x80, 0x80, 0x80, 0x10])) }
+        #expect((try? ClientRequest(decoding: request([1, 7]))) == .membership(clientID: 1, requestID: 1, change: .remove(7), timeoutMillis: 5))
+        // An add without an address, or with an unknown change kind.
+        #expect(throws: DecodeError.self) { _ = try ClientRequest(decoding: request([0, 4, 0])) }
+        #expect(throws: DecodeError.unknownTag(type: "MembershipRequest", tag: 2)) { _ = try ClientRequest(decoding: request([2, 4])) }
+        // An address longer than any IP:PORT is refused before it is read.
+        #expect(throws: DecodeError.self) { _ = try ClientRequest(decoding: request([0, 4, 0x81, 0x02] + [UInt8](repeating: 0x31, count: 257))) }
+        // Responses: members out of order, a member id of 0.
+        #expect(throws: DecodeError.self) { _ = try ClientResponse(decoding: [7, 1, 2, 2, 1, 0]) }
+        #expect(throws: DecodeError.self) { _ = try ClientResponse(decoding: [7, 1, 1, 0, 0]) }
     }
 
     @Test func randomBytesNeverTrap() {

@@ -30,9 +30,15 @@ extension LogEntry: ByteCodable {
             writer.writeVarint(client)
             writer.writeVarint(request)
             writer.writeBytes(data)
-        case .configuration(let members):
+        case .configuration(let members, let context) where context.isEmpty:
+            // The original encoding, still written when there is no context so
+            // that logs from before contexts existed and new ones read alike.
             writer.writeVarint(2)
             writer.writeArray(members) { $1.write(to: &$0) }
+        case .configuration(let members, let context):
+            writer.writeVarint(3)
+            writer.writeArray(members) { $1.write(to: &$0) }
+            context.write(to: &writer)
         }
     }
 
@@ -40,10 +46,16 @@ extension LogEntry: ByteCodable {
         let index = try reader.readVarint()
         let term = try reader.readVarint()
         let payload: EntryPayload
-        switch try reader.readTag("EntryPayload", below: 3) {
+        switch try reader.readTag("EntryPayload", below: 4) {
         case 0: payload = .noop
         case 1: payload = .command(clientID: try reader.readVarint(), requestID: try reader.readVarint(), data: try reader.readBytes())
-        default: payload = .configuration(members: try readMembers(&reader))
+        case 2: payload = .configuration(members: try readMembers(&reader))
+        default:
+            let members = try readMembers(&reader)
+            let context = try ConfigurationContext.read(from: &reader)
+            // Tag 2 is the only encoding of an empty context: one value, one encoding.
+            guard !context.isEmpty else { throw .invalidValue("empty configuration context under tag 3") }
+            payload = .configuration(members: members, context: context)
         }
         return LogEntry(index: index, term: term, payload: payload)
     }
@@ -57,18 +69,48 @@ extension LogEntry: ByteCodable {
     }
 }
 
+extension ConfigurationContext: ByteCodable {
+    public func write(to writer: inout ByteWriter) {
+        writer.writeArray(addresses.keys.sorted()) { w, id in
+            id.write(to: &w)
+            w.writeString(addresses[id]!)
+        }
+        writer.writeVarint(clientID)
+        writer.writeVarint(requestID)
+    }
+
+    public static func read(from reader: inout ByteReader) throws(DecodeError) -> ConfigurationContext {
+        let pairs = try reader.readArray { (r: inout ByteReader) throws(DecodeError) -> (ReplicaID, String) in
+            (try ReplicaID.read(from: &r), try r.readString(limit: 1024))
+        }
+        guard zip(pairs, pairs.dropFirst()).allSatisfy({ $0.0 < $1.0 }) else {
+            throw .invalidValue("configuration addresses not strictly ascending by replica")
+        }
+        return ConfigurationContext(addresses: Dictionary(uniqueKeysWithValues: pairs),
+                                    clientID: try reader.readVarint(), requestID: try reader.readVarint())
+    }
+}
+
 extension RaftSnapshot: ByteCodable {
     public func write(to writer: inout ByteWriter) {
         writer.writeVarint(lastIncludedIndex)
         writer.writeVarint(lastIncludedTerm)
         writer.writeArray(members) { $1.write(to: &$0) }
         writer.writeBytes(data)
+        context.write(to: &writer)
     }
 
+    /// A snapshot file written before configuration contexts existed ends
+    /// after `data`; it reads with an empty context. (Inside InstallSnapshot a
+    /// snapshot is always followed by more fields, so there the context is
+    /// always read.)
     public static func read(from reader: inout ByteReader) throws(DecodeError) -> RaftSnapshot {
-        RaftSnapshot(
-            lastIncludedIndex: try reader.readVarint(), lastIncludedTerm: try reader.readVarint(),
-            members: try LogEntry.readMembers(&reader), data: try reader.readBytes())
+        let index = try reader.readVarint()
+        let term = try reader.readVarint()
+        let members = try LogEntry.readMembers(&reader)
+        let data = try reader.readBytes()
+        let context = reader.remaining == 0 ? ConfigurationContext() : try ConfigurationContext.read(from: &reader)
+        return RaftSnapshot(lastIncludedIndex: index, lastIncludedTerm: term, members: members, data: data, context: context)
     }
 }
 

@@ -65,6 +65,7 @@ extension RaftCore {
             tracked.match = Swift.max(tracked.match, response.index)
             tracked.next = Swift.max(tracked.next, tracked.match + 1)
             progress[from] = tracked
+            dropIfInformed(from)
             maybeAdvanceCommit()
             maybeConfirmReads()
             if role == .leader, progress[from].map({ $0.next <= log.lastIndex }) ?? false {

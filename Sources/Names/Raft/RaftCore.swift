@@ -165,38 +165,55 @@ public struct RaftCore: Sendable {
     }
 
     /// Adds or removes one voting replica (dissertation §4.1).
-    public mutating func onProposeMembershipChange(_ change: MembershipChange, clientID: UInt64, requestID: UInt64) -> RaftReady {
-        let result: ProposalOutcome.Result
-        if let rejection = proposalRejection() {
-            result = .rejected(rejection)
-        } else if log.term(at: commitIndex) != term || configurationIndex > commitIndex {
-            result = .rejected(.configurationChangeInProgress)
-        } else {
-            var next = members
-            switch change {
-            case .add(let replica):
-                if next.contains(replica) {
-                    result = .rejected(.invalidConfigurationChange("\(replica) is already a member"))
-                    out.proposalOutcomes.append(ProposalOutcome(clientID: clientID, requestID: requestID, result: result))
-                    return takeReady()
-                }
-                next.append(replica)
-                next.sort()
-            case .remove(let replica):
-                guard next.contains(replica), next.count > 1 else {
-                    let why = next.contains(replica) ? "cannot remove the last member" : "\(replica) is not a member"
-                    out.proposalOutcomes.append(ProposalOutcome(
-                        clientID: clientID, requestID: requestID, result: .rejected(.invalidConfigurationChange(why))))
-                    return takeReady()
-                }
-                next.removeAll { $0 == replica }
-            }
-            let entry = appendLocal(.configuration(members: next))
-            result = .appended(index: entry.index, term: entry.term)
-            broadcastAppend()
-        }
-        out.proposalOutcomes.append(ProposalOutcome(clientID: clientID, requestID: requestID, result: result))
+    ///
+    /// `addresses` is the engine's directory for the new configuration (at
+    /// least the added replica's address); it is merged over the current
+    /// configuration's and kept for the new members only. A request whose
+    /// (`clientID`, `requestID`) already made a retained configuration entry
+    /// is answered with that entry again instead of being applied twice.
+    public mutating func onProposeMembershipChange(
+        _ change: MembershipChange, clientID: UInt64, requestID: UInt64, addresses: [ReplicaID: String] = [:]
+    ) -> RaftReady {
+        out.proposalOutcomes.append(ProposalOutcome(
+            clientID: clientID, requestID: requestID,
+            result: proposeMembershipChange(change, clientID: clientID, requestID: requestID, addresses: addresses)))
         return takeReady()
+    }
+
+    mutating func proposeMembershipChange(
+        _ change: MembershipChange, clientID: UInt64, requestID: UInt64, addresses: [ReplicaID: String]
+    ) -> ProposalOutcome.Result {
+        if let rejection = proposalRejection() { return .rejected(rejection) }
+        if clientID != 0 {
+            if let earlier = log.configurationEntry(clientID: clientID, requestID: requestID) {
+                return .appended(index: earlier.index, term: earlier.term)
+            }
+            if let snapshot, log.snapshotIndex == snapshot.lastIncludedIndex,
+               snapshot.context.clientID == clientID, snapshot.context.requestID == requestID {
+                return .appended(index: snapshot.lastIncludedIndex, term: snapshot.lastIncludedTerm)
+            }
+        }
+        if log.term(at: commitIndex) != term || configurationIndex > commitIndex {
+            return .rejected(.configurationChangeInProgress)
+        }
+        var next = members
+        switch change {
+        case .add(let replica):
+            if next.contains(replica) { return .rejected(.invalidConfigurationChange("\(replica) is already a member")) }
+            next.append(replica)
+            next.sort()
+        case .remove(let replica):
+            guard next.contains(replica) else { return .rejected(.invalidConfigurationChange("\(replica) is not a member")) }
+            guard next.count > 1 else { return .rejected(.invalidConfigurationChange("cannot remove the last member")) }
+            next.removeAll { $0 == replica }
+        }
+        var known = currentConfigurationContext.addresses
+        known.merge(addresses) { _, new in new }
+        let context = ConfigurationContext(
+            addresses: known.filter { next.contains($0.key) }, clientID: clientID, requestID: requestID)
+        let entry = appendLocal(.configuration(members: next, context: context))
+        broadcastAppend()
+        return .appended(index: entry.index, term: entry.term)
     }
 
     /// A linearizable read (dissertation §6.4). The leader records its commit
@@ -221,10 +238,11 @@ public struct RaftCore: Sendable {
     public mutating func onCompact(throughIndex index: UInt64, stateMachineSnapshot data: [UInt8]) -> RaftReady {
         precondition(index <= appliedIndex, "cannot compact unapplied entry \(index) (applied \(appliedIndex))")
         guard index > log.snapshotIndex else { return takeReady() }
-        let members = log.lastConfiguration(atOrBelow: index)?.members
-            ?? snapshot?.members ?? configuration.bootstrapMembers
+        let latest = log.lastConfiguration(atOrBelow: index)
+        let members = latest?.members ?? snapshot?.members ?? configuration.bootstrapMembers
+        let context = latest?.context ?? snapshot?.context ?? ConfigurationContext()
         let newSnapshot = RaftSnapshot(
-            lastIncludedIndex: index, lastIncludedTerm: log.term(at: index)!, members: members, data: data)
+            lastIncludedIndex: index, lastIncludedTerm: log.term(at: index)!, members: members, data: data, context: context)
         log.compact(through: index)
         snapshot = newSnapshot
         out.snapshot = newSnapshot
@@ -243,6 +261,17 @@ public struct RaftCore: Sendable {
     public var lastLogIndex: UInt64 { log.lastIndex }
     public var snapshotIndex: UInt64 { log.snapshotIndex }
     public var currentMembers: [ReplicaID] { members }
+    /// Index of the entry that defined `currentMembers` (the snapshot index if
+    /// the snapshot did, 0 for the bootstrap members).
+    public var currentConfigurationIndex: UInt64 { configurationIndex }
+    /// The context of the latest configuration (empty for the bootstrap members).
+    public var currentConfigurationContext: ConfigurationContext {
+        if let latest = log.lastConfiguration(atOrBelow: log.lastIndex) { return latest.context }
+        return snapshot?.context ?? ConfigurationContext()
+    }
+    /// True while the latest configuration entry is not yet committed (a
+    /// membership change is in progress; dissertation §4.1 allows one at a time).
+    public var configurationChangePending: Bool { configurationIndex > commitIndex }
     /// The retained log (entries after the snapshot).
     public var logEntries: [LogEntry] { log.entries }
     public func logTerm(at index: UInt64) -> UInt64? { log.term(at: index) }
@@ -369,7 +398,7 @@ public struct RaftCore: Sendable {
     /// Recomputes `members` from the log, snapshot or bootstrap list, and on a
     /// leader adds/removes replication progress to match.
     mutating func refreshMembership() {
-        if let (index, latest) = log.lastConfiguration(atOrBelow: log.lastIndex) {
+        if let (index, latest, _) = log.lastConfiguration(atOrBelow: log.lastIndex) {
             members = latest
             configurationIndex = index
         } else if let snapshot {
@@ -384,8 +413,17 @@ public struct RaftCore: Sendable {
             progress[member] = Progress(next: log.lastIndex + 1, match: 0)
         }
         for peer in progress.keys where !members.contains(peer) {
-            progress[peer] = nil
+            dropIfInformed(peer)
         }
+    }
+
+    /// A replica removed from the configuration keeps receiving entries (not
+    /// counted in any majority) until it holds the entry that removed it, so
+    /// that it learns it was removed and stops campaigning and serving
+    /// instead of waiting for a leader forever.
+    mutating func dropIfInformed(_ peer: ReplicaID) {
+        guard !members.contains(peer), let tracked = progress[peer] else { return }
+        if tracked.match >= configurationIndex { progress[peer] = nil }
     }
 
     func notLeaderRejection() -> RaftRejection {

@@ -81,14 +81,23 @@ struct RaftLog: Equatable, Sendable {
     }
 
     /// The latest configuration entry at or below `index` among retained entries.
-    func lastConfiguration(atOrBelow index: UInt64) -> (index: UInt64, members: [ReplicaID])? {
+    func lastConfiguration(atOrBelow index: UInt64) -> (index: UInt64, members: [ReplicaID], context: ConfigurationContext)? {
         var i = Swift.min(index, lastIndex)
         while i > snapshotIndex {
-            if case .configuration(let members) = entries[Int(i - snapshotIndex - 1)].payload {
-                return (i, members)
+            if case .configuration(let members, let context) = entries[Int(i - snapshotIndex - 1)].payload {
+                return (i, members, context)
             }
             i -= 1
         }
         return nil
+    }
+
+    /// The retained configuration entry made by client request
+    /// (`clientID`, `requestID`), if any.
+    func configurationEntry(clientID: UInt64, requestID: UInt64) -> LogEntry? {
+        entries.last { entry in
+            guard case .configuration(_, let context) = entry.payload else { return false }
+            return context.clientID == clientID && context.requestID == requestID
+        }
     }
 }

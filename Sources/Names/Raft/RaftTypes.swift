@@ -33,8 +33,35 @@ public enum EntryPayload: Equatable, Sendable {
     case command(clientID: UInt64, requestID: UInt64, data: [UInt8])
     /// The complete new voting membership, sorted ascending. Differs from the
     /// previous configuration by exactly one replica (dissertation §4.1) and takes
-    /// effect as soon as it is appended to a log, committed or not.
-    case configuration(members: [ReplicaID])
+    /// effect as soon as it is appended to a log, committed or not. `context`
+    /// is the engine's data about it (member addresses, the request that made
+    /// it), carried unchanged into later snapshots.
+    case configuration(members: [ReplicaID], context: ConfigurationContext = ConfigurationContext())
+}
+
+/// What the engine attaches to a configuration entry; the core does not
+/// interpret it beyond the request ids, and carries it into every snapshot
+/// taken while the configuration is the latest, so that a replica restarted
+/// from disk, or one that joined later, knows it too.
+public struct ConfigurationContext: Equatable, Sendable {
+    /// Where each member can be reached, in the engine's notation (for Plexus
+    /// "IP:PORT"). The dissertation's AddServer carries the new server's
+    /// address (§4.1); keeping every member's here lets members that started
+    /// before a replica existed dial it.
+    public var addresses: [ReplicaID: String]
+    /// The client request that made the change (0, 0 for none), so that a
+    /// retried request is answered with the first attempt's entry (exactly
+    /// once, dissertation §6.3) instead of "already a member".
+    public var clientID: UInt64
+    public var requestID: UInt64
+
+    public init(addresses: [ReplicaID: String] = [:], clientID: UInt64 = 0, requestID: UInt64 = 0) {
+        self.addresses = addresses
+        self.clientID = clientID
+        self.requestID = requestID
+    }
+
+    public var isEmpty: Bool { addresses.isEmpty && clientID == 0 && requestID == 0 }
 }
 
 /// One entry of the replicated log. Indexes start at 1; index 0 with term 0 is
@@ -76,12 +103,16 @@ public struct RaftSnapshot: Equatable, Sendable {
     public var members: [ReplicaID]
     /// Opaque state-machine bytes (for Plexus, `NameServiceState.snapshotBytes()`).
     public var data: [UInt8]
+    /// The context of the configuration `members` came from.
+    public var context: ConfigurationContext
 
-    public init(lastIncludedIndex: UInt64, lastIncludedTerm: UInt64, members: [ReplicaID], data: [UInt8]) {
+    public init(lastIncludedIndex: UInt64, lastIncludedTerm: UInt64, members: [ReplicaID], data: [UInt8],
+                context: ConfigurationContext = ConfigurationContext()) {
         self.lastIncludedIndex = lastIncludedIndex
         self.lastIncludedTerm = lastIncludedTerm
         self.members = members
         self.data = data
+        self.context = context
     }
 }
 
@@ -311,6 +342,12 @@ public struct ReadState: Equatable, Sendable {
 public enum MembershipChange: Equatable, Sendable {
     case add(ReplicaID)
     case remove(ReplicaID)
+
+    public var replica: ReplicaID {
+        switch self {
+        case .add(let id), .remove(let id): id
+        }
+    }
 }
 
 // MARK: - Ready

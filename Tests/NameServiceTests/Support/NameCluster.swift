@@ -19,13 +19,22 @@ final class NameCluster: @unchecked Sendable {
 
     let size: Int
     let host: String
-    let ports: [UInt16]
+    /// Ports of replicas 1...size, then of the replicas started with `startJoiner`.
+    private(set) var ports: [UInt16]
+    /// Replicas started with --join-existing (ids above `size`).
+    private(set) var joiners: Set<Int> = []
     let dataRoot: String
     let extraArguments: [String]
     private(set) var nodes: [Child?]
 
     var addresses: [String] { ports.map { "\(host):\($0)" } }
     var replicasArgument: String { (1...size).map { "\($0)=\(addresses[$0 - 1])" }.joined(separator: ",") }
+    /// Every replica started so far, founders and joiners.
+    var allReplicas: [Int] { Array(1...ports.count) }
+    /// What a joiner gets as --replicas: every replica known when it starts.
+    var allReplicasArgument: String { allReplicas.map { "\($0)=\(addresses[$0 - 1])" }.joined(separator: ",") }
+    func address(_ replica: Int) -> String { addresses[replica - 1] }
+    func isRunning(_ replica: Int) -> Bool { nodes[replica - 1] != nil }
 
     /// Nodes register themselves under /nodes only with `registerNodes`, so
     /// that other tests see exactly the writes they make.
@@ -49,13 +58,30 @@ final class NameCluster: @unchecked Sendable {
     /// Starts (or restarts) replica `replica` (1-based) and waits until it serves.
     func start(_ replica: Int) throws {
         nodes[replica - 1]?.kill()
+        // Founders keep the founding list on restarts (they learn later
+        // replicas from their log); a joiner lists everyone known at its start.
+        let joining = joiners.contains(replica)
         let child = try Child(try product("plexus"), [
-            "node", "--listen", "\(host):0", "--replica-id", "\(replica)", "--replicas", replicasArgument,
+            "node", "--listen", "\(host):0", "--replica-id", "\(replica)",
+            "--replicas", joining ? allReplicasArgument : replicasArgument,
             "--data-dir", dataDirectory(replica), "--tick-ms", "\(Self.tickMillis)",
             "--election-ticks", "\(Self.electionTicks)",
-        ] + extraArguments)
+        ] + (joining ? ["--join-existing"] : []) + extraArguments)
         nodes[replica - 1] = child
         _ = try child.waitForLine(containing: "name-service replica \(replica) serving")
+    }
+
+    /// Starts the next replica (id `allReplicas.count + 1`) on a new port with
+    /// --join-existing, so that it waits to be added; returns its id.
+    func startJoiner() throws -> Int {
+        var port: UInt16
+        repeat { port = try Self.freePorts(host: host, count: 1)[0] } while ports.contains(port)
+        ports.append(port)
+        nodes.append(nil)
+        let replica = ports.count
+        joiners.insert(replica)
+        try start(replica)
+        return replica
     }
 
     func kill(_ replica: Int) {
@@ -90,12 +116,14 @@ final class NameCluster: @unchecked Sendable {
     /// Polls until a live replica leads with a quorum and the others alive agree.
     @discardableResult
     func waitForLeader(among live: [Int]? = nil, everyoneAgrees: Bool = false, timeout: Double = 10) throws -> Int {
-        let candidates = live ?? (1...size).filter { nodes[$0 - 1] != nil }
+        let candidates = live ?? allReplicas.filter { nodes[$0 - 1] != nil }
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             let statuses = candidates.compactMap { status($0) }
+            // A majority of the leader's configuration (`size` unless replicas
+            // were added or removed) follows it.
             if let leader = statuses.first(where: { $0.role == "leader" && $0.quorum.hasPrefix("leading") }),
-               statuses.filter({ $0.leader == leader.id }).count * 2 > size,
+               statuses.filter({ $0.leader == leader.id && leader.members.contains($0.id) }).count * 2 > leader.members.count,
                !everyoneAgrees || statuses.count == candidates.count && statuses.allSatisfy({ $0.leader == leader.id }) {
                 return Int(leader.id.rawValue)
             }

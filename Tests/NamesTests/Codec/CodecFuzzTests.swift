@@ -118,9 +118,17 @@ private struct Gen {
         let payload: EntryPayload = switch int(3) {
         case 0: .noop
         case 1: .command(clientID: u64(), requestID: u64(), data: bytes())
-        default: .configuration(members: Array(Set((0..<int(4)).map { _ in ReplicaID(UInt64(int(9))) })).sorted())
+        default: .configuration(members: Array(Set((0..<int(4)).map { _ in ReplicaID(UInt64(int(9))) })).sorted(),
+                                context: bool() ? ConfigurationContext() : context())
         }
         return LogEntry(index: index, term: term, payload: payload)
+    }
+
+    mutating func context() -> ConfigurationContext {
+        var addresses: [ReplicaID: String] = [:]
+        for _ in 0..<int(4) { addresses[ReplicaID(UInt64(int(9)))] = string() }
+        // Never all empty: that is the plain configuration encoding.
+        return ConfigurationContext(addresses: addresses, clientID: u64(), requestID: 1 + UInt64(int(100)))
     }
 
     mutating func message() -> RaftMessage {
@@ -137,7 +145,8 @@ private struct Gen {
         case 3: return .appendResponse(AppendResponse(term: term, success: bool(), index: u64(), readSequence: u64()))
         case 4:
             return .installSnapshot(InstallSnapshot(term: term, snapshot: RaftSnapshot(
-                lastIncludedIndex: u64(), lastIncludedTerm: u64(), members: [1, 2, 3], data: bytes()), readSequence: u64()))
+                lastIncludedIndex: u64(), lastIncludedTerm: u64(), members: [1, 2, 3], data: bytes(),
+                context: bool() ? ConfigurationContext() : context()), readSequence: u64()))
         default: return .snapshotResponse(SnapshotResponse(term: term, matchIndex: u64(), readSequence: u64()))
         }
     }
@@ -222,6 +231,31 @@ struct CodecFuzzTests {
         #expect(throws: DecodeError.trailingBytes(1)) { try NameCommand(decoding: NameCommand.expireLeases(nowMillis: 1).encoded() + [0]) }
         #expect(throws: DecodeError.unknownTag(type: "NameCommand", tag: 99)) { try NameCommand(decoding: [99]) }
         #expect(throws: DecodeError.invalidUTF8) { try NameCommand(decoding: [5, 1, 0xFF, 0, 0]) }
+    }
+
+    @Test("configuration contexts: one encoding per value, and old encodings still read")
+    func configurationContexts() throws {
+        // A configuration without context keeps the original encoding (tag 2),
+        // so logs written before contexts existed read as before.
+        let plain = LogEntry(index: 3, term: 1, payload: .configuration(members: [1, 2]))
+        #expect(plain.encoded() == [3, 1, 2, 2, 1, 2])
+        let withContext = LogEntry(index: 3, term: 1, payload: .configuration(
+            members: [1, 2], context: ConfigurationContext(addresses: [2: "h:2", 1: "h:1"], clientID: 4, requestID: 5)))
+        #expect(try LogEntry(decoding: withContext.encoded()) == withContext)
+        // Tag 3 with an empty context would be a second encoding of a plain one.
+        #expect(throws: DecodeError.self) { try LogEntry(decoding: [3, 1, 3, 2, 1, 2, 0, 0, 0]) }
+        // Addresses out of order or repeated are refused.
+        #expect(throws: DecodeError.self) { try LogEntry(decoding: [3, 1, 3, 1, 1, 2, 2, 1, 0x61, 1, 1, 0x62, 0, 1]) }
+        #expect(throws: DecodeError.self) { try LogEntry(decoding: [3, 1, 3, 1, 1, 2, 1, 1, 0x61, 1, 1, 0x62, 0, 1]) }
+        // A snapshot file from before contexts (ending after its data) reads with an empty one.
+        let old: [UInt8] = [7, 2, 2, 1, 2, 1, 9]
+        #expect(try RaftSnapshot(decoding: old) == RaftSnapshot(lastIncludedIndex: 7, lastIncludedTerm: 2, members: [1, 2], data: [9]))
+        let snapshot = RaftSnapshot(lastIncludedIndex: 7, lastIncludedTerm: 2, members: [1, 2], data: [9],
+                                    context: ConfigurationContext(addresses: [1: "a"], clientID: 1, requestID: 1))
+        #expect(try RaftSnapshot(decoding: snapshot.encoded()) == snapshot)
+        for cut in old.count..<snapshot.encoded().count where cut != old.count {
+            #expect(throws: DecodeError.self) { try RaftSnapshot(decoding: Array(snapshot.encoded()[..<cut])) }
+        }
     }
 
     @Test("tens of thousands of random and mutated inputs never crash any decoder")

@@ -23,6 +23,13 @@ struct SimulationOptions {
     var heartbeatIntervalTicks = 2
     /// Keep a trace of events (for replaying a failing seed).
     var tracing = false
+    /// Extra replicas that start outside the configuration (bootstrap []) and
+    /// wait to be added.
+    var spareReplicas = 0
+    /// Per-mille chance per step (while faulty) that an administrator proposes
+    /// a single-server membership change (dissertation §4.1). 0: never, and
+    /// the schedules are those of a fixed membership.
+    var membershipChangePerMille = 0
 }
 
 struct SimulationStats {
@@ -35,8 +42,12 @@ struct SimulationStats {
     var snapshotsInstalled = 0
     var requestsAcknowledged = 0
     var readsChecked = 0
+    var membershipChangesAppended = 0
+    var membershipChangesCommitted = 0
 
     mutating func add(_ other: SimulationStats) {
+        membershipChangesAppended += other.membershipChangesAppended
+        membershipChangesCommitted += other.membershipChangesCommitted
         steps += other.steps
         messagesSent += other.messagesSent
         messagesDropped += other.messagesDropped
@@ -118,6 +129,7 @@ struct Simulation {
     var faulty = true
     var clients: [Client] = []
     var nextReadID: UInt64 = 1
+    var adminRequests: UInt64 = 0
     var stats = SimulationStats()
     var failure: SimulationFailure?
     /// A reference so that `note` need not mutate the simulation (its message
@@ -154,10 +166,10 @@ struct Simulation {
         self.options = options
         self.rng = SeededGenerator(seed: seed)
         self.preVote = rng.next() % 2 == 0
-        for i in 0..<options.replicas {
+        for i in 0..<(options.replicas + options.spareReplicas) {
             nodes.append(Node(id: ReplicaID(UInt64(i + 1))))
         }
-        for i in 0..<options.replicas { start(i) }
+        for i in nodes.indices { start(i) }
         for c in 0..<options.clients {
             clients.append(Client(id: UInt64(c + 1), target: Int(rng.next() % UInt64(options.replicas))))
         }
@@ -192,6 +204,9 @@ struct Simulation {
                 handle(ready, at: i)
             }
             actClients()
+            if faulty && options.membershipChangePerMille > 0 && chancePerMille(options.membershipChangePerMille) {
+                proposeMembershipChange()
+            }
             checkStepInvariants()
             now += 1
             step += 1
@@ -206,7 +221,9 @@ struct Simulation {
     mutating func start(_ i: Int) {
         let node = nodes[i]
         node.incarnation += 1
-        let members = (1...options.replicas).map { ReplicaID(UInt64($0)) }
+        // Spares join later: no bootstrap membership, so they never campaign
+        // before a configuration that includes them reaches them.
+        let members = i < options.replicas ? (1...options.replicas).map { ReplicaID(UInt64($0)) } : []
         let configuration = RaftConfiguration(
             id: node.id, bootstrapMembers: members,
             electionTimeoutTicks: options.electionTimeoutTicks,
@@ -316,6 +333,7 @@ struct Simulation {
             }
         } else if slot == committed.count {
             committed.append(entry)
+            if case .configuration = entry.payload { stats.membershipChangesCommitted += 1 }
         } else {
             fail("\(node) applies \(entry.index) beyond the known committed prefix \(committed.count)")
             return
@@ -523,6 +541,33 @@ struct Simulation {
         clients[c].outstanding!.retryAt = now + 3
     }
 
+    // MARK: - Membership
+
+    /// An administrator asks the replica that believes it leads to add a
+    /// replica outside its configuration or remove a member (most are refused:
+    /// not the leader, a change in progress, the last member).
+    mutating func proposeMembershipChange() {
+        let candidates = nodes.indices.filter { nodes[$0].up && nodes[$0].core!.role == .leader }
+        guard !candidates.isEmpty else { return }
+        let i = candidates[pick(candidates.count)]
+        let members = nodes[i].core!.currentMembers
+        let outsiders = nodes.map(\.id).filter { !members.contains($0) }
+        let change: MembershipChange
+        if !outsiders.isEmpty && (members.count <= 2 || pick(2) == 0) {
+            change = .add(outsiders[pick(outsiders.count)])
+        } else {
+            change = .remove(members[pick(members.count)])
+        }
+        adminRequests += 1
+        let ready = nodes[i].core!.onProposeMembershipChange(
+            change, clientID: 1000, requestID: adminRequests, addresses: [change.replica: "node-\(change.replica.rawValue)"])
+        if case .appended(let index, _) = ready.proposalOutcomes.first?.result {
+            stats.membershipChangesAppended += 1
+            note("\(nodes[i].id) appends \(change) at \(index)")
+        }
+        handle(ready, at: i)
+    }
+
     // MARK: - Reads
 
     mutating func issueRead(from i: Int) {
@@ -629,14 +674,21 @@ struct Simulation {
                 return
             }
         }
+        // Every member of the final configuration converges (replicas removed
+        // or never added are not replicated to).
+        let reference = nodes[Int(leader.id.rawValue) - 1]
         for i in nodes.indices {
-            guard let core = nodes[i].core else { continue }
+            guard let core = nodes[i].core, leader.currentMembers.contains(core.id) else { continue }
             if core.commitIndex != leader.commitIndex || nodes[i].applied != leader.commitIndex {
                 fail("\(core.id) did not converge: commit \(core.commitIndex) applied \(nodes[i].applied), leader \(leader.id) commit \(leader.commitIndex)")
                 return
             }
-            if nodes[i].machine != nodes[0].machine {
-                fail("\(core.id) state machine differs from \(nodes[0].id) after convergence")
+            if nodes[i].machine != reference.machine {
+                fail("\(core.id) state machine differs from \(reference.id) after convergence")
+                return
+            }
+            if core.currentMembers != leader.currentMembers {
+                fail("\(core.id) ends with members \(core.currentMembers), the leader with \(leader.currentMembers)")
                 return
             }
         }
