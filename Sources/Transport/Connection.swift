@@ -9,9 +9,14 @@ import Wire
 ///
 /// Thread safety: `send` may be called from any thread (writes are serialised
 /// by a lock, so frames never interleave). Exactly one thread reads: either a
-/// caller of `receive()` or, after `startReader`, the reader thread. Only the
-/// reading side closes the descriptor, so `shutdown()` from another thread
-/// cannot race a reuse of the descriptor number.
+/// caller of `receive()` or, after `startReader`, the reader thread.
+///
+/// The descriptor is closed only when the object is deinitialised, that is
+/// when no thread can use it any more; `shutdown()` and the end of the reader
+/// only shut the socket down. Closing earlier would free the descriptor
+/// number while another thread might still send on, or shut down, this
+/// connection — and by then the number may belong to a new socket of an
+/// unrelated connection, which would be written to or reset.
 public final class Connection: @unchecked Sendable {
     /// The hello the other side sent: its job, identity and role. Set during
     /// the handshake, before the connection is shared with other threads.
@@ -22,7 +27,6 @@ public final class Connection: @unchecked Sendable {
     private var decoder: FrameDecoder
     private var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
     private let isShutdown = Atomic<Bool>(false)
-    private let readerOwnsClose = Atomic<Bool>(false)
 
     init(fd: Int32, peerHello: Hello, remote: String, maxPayload: Int) {
         self.fd = fd
@@ -61,10 +65,8 @@ public final class Connection: @unchecked Sendable {
                 throw TransportError.protocolViolation("\(address) answered the hello with \(answer.kind)")
             }
         } catch let e as TransportError {
-            close(fd)
-            throw e
+            throw e   // `pending` goes away here and closes the descriptor
         } catch {
-            close(fd)
             throw .protocolViolation("\(error)")
         }
     }
@@ -121,7 +123,6 @@ public final class Connection: @unchecked Sendable {
         name: String, onFrame: @escaping @Sendable (Frame) -> Void,
         onClose: @escaping @Sendable (String) -> Void
     ) {
-        readerOwnsClose.store(true, ordering: .sequentiallyConsistent)
         let t = Thread { [self] in
             var reason = "closed by peer"
             while true {
@@ -134,7 +135,7 @@ public final class Connection: @unchecked Sendable {
                 }
             }
             if isShutdown.load(ordering: .sequentiallyConsistent) { reason = "closed locally" }
-            Glibc.close(fd)
+            shutdown()
             onClose(reason)
         }
         t.name = name
@@ -142,12 +143,13 @@ public final class Connection: @unchecked Sendable {
     }
 
     /// Shuts the connection down in both directions; the reader (if any) sees
-    /// the end and closes the descriptor. Idempotent.
+    /// the end. Idempotent. The descriptor is closed at deinitialisation.
     public func shutdown() {
         if isShutdown.exchange(true, ordering: .sequentiallyConsistent) { return }
         _ = Glibc.shutdown(fd, Int32(SHUT_RDWR))
-        if !readerOwnsClose.load(ordering: .sequentiallyConsistent) { Glibc.close(fd) }
     }
+
+    deinit { Glibc.close(fd) }
 }
 
 /// Accepts connections, checks each hello with `admit` (nil = accept, else the
@@ -168,6 +170,7 @@ public final class Listener: @unchecked Sendable {
         self.fd = fd
         self.address = bound
         let t = Thread { [closed] in
+            defer { Glibc.close(fd) }
             while let c = Sys.accept(fd) {
                 if closed.isSet {
                     Glibc.close(c)
@@ -193,20 +196,18 @@ public final class Listener: @unchecked Sendable {
     ) {
         Sys.setReceiveTimeout(c, millis: handshakeMillis)
         let probe = Connection(fd: c, peerHello: identity, remote: "incoming", maxPayload: maxPayload)
+        // On every early return `probe` goes away and closes the descriptor.
         guard let first = try? probe.receive(), first.kind == .hello,
               let hello = try? Hello.decode(first.payload) else {
-            Glibc.close(c)
             return
         }
         if let reason = admit(hello) {
             try? probe.send(Frame(.helloRejected, payload: Array(reason.utf8)))
-            Glibc.close(c)
             return
         }
         do {
             try probe.send(Frame(.helloAccepted, payload: identity.encoded()))
         } catch {
-            Glibc.close(c)
             return
         }
         Sys.setReceiveTimeout(c, millis: 0)
@@ -215,10 +216,11 @@ public final class Listener: @unchecked Sendable {
         onConnection(probe)
     }
 
-    /// Stops accepting. Connections already handed out stay open.
+    /// Stops accepting. Connections already handed out stay open. The accept
+    /// thread closes the descriptor once it has left `accept`, so the number
+    /// cannot be reused under it.
     public func close() {
         if closed.set() { return }
         _ = Glibc.shutdown(fd, Int32(SHUT_RDWR))
-        Glibc.close(fd)
     }
 }

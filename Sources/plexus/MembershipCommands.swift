@@ -37,7 +37,7 @@ struct ClusterAdd: ParsableCommand {
     }
 
     func run() throws {
-        let client = try service.client()
+        let client = try service.replicaClient()
         if !noCheck { try checkWaiting(client) }
         let outcome = try serviceCall("cluster add") { () throws(NameServiceError) in
             try client.addReplica(ReplicaID(id), address: address)
@@ -91,7 +91,7 @@ struct ClusterRemove: ParsableCommand {
     }
 
     func run() throws {
-        let client = try service.client()
+        let client = try service.replicaClient()
         let outcome = try serviceCall("cluster remove") { () throws(NameServiceError) in try client.removeReplica(ReplicaID(id)) }
         print("removed r\(id) (configuration entry \(outcome.index)); stop its `plexus node` process now")
         printMembership(outcome)
@@ -110,7 +110,7 @@ struct ClusterMembers: ParsableCommand {
     @OptionGroup var service: NamesOptions
 
     func run() throws {
-        let client = try service.client()
+        let client = try service.replicaClient()
         let status = try serviceCall("cluster members") { () throws(NameServiceError) in try client.leaderStatus() }
         printMembership(MembershipOutcome(index: status.commitIndex, members: status.members, addresses: status.addresses))
         print("leader: r\(status.id.rawValue)")

@@ -73,7 +73,7 @@ func printable(_ value: [UInt8]) -> String {
 struct ClusterCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cluster",
-        abstract: "Inspect the name-service cluster.",
+        abstract: "Inspect the name-service cluster and change its replicas, one at a time.",
         subcommands: [ClusterStatus.self, ClusterAdd.self, ClusterRemove.self, ClusterMembers.self])
 }
 

@@ -238,8 +238,10 @@ struct Node: ParsableCommand {
         writeAll(1, "plexus node listening on \(daemon.address)\n")
         if let replica = names {
             let c = replica.configuration
-            writeAll(1, "name-service replica \(c.id.rawValue) serving on \(c.replicas[c.id]!) "
-                + "(\(c.replicas.count) replicas, data in \(c.dataDirectory))\n")
+            let role = c.joinExisting && replica.recovery.state.entries.isEmpty && replica.recovery.state.snapshot == nil
+                ? "(joining: waits for `plexus cluster add --id \(c.id.rawValue) --address \(c.replicas[c.id]!)`; data in \(c.dataDirectory))"
+                : "(\(c.replicas.count) replicas, data in \(c.dataDirectory))"
+            writeAll(1, "name-service replica \(c.id.rawValue) serving on \(c.replicas[c.id]!) \(role)\n")
         }
         let service = self.names ?? names.map { $0.configuration.replicas.values.map(\.description).sorted().joined(separator: ",") }
             ?? ProcessInfo.processInfo.environment["PLEXUS_NAMES"] ?? ""

@@ -227,11 +227,16 @@ private let chainedSignals = Atomic<Int>(0)
         let readersDone = DispatchSemaphore(value: 0)
         let seen = Atomic<Int>(0)
         let address = region.applicationAddress(ofPage: 1)
-        for _ in 0..<readers {
+        for reader in 0..<readers {
             Thread {
                 if UnsafeRawPointer(bitPattern: address)!.load(as: UInt32.self) == 0xfeed { seen.add(1, ordering: .relaxed) }
                 readersDone.signal()
             }.start()
+            // The second reader starts once the first has published its
+            // fault. (Two faults in the very same instant can both miss each
+            // other and claim two slots; the engine then gets the page twice,
+            // which the protocols treat as one request.)
+            if reader == 0 { while FaultChannel.statistics.faults == before.faults { sched_yield() } }
         }
 
         // Nothing serves the page yet, so both readers end up asleep in the

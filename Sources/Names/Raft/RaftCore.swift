@@ -290,7 +290,10 @@ public struct RaftCore: Sendable {
     /// quorum" with the members it heard from recently.
     public func quorumReport() -> QuorumReport {
         let timeout = UInt64(configuration.electionTimeoutTicks)
-        let reachable = reachableMembers()
+        // A leader hears every member each heartbeat; without a leader,
+        // members only speak when their randomised election timer (up to
+        // 2T) fires, so a window of T would miss live ones.
+        let reachable = reachableMembers(withinTicks: role == .leader ? timeout : 2 * timeout)
         let needed = members.count / 2 + 1
         let state: QuorumReport.State
         if role == .leader {
@@ -308,9 +311,9 @@ public struct RaftCore: Sendable {
         return QuorumReport(state: state, reachable: reachable, members: members.count, needed: needed)
     }
 
-    /// Members (self included) heard from within one election timeout.
-    func reachableMembers() -> Int {
-        let timeout = UInt64(configuration.electionTimeoutTicks)
+    /// Members (self included) heard from within `withinTicks` (default: one election timeout).
+    func reachableMembers(withinTicks: UInt64? = nil) -> Int {
+        let timeout = withinTicks ?? UInt64(configuration.electionTimeoutTicks)
         var count = 0
         for member in members {
             if member == id {

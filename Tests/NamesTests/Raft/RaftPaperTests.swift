@@ -308,6 +308,26 @@ struct RaftPaperTests {
         #expect(cluster.cores[newLeader!]!.quorumReport().description == "leading: 2 of 3 replicas reachable, 2 needed")
     }
 
+    @Test("a minority without a leader counts every live member at every moment (their election timers fire up to 2T apart)")
+    func minorityCountsItsLiveMembers() {
+        var cluster = RaftTestCluster(size: 5)
+        let leader = cluster.electLeader()!
+        let dead = [leader] + cluster.ids.filter { $0 != leader }.prefix(2)
+        for d in dead { cluster.crash(d) }
+        let live = cluster.ids
+        #expect(live.count == 2)
+        for step in 0..<(20 * cluster.electionTimeout) {
+            cluster.tickAll()
+            cluster.deliverAll()
+            guard step > 3 * cluster.electionTimeout else { continue }
+            for id in live {
+                let report = cluster.cores[id]!.quorumReport()
+                #expect(report.description == "no quorum: 2 of 5 replicas reachable, 3 needed", "r\(id.rawValue) at tick \(step)")
+                if report.reachable != 2 { return }
+            }
+        }
+    }
+
     @Test("pre-vote (dissertation §9.6): an isolated replica does not raise its term and does not depose the leader on return")
     func preVoteKeepsTerms() {
         var cluster = RaftTestCluster(size: 3, preVote: true)
