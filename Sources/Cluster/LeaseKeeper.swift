@@ -31,7 +31,6 @@ public final class LeaseKeeper: @unchecked Sendable {
     private let wake = DispatchSemaphore(value: 0)
     private let running = Locked(true)
     private let thread: Thread
-    private let done = DispatchSemaphore(value: 0)
 
     /// `client` must be used by this keeper only (the client serialises its
     /// writes, and a keep-alive must not queue behind another caller's retries).
@@ -39,11 +38,7 @@ public final class LeaseKeeper: @unchecked Sendable {
         self.client = client
         self.log = logger
         let box = Locked<LeaseKeeper?>(nil)
-        let done = self.done
-        thread = Thread {
-            box.value?.loop()
-            done.signal()
-        }
+        thread = Thread { box.value?.loop() }
         thread.name = name
         box.withLock { $0 = self }
         thread.start()
@@ -61,11 +56,13 @@ public final class LeaseKeeper: @unchecked Sendable {
 
     public var leases: [LeaseID] { held.value.keys.sorted() }
 
-    /// Stops the thread; leases still held end after their TTL.
+    /// Stops keeping leases alive; leases still held end after their TTL.
+    /// Does not wait for a keep-alive in flight (it may take up to its
+    /// client's timeout against an unavailable service); the thread exits
+    /// after it.
     public func stop() {
         guard running.withLock({ let was = $0; $0 = false; return was }) else { return }
         wake.signal()
-        done.wait()
     }
 
     private func loop() {
@@ -105,6 +102,8 @@ public final class NodeRegistration: @unchecked Sendable {
     public let name: String
     public let ttlMillis: UInt64
     private let client: any NameServiceBackend
+    /// For the revocation at shutdown: a stopping node does not wait long.
+    private let quick: any NameServiceBackend
     private let keeper: LeaseKeeper
     private let log: Logger
     private let current = Locked<LeaseID?>(nil)
@@ -120,6 +119,7 @@ public final class NodeRegistration: @unchecked Sendable {
         self.ttlMillis = ttlMillis
         log = logger
         client = try makeNameServiceBackend(names, timeoutMillis: 5000)
+        quick = try makeNameServiceBackend(names, timeoutMillis: 1000)
         keeper = LeaseKeeper(client: try makeNameServiceBackend(names, timeoutMillis: Int(ttlMillis)),
                              logger: logger, name: "plexus-node-lease")
         let registering = Thread { [self] in renew(value: address, attempts: 24) }
@@ -172,7 +172,7 @@ public final class NodeRegistration: @unchecked Sendable {
     public func stop() {
         stopped.withLock { $0 = true }
         keeper.stop()
-        if let lease = current.value { try? client.revokeLease(lease) }
+        if let lease = current.value { try? quick.revokeLease(lease) }
     }
 }
 

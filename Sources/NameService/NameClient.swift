@@ -280,6 +280,7 @@ public final class NameClient: NameServiceBackend, @unchecked Sendable {
             backoff = min(backoff * 2, options.maxBackoffMillis)
         }
 
+        var notMembers = Set<String>()
         while monotonicMillis() < deadline {
             let left = Int(deadline - monotonicMillis())
             let attemptTimeout = min(options.attemptTimeoutMillis, left)
@@ -333,7 +334,17 @@ public final class NameClient: NameServiceBackend, @unchecked Sendable {
                     throw .noQuorum(reachable: reachable, members: members, needed: needed, mayHaveTakenEffect: mayHaveTakenEffect)
                 }
                 rotate()
-            case .notMember(let reason): lastProblem = reason; refusedThisRound.insert(target); if endOfRound() { refusedThisRound = []; pause() }; rotate()
+            case .notMember(let reason):
+                lastProblem = reason
+                notMembers.insert(target)
+                // Every address this client knows is a removed (or not yet
+                // added) replica: waiting cannot help; say so now.
+                if !mayHaveTakenEffect && lock.withLock({ Set(addresses).isSubset(of: notMembers) }) {
+                    throw .unreachable("no replica this client was given is a member of the name service: \(reason)")
+                }
+                refusedThisRound.insert(target)
+                if endOfRound() { refusedThisRound = []; pause() }
+                rotate()
             case .unavailable(let reason, let maybe, let storage):
                 if maybe && isWrite { mayHaveTakenEffect = true }
                 if storage { throw .storage(reason) }
