@@ -134,6 +134,71 @@ public final class EtcdNameClient: NameServiceBackend, @unchecked Sendable {
         return NameEntry(name: name, value: value, version: 1, createRevision: revision, modRevision: revision, lease: lease)
     }
 
+    /// The sequence of a directory D is the counter key `<prefix>/seq` + D,
+    /// outside the names subtree (so neither `list` nor `watch` shows it).
+    /// One transaction checks the counter is unchanged and the name absent
+    /// (and the lease alive), then writes both; on a lost race it re-reads.
+    public func createSequential(_ prefix: String, value: [UInt8], lease: LeaseID?) throws(NameServiceError) -> NameEntry {
+        guard prefix.hasPrefix("/") else { throw .rejected(.invalidName(prefix, reason: "must start with /")) }
+        let probe = prefix + "0"
+        let parent = probe.lastIndex(of: "/").map { $0 == probe.startIndex ? "/" : String(probe[..<$0]) } ?? "/"
+        let counter = self.prefix + "/seq" + (parent == "/" ? "/" : parent + "/")
+        let deadline = monotonicMillis() + UInt64(timeoutMillis)
+        var conflicts = 0
+        while monotonicMillis() < deadline {
+            let current = try range(counter).first
+            let next: UInt64
+            if let current {
+                guard let n = UInt64(String(decoding: current.value, as: UTF8.self)) else {
+                    throw .protocolViolation("etcd key \(counter) is not a sequence counter; it must hold a decimal number")
+                }
+                next = n
+            } else {
+                next = 0
+            }
+            let digits = String(next)
+            let name = prefix + String(repeating: "0", count: max(0, 10 - digits.count)) + digits
+            try validate(name, value)
+            let key = namesBase + name
+            let unchanged: [String: Any] = current.map {
+                ["key": b64(counter), "target": "MOD", "result": "EQUAL", "mod_revision": "\($0.modRevision)"]
+            } ?? versionEquals(counter, 0)
+            var compare: [[String: Any]] = [unchanged, versionEquals(key, 0)]
+            var put: [String: Any] = ["key": b64(key), "value": b64(value)]
+            if let lease {
+                compare.append(["key": b64(leaseKey(lease)), "target": "VERSION", "result": "GREATER", "version": "0"])
+                put["lease"] = Self.leaseJSON(lease)
+            }
+            var failure: [[String: Any]] = [["request_range": ["key": b64(counter)]], ["request_range": ["key": b64(key)]]]
+            if let lease { failure.append(["request_range": ["key": b64(leaseKey(lease))]]) }
+            let response = try txn(compare: compare,
+                                   success: [["request_put": ["key": b64(counter), "value": b64("\(next + 1)")]], ["request_put": put]],
+                                   failure: failure, write: true, lease: lease)
+            if response.succeeded == true {
+                let revision = try EtcdJSON.revision(response.header, what: "create")
+                return NameEntry(name: name, value: value, version: 1, createRevision: revision, modRevision: revision, lease: lease)
+            }
+            let ranges = (response.responses ?? []).map { $0.response_range?.kvs ?? [] }
+            guard ranges.count == failure.count else { throw .protocolViolation("etcd answered a failed transaction without its reads") }
+            var counterNow: UInt64?
+            if let raw = ranges[0].first { counterNow = try EtcdJSON.KV(raw).modRevision }
+            if counterNow == current?.modRevision {
+                if let lease, ranges[2].isEmpty { throw .rejected(.leaseNotFound(lease)) }
+                if !ranges[1].isEmpty {
+                    // The name exists: the sequence still advances (once; a
+                    // concurrent creator may already have moved it).
+                    _ = try txn(compare: [unchanged],
+                                success: [["request_put": ["key": b64(counter), "value": b64("\(next + 1)")]]],
+                                failure: [], write: true, lease: nil)
+                    throw .rejected(.nameExists(name))
+                }
+            }
+            conflicts += 1
+            usleep(useconds_t(UInt64.random(in: 0...(1000 << min(conflicts, 6)))))
+        }
+        throw .timedOut("etcd sequence \(counter) contended for \(timeoutMillis) ms", mayHaveTakenEffect: false)
+    }
+
     public func put(_ name: String, value: [UInt8]) throws(NameServiceError) -> NameEntry {
         try validate(name, value)
         let key = namesBase + name

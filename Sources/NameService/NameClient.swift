@@ -197,6 +197,11 @@ public final class NameClient: NameServiceBackend, @unchecked Sendable {
         _ = try execute(.revokeLease(lease: lease))
     }
 
+    public func createSequential(_ prefix: String, value: [UInt8], lease: LeaseID?) throws(NameServiceError) -> NameEntry {
+        guard prefix.hasPrefix("/") else { throw .rejected(.invalidName(prefix, reason: "must start with /")) }
+        return try written(execute(.createSequential(prefix: prefix, value: value, lease: lease)))
+    }
+
     /// Creates a name that is deleted when `lease` ends.
     public func createEphemeral(_ name: String, value: [UInt8], lease: LeaseID) throws(NameServiceError) -> NameEntry {
         try written(execute(.create(name: name, value: value, lease: lease)))

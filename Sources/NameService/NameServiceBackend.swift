@@ -45,6 +45,11 @@ public protocol NameServiceBackend: AnyObject, Sendable {
     func revokeLease(_ lease: LeaseID) throws(NameServiceError)
     /// Creates `name` (failing if it exists) so that it is deleted when `lease` ends.
     func createEphemeral(_ name: String, value: [UInt8], lease: LeaseID) throws(NameServiceError) -> NameEntry
+    /// Creates `prefix` + the next number of the parent directory's sequence,
+    /// ten digits zero-padded (`/queue/item-` → `/queue/item-0000000007`),
+    /// ephemeral if `lease` is given. The sequence advances even when that
+    /// name exists (then `.rejected(.nameExists)`), as in ZooKeeper.
+    func createSequential(_ prefix: String, value: [UInt8], lease: LeaseID?) throws(NameServiceError) -> NameEntry
 
     // MARK: Processes
 

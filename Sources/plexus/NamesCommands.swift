@@ -196,17 +196,28 @@ struct NamesGet: ParsableCommand {
 struct NamesPut: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "put", abstract: "Create or overwrite a name.",
-        discussion: "With --create, fail with \"name exists\" instead of overwriting.")
+        discussion: """
+            With --create, fail with "name exists" instead of overwriting. With --sequential,
+            NAME is a prefix: the name created is NAME followed by the next number of its
+            directory's sequence, ten digits (plexus ns put --sequential /queue/job- x
+            creates /queue/job-0000000000, then /queue/job-0000000001, ...).
+            """)
     @OptionGroup var service: NamesOptions
     @Flag(name: .long, help: "Only create: fail if the name exists.") var create = false
+    @Flag(name: .long, help: "Create NAME + the next sequence number (NAME is a prefix).") var sequential = false
     @Argument(help: "The name.") var name: String
     @Argument(help: "The value (UTF-8 text).") var value: String
+
+    func validate() throws {
+        if create && sequential { throw ValidationError("--create and --sequential do not go together: a sequential name is always new") }
+    }
 
     func run() throws {
         let client = try service.client()
         let bytes = Array(value.utf8)
         let entry = try serviceCall("ns put") { () throws(NameServiceError) in
-            create ? try client.create(name, value: bytes) : try client.put(name, value: bytes)
+            if sequential { return try client.createSequential(name, value: bytes, lease: nil) }
+            return create ? try client.create(name, value: bytes) : try client.put(name, value: bytes)
         }
         print("\(entry.name) version \(entry.version) (revision \(entry.modRevision))")
     }

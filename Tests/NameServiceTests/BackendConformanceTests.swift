@@ -517,4 +517,35 @@ func isGone(_ ns: any NameServiceBackend, _ name: String) -> Bool {
         #expect(rows.allSatisfy { $0.state == .exited && $0.lease != nil }, "\(rows)")
         #expect(rows.allSatisfy { $0.exitStatus == 0 }, "\(rows)")
     }
+
+    @Test(arguments: BackendFixture.Kind.allCases)
+    func sequentialNamesNumberEachDirectory(kind: BackendFixture.Kind) throws {
+        let fixture = try BackendFixture(kind)
+        let ns = try fixture.client()
+        let a = try ns.createSequential("/seq/q/job-", value: Array("a".utf8), lease: nil)
+        let b = try ns.createSequential("/seq/q/job-", value: Array("b".utf8), lease: nil)
+        #expect(a.name == "/seq/q/job-0000000000" && b.name == "/seq/q/job-0000000001", "\(a.name) \(b.name)")
+        #expect(try ns.get(b.name).value == Array("b".utf8))
+        // One sequence per directory, whatever the prefix within it.
+        #expect(try ns.createSequential("/seq/q/other-", value: [], lease: nil).name == "/seq/q/other-0000000002")
+        #expect(try ns.createSequential("/seq/r/", value: [], lease: nil).name == "/seq/r/0000000000")
+        // A name in the way: refused, and the sequence moves past it.
+        _ = try ns.create("/seq/q/job-0000000003", value: [])
+        #expect(throws: NameServiceError.rejected(.nameExists("/seq/q/job-0000000003"))) {
+            _ = try ns.createSequential("/seq/q/job-", value: [], lease: nil)
+        }
+        #expect(try ns.createSequential("/seq/q/job-", value: [], lease: nil).name == "/seq/q/job-0000000004")
+        // Ephemeral sequential names go with their lease.
+        let lease = try ns.grantLease(ttlMillis: 5000)
+        let e = try ns.createSequential("/seq/e/", value: [], lease: lease)
+        #expect(e.lease == lease)
+        try ns.revokeLease(lease)
+        #expect(throws: NameServiceError.rejected(.nameNotFound(e.name))) { _ = try ns.get(e.name) }
+        #expect(throws: NameServiceError.rejected(.leaseNotFound(lease))) {
+            _ = try ns.createSequential("/seq/e/", value: [], lease: lease)
+        }
+        #expect(throws: NameServiceError.self) { _ = try ns.createSequential("relative-", value: [], lease: nil) }
+        let cli = try runPlexus(["ns", "put", "--sequential", "/seq/cli/n-", "x", "--names", fixture.spec], timeout: 30)
+        #expect(cli.status == 0 && cli.stdout.contains("/seq/cli/n-0000000000 version 1"), "\(cli)")
+    }
 }
