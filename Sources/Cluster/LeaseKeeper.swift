@@ -107,7 +107,6 @@ public final class NodeRegistration: @unchecked Sendable {
     private let keeper: LeaseKeeper
     private let log: Logger
     private let current = Locked<LeaseID?>(nil)
-    private let registered = DispatchSemaphore(value: 0)
     private let stopped = Locked(false)
 
     /// Registers `address` under `/nodes/` in the background (the service may
@@ -125,12 +124,6 @@ public final class NodeRegistration: @unchecked Sendable {
         let registering = Thread { [self] in renew(value: address, attempts: 24) }
         registering.name = "plexus-node-register"
         registering.start()
-    }
-
-    /// Waits until the node is registered (or `timeoutMillis` passes).
-    public func waitRegistered(timeoutMillis: Int) -> LeaseID? {
-        if registered.wait(timeout: .now() + .milliseconds(timeoutMillis)) == .success { registered.signal() }
-        return current.value
     }
 
     public var lease: LeaseID? { current.value }
@@ -157,7 +150,6 @@ public final class NodeRegistration: @unchecked Sendable {
             do {
                 try register(value: value)
                 log.info("registered \(name) in the name service")
-                registered.signal()
                 return
             } catch {
                 log.warning("cannot register \(name) (attempt \(attempt) of \(attempts)): \(error)")

@@ -146,16 +146,7 @@ public final class EtcdNameClient: NameServiceBackend, @unchecked Sendable {
         let deadline = monotonicMillis() + UInt64(timeoutMillis)
         var conflicts = 0
         while monotonicMillis() < deadline {
-            let current = try range(counter).first
-            let next: UInt64
-            if let current {
-                guard let n = UInt64(String(decoding: current.value, as: UTF8.self)) else {
-                    throw .protocolViolation("etcd key \(counter) is not a sequence counter; it must hold a decimal number")
-                }
-                next = n
-            } else {
-                next = 0
-            }
+            let (current, next) = try readCounter(counter, what: "a sequence counter")
             let digits = String(next)
             let name = prefix + String(repeating: "0", count: max(0, 10 - digits.count)) + digits
             try validate(name, value)
@@ -396,16 +387,7 @@ public final class EtcdNameClient: NameServiceBackend, @unchecked Sendable {
         let deadline = monotonicMillis() + UInt64(timeoutMillis)
         var conflicts = 0
         while monotonicMillis() < deadline {
-            let current = try range(counterKey).first
-            let last: UInt64
-            if let current {
-                guard let n = UInt64(String(decoding: current.value, as: UTF8.self)) else {
-                    throw .protocolViolation("etcd key \(counterKey) is not a PID counter; it must hold a decimal number")
-                }
-                last = n
-            } else {
-                last = 0
-            }
+            let (current, last) = try readCounter(counterKey, what: "a PID counter")
             if let parent, parent.rawValue == 0 || parent.rawValue > last { throw .rejected(.processNotFound(parent)) }
             let pid = last + 1
             let record = ProcessRecord(pid: GlobalPID(pid), node: node, address: address, state: .starting, parent: parent,
@@ -769,6 +751,15 @@ public final class EtcdNameClient: NameServiceBackend, @unchecked Sendable {
         do { return [UInt8](try JSONSerialization.data(withJSONObject: body)) } catch {
             throw .invalidArgument("cannot encode an etcd request: \(error)")
         }
+    }
+
+    /// A counter key and its value (0 if the key is absent).
+    private func readCounter(_ key: String, what: String) throws(NameServiceError) -> (EtcdJSON.KV?, UInt64) {
+        guard let current = try range(key).first else { return (nil, 0) }
+        guard let n = UInt64(String(decoding: current.value, as: UTF8.self)) else {
+            throw .protocolViolation("etcd key \(key) is not \(what); it must hold a decimal number")
+        }
+        return (current, n)
     }
 
     private func range(_ key: String, prefix isPrefix: Bool = false, keysOnly: Bool = false) throws(NameServiceError)
