@@ -83,9 +83,11 @@ import TestSupport
         for _ in 0..<2 { _ = try job.waitForLine(containing: "ready") }
         let deadline = Date().addingTimeInterval(10)
         // The inner shells' command lines (the outer ones quote the script).
+        // An inner shell's fork for `sleep` briefly shares its command line,
+        // so there may be more than two for a moment.
         let inner = "-c sleep 60; true \(marker)-child"
         while processes(containing: inner).count < 2 && Date() < deadline { usleep(10_000) }
-        #expect(processes(containing: inner).count == 2, "the ranks' children did not start")
+        #expect(processes(containing: inner).count >= 2, "the ranks' children did not start")
         job.kill()
         _ = try job.wait(timeout: 10)
         while !processes(containing: marker).isEmpty && Date() < deadline { usleep(10_000) }
