@@ -14,13 +14,15 @@ struct ClusterAdd: ParsableCommand {
         abstract: "Add a name-service replica (one at a time).",
         discussion: """
             First start the new replica so that it waits to be added:
-              plexus node --listen IP:PORT --replica-id 4 --data-dir /var/lib/plexus/r4 --join-existing \\
+              plexus node --listen IP:PORT --replica-id 4 --join-existing \\
+                  --data-dir /var/lib/plexus/r4 \\
                   --replicas 1=10.0.0.1:7401,2=10.0.0.2:7401,3=10.0.0.3:7401,4=10.0.0.4:7401
             then add it through any current member:
               plexus cluster add --id 4 --address 10.0.0.4:7401 --names 10.0.0.1:7401
             It becomes a voting member at once (the majority grows with it) and catches up
-            from the leader; `plexus cluster status` shows its progress. Every member learns
-            its address from the change itself. Add the next replica after this one is done.
+            from the leader; `plexus cluster status` shows its progress. Every member
+            learns its address from the change itself. Add the next replica after this one
+            is done.
             """)
 
     @Option(name: .long, help: "The new replica's id (its --replica-id).") var id: UInt64

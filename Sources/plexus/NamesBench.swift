@@ -17,15 +17,15 @@ struct NamesBench: ParsableCommand {
         commandName: "names",
         abstract: "Measure PID allocation: p50/p99 latency and throughput, Raft replicas vs etcd.",
         discussion: """
-            For each replica count and client count: start that many `plexus node` replicas on
-            127.0.0.1 (data in a temporary directory, every log append fsynced), let each of
-            C clients (one session each) allocate PIDs back to back, and report p50, p99 and
-            operations per second. Then the same against a local 3-member etcd (Debian's
-            etcd-server), each allocation a compare-and-swap transaction on a counter key.
-            etcd has no server-side increment, so concurrent allocators conflict and retry
-            (with jittered backoff): expect etcd's many-client row to collapse; that is the
-            cost this row exists to show, not a tuning mistake.
-            The last lines give the ratios plexus/etcd (latency: lower is better for plexus
+            For each replica count and client count: start that many `plexus node` replicas
+            on 127.0.0.1 (data in a temporary directory, every log append fsynced), let
+            each of C clients (one session each) allocate PIDs back to back, and report
+            p50, p99 and operations per second. Then the same against a local 3-member etcd
+            (Debian's etcd-server), each allocation a compare-and-swap transaction on a
+            counter key. etcd has no server-side increment, so concurrent allocators
+            conflict and retry (with jittered backoff): expect etcd's many-client row to
+            collapse; that is the cost this row exists to show, not a tuning mistake. The
+            last lines give the ratios plexus/etcd (latency: lower is better for plexus
             below 1.0; throughput: higher is better above 1.0).
 
             Examples:

@@ -10,9 +10,10 @@ struct NamesOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp(
         "The name service: Plexus replicas (IP:PORT,...) or an etcd cluster (etcd://IP:PORT,...[/PREFIX]). Default: $PLEXUS_NAMES.",
         discussion: """
-            IP:PORT,IP:PORT,... are `plexus node` name-service replicas; one reachable replica is enough
-            (the client follows redirects to the leader). etcd://IP:PORT,IP:PORT,... are the client
-            endpoints of an etcd v3 cluster; its keys live under /PREFIX (default /plexus), e.g.
+            IP:PORT,IP:PORT,... are `plexus node` name-service replicas; one reachable
+            replica is enough (the client follows redirects to the leader).
+            etcd://IP:PORT,IP:PORT,... are the client endpoints of an etcd v3 cluster; its
+            keys live under /PREFIX (default /plexus), e.g.
             etcd://10.0.0.1:2379,10.0.0.2:2379/plexus.
             """,
         valueName: "SPEC"))
@@ -82,11 +83,11 @@ struct ClusterStatus: ParsableCommand {
         commandName: "status",
         abstract: "Show every replica: role, term, leader, commit index, quorum.",
         discussion: """
-            Asks each replica for its own view (no quorum needed), so it also works when the
-            cluster cannot serve. Replicas that do not answer are listed as unreachable.
-            Exit status: 0 if a leader with a quorum exists, 1 otherwise.
-            Plexus replicas only: for an etcd backend (--names etcd://…) use
-            `etcdctl endpoint status` instead.
+            Asks each replica for its own view (no quorum needed), so it also works when
+            the cluster cannot serve. Replicas that do not answer are listed as
+            unreachable. Exit status: 0 if a leader with a quorum exists, 1 otherwise.
+            Plexus replicas only: for an etcd backend (--names etcd://…) use `etcdctl
+            endpoint status` instead.
 
             Example:
               plexus cluster status --names 10.0.0.1:7401,10.0.0.2:7401,10.0.0.3:7401
@@ -197,10 +198,10 @@ struct NamesPut: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "put", abstract: "Create or overwrite a name.",
         discussion: """
-            With --create, fail with "name exists" instead of overwriting. With --sequential,
-            NAME is a prefix: the name created is NAME followed by the next number of its
-            directory's sequence, ten digits (plexus ns put --sequential /queue/job- x
-            creates /queue/job-0000000000, then /queue/job-0000000001, ...).
+            With --create, fail with "name exists" instead of overwriting. With
+            --sequential, NAME is a prefix: the name created is NAME followed by the next
+            number of its directory's sequence, ten digits (plexus ns put --sequential
+            /queue/job- x creates /queue/job-0000000000, then /queue/job-0000000001, ...).
             """)
     @OptionGroup var service: NamesOptions
     @Flag(name: .long, help: "Only create: fail if the name exists.") var create = false
@@ -227,8 +228,9 @@ struct NamesCAS: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cas", abstract: "Compare-and-set: overwrite a name only if it is at the given version.",
         discussion: """
-            Read the version with `plexus ns get`. If someone wrote in between, this fails with
-            "version mismatch … expected V found W" and changes nothing: re-read and retry.
+            Read the version with `plexus ns get`. If someone wrote in between, this fails
+            with "version mismatch … expected V found W" and changes nothing: re-read and
+            retry.
             """)
     @OptionGroup var service: NamesOptions
     @Option(name: .long, help: "The version the name must have now.") var version: UInt64
@@ -262,11 +264,11 @@ struct NamesWatch: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "watch", abstract: "Print changes under a path as they happen.",
         discussion: """
-            Starts at revision --from (default 1: every change still in the service's bounded
-            event log, or in etcd's uncompacted history) and follows new changes until Ctrl-C
-            or --count events. Without a prefix it also shows process-table and lease events.
-            If the start revision has been dropped from the log (etcd: compacted), it says
-            which revision to restart from.
+            Starts at revision --from (default 1: every change still in the service's
+            bounded event log, or in etcd's uncompacted history) and follows new changes
+            until Ctrl-C or --count events. Without a prefix it also shows process-table
+            and lease events. If the start revision has been dropped from the log (etcd:
+            compacted), it says which revision to restart from.
             """)
     @OptionGroup var service: NamesOptions
     @Option(name: .long, help: "First revision to show.") var from: UInt64 = 1
@@ -307,8 +309,8 @@ struct ProcessList: ParsableCommand {
         commandName: "ps", abstract: "List the global process table kept by the name service.",
         discussion: """
             One row per global PID: the node it runs on, its transport address, its state
-            (starting, running, migrating, exited, lost), its parent and exit status. A process
-            is lost when the lease of the daemon that ran it ended.
+            (starting, running, migrating, exited, lost), its parent and exit status. A
+            process is lost when the lease of the daemon that ran it ended.
 
             Examples:
               plexus ps --names 10.0.0.1:7401
@@ -332,7 +334,8 @@ struct LincheckCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lincheck", abstract: "Check a recorded client history for linearizability.",
         discussion: """
-            FILE is a Jepsen etcd log (register model) or Plexus JSON lines, one event per line:
+            FILE is a Jepsen etcd log (register model) or Plexus JSON lines, one event per
+            line:
               {"client":1,"type":"invoke","op":"put","key":"/a","value":"x"}
               {"client":1,"type":"ok","op":"put","version":1}
             type is invoke, ok, fail (did not happen) or info (unknown: timed out).

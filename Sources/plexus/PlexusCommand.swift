@@ -14,9 +14,10 @@ struct PlexusCommand: ParsableCommand {
         abstract: "Run parallel programs on a cluster of Linux machines as if it were one computer.",
         discussion: """
             Start here:
-              plexus demo                      a two-process job on this machine that shows false sharing
-              plexus run -n 4 PROGRAM [ARGS]   run 4 processes of PROGRAM as one job on this machine
-              plexus node --listen IP:PORT     on each machine of a cluster, then
+              plexus demo                     two processes on this machine share
+                                              memory: false sharing, side by side
+              plexus run -n 4 PROGRAM [ARGS]  4 processes of PROGRAM as one job
+              plexus node --listen IP:PORT    on each machine of a cluster, then
               plexus run -n 8 --nodes IP:PORT,IP:PORT PROGRAM
 
             Each process learns its rank and the job size from PLEXUS_RANK and PLEXUS_SIZE
@@ -68,17 +69,18 @@ struct Run: ParsableCommand {
         abstract: "Run N processes of a program as one job.",
         discussion: """
             With no --nodes, the job runs on an embedded node on this machine (loopback).
-            Output lines are prefixed with the rank that wrote them. The job ends when every
-            process has exited; if one fails (non-zero status, crash, killed), the others are
-            stopped and plexus exits with its status (128+N for signal N). Ctrl-C stops the job.
+            Output lines are prefixed with the rank that wrote them. The job ends when
+            every process has exited; if one fails (non-zero status, crash, killed), the
+            others are stopped and plexus exits with its status (128+N for signal N).
+            Ctrl-C stops the job.
 
             PIDs: every process gets a global PID from the cluster's name service, unique
-            cluster-wide and never reused, and appears in `plexus ps`. The service is the one
-            given by --names (or $PLEXUS_NAMES), else the one the first node of --nodes
-            reports (`plexus node --names`, or a node hosting a replica). Each process holds a
-            lease that plexus run keeps alive: if plexus run or the process's node dies, the
-            process is marked lost within --lease-ttl-ms. Without a name service (the embedded
-            local node), PIDs are job-scoped: unique within this job only.
+            cluster-wide and never reused, and appears in `plexus ps`. The service is the
+            one given by --names (or $PLEXUS_NAMES), else the one the first node of --nodes
+            reports (`plexus node --names`, or a node hosting a replica). Each process
+            holds a lease that plexus run keeps alive: if plexus run or the process's node
+            dies, the process is marked lost within --lease-ttl-ms. Without a name service
+            (the embedded local node), PIDs are job-scoped: unique within this job only.
 
             Examples:
               plexus run -n 4 ./my-program --size 1000
@@ -174,13 +176,14 @@ struct Node: ParsableCommand {
             process table, names). Run 3 or 5 replicas; a majority must be up to serve.
 
             A node that knows the name service (--names, or the --replicas it is part of)
-            registers itself as /nodes/IP:PORT under a lease it keeps alive: if the node dies,
-            the name goes within --lease-ttl-ms, visibly to `plexus ns watch /nodes`. It also
-            tells launchers (`plexus run --nodes`) which name service to use.
+            registers itself as /nodes/IP:PORT under a lease it keeps alive: if the node
+            dies, the name goes within --lease-ttl-ms, visibly to `plexus ns watch /nodes`.
+            It also tells launchers (`plexus run --nodes`) which name service to use.
 
             Examples:
               plexus node --listen 10.0.0.1:7400 --join 10.0.0.2:7400
-              plexus node --listen 10.0.0.1:7400 --replica-id 1 --data-dir /var/lib/plexus/r1 \\
+              plexus node --listen 10.0.0.1:7400 --replica-id 1 \\
+                  --data-dir /var/lib/plexus/r1 \\
                   --replicas 1=10.0.0.1:7401,2=10.0.0.2:7401,3=10.0.0.3:7401
             """)
 
