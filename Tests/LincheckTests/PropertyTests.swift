@@ -1,5 +1,6 @@
 import Testing
 @testable import Lincheck
+import Transport
 
 /// The reference checker, straight from the definition: try every order of the operations
 /// (depth-first over permutations, abandoning an order as soon as its prefix breaks real time or

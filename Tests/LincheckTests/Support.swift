@@ -2,21 +2,6 @@ import Foundation
 import Testing
 @testable import Lincheck
 
-/// Deterministic RNG (SplitMix64) so that random tests are reproducible from their seed.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// Shorthand for hand-written histories: an operation with explicit times (`ret: nil` = indefinite).
 func op<I, O>(_ id: Int, client: Int = 0, _ input: I, _ output: O?, _ call: Int, _ ret: Int?) -> HistoryOperation<I, O> {
     HistoryOperation(id: id, client: client, input: input, output: output, call: call, ret: ret)

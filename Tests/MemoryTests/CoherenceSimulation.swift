@@ -1,4 +1,5 @@
 import Memory
+import Transport
 
 /// A deterministic simulation of one job: one core per rank, a network of
 /// FIFO channels per ordered pair of ranks delivered in a seeded random order
@@ -52,7 +53,7 @@ struct CoherenceSimulation {
     static let pageSize = 8
     let seed: UInt64
     let parameters: Parameters
-    private var rng: SeededGenerator
+    private var rng: SplitMix64
     private var cores: [any CoherenceProtocol]
     private let model: MemoryModel
     /// What each rank's memory holds, per page (the "system view").
@@ -78,7 +79,7 @@ struct CoherenceSimulation {
         self.seed = seed
         self.parameters = parameters
         self.keepTrace = keepTrace
-        rng = SeededGenerator(seed: seed)
+        rng = SplitMix64(seed: seed)
         let n = parameters.rankCount, pages = parameters.pageCount
         cores = try (0..<n).map { rank in
             try ProtocolRegistry.make(parameters.protocolName, configuration: CoherenceConfiguration(

@@ -1,10 +1,11 @@
 import Memory
 import Testing
+import Transport
 
 @Suite struct MemoryMessageCodecTests {
     static let limits = MemoryMessage.Limits(rankCount: 5, pageCount: 1000, pageSize: 16)
 
-    static func randomMessage(using rng: inout SeededGenerator) -> MemoryMessage {
+    static func randomMessage(using rng: inout SplitMix64) -> MemoryMessage {
         let page = Int.random(in: 0..<limits.pageCount, using: &rng)
         let rank = Int.random(in: 0..<limits.rankCount, using: &rng)
         let contents = (0..<limits.pageSize).map { _ in UInt8.random(in: 0...255, using: &rng) }
@@ -29,7 +30,7 @@ import Testing
     }
 
     @Test func everyMessageRoundTrips() throws {
-        var rng = SeededGenerator(seed: 1)
+        var rng = SplitMix64(seed: 1)
         var tagsSeen = Set<UInt8>()
         for _ in 0..<2000 {
             let message = Self.randomMessage(using: &rng)
@@ -42,7 +43,7 @@ import Testing
     }
 
     @Test func everyTruncationIsRejected() {
-        var rng = SeededGenerator(seed: 2)
+        var rng = SplitMix64(seed: 2)
         for _ in 0..<500 {
             let bytes = Self.randomMessage(using: &rng).encoded()
             for length in 0..<bytes.count {
@@ -86,7 +87,7 @@ import Testing
     }
 
     @Test func randomAndMutatedBytesNeverCrashTheDecoder() {
-        var rng = SeededGenerator(seed: 3)
+        var rng = SplitMix64(seed: 3)
         var decoded = 0
         for _ in 0..<20_000 {
             // Random bytes, mostly with a valid tag so the field checks are reached.

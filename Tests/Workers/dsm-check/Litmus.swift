@@ -1,6 +1,7 @@
 import Foundation
 import Memory
 import Plexus
+import Transport
 
 // Litmus tests: plain loads and stores on shared memory with no lock and no
 // barrier between them. Under sequential consistency every outcome must be
