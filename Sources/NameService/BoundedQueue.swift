@@ -40,13 +40,7 @@ final class BoundedQueue<Element: Sendable>: @unchecked Sendable {
             if !condition.wait(until: deadline) && items.count == head { return nil }
         }
         if closed { return nil }
-        let element = items[head]
-        head += 1
-        if head >= 256 && head * 2 >= items.count {
-            items.removeFirst(head)
-            head = 0
-        }
-        return element
+        return removeOldest()
     }
 
     /// The oldest element if one is queued; never waits.
@@ -54,6 +48,12 @@ final class BoundedQueue<Element: Sendable>: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         guard !closed, items.count > head else { return nil }
+        return removeOldest()
+    }
+
+    /// Takes the element at `head`; compacts the storage once half of it is
+    /// consumed. Caller holds `condition` and has checked one is queued.
+    private func removeOldest() -> Element {
         let element = items[head]
         head += 1
         if head >= 256 && head * 2 >= items.count {
@@ -80,7 +80,7 @@ final class BoundedQueue<Element: Sendable>: @unchecked Sendable {
 }
 
 /// Milliseconds of CLOCK_MONOTONIC: deadlines that wall-clock jumps cannot move.
-func monotonicMillis() -> UInt64 {
+public func monotonicMillis() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000

@@ -137,24 +137,9 @@ public final class ReplicaStorage {
             return
         }
         var out: [UInt8] = []
-        if let from = ready.logTruncateFrom {
-            var w = Names.ByteWriter()
-            w.writeVarint(1)
-            w.writeVarint(from)
-            Self.frame(w.bytes, into: &out)
-        }
-        for entry in ready.entriesToAppend {
-            var w = Names.ByteWriter()
-            w.writeVarint(0)
-            entry.write(to: &w)
-            Self.frame(w.bytes, into: &out)
-        }
-        if let hard = ready.hardState {
-            var w = Names.ByteWriter()
-            w.writeVarint(2)
-            hard.write(to: &w)
-            Self.frame(w.bytes, into: &out)
-        }
+        if let from = ready.logTruncateFrom { Self.record(1, into: &out) { $0.writeVarint(from) } }
+        for entry in ready.entriesToAppend { Self.record(0, into: &out) { entry.write(to: &$0) } }
+        if let hard = ready.hardState { Self.record(2, into: &out) { hard.write(to: &$0) } }
         try writeAll(walFD, out, walPath)
         try sync(walFD, walPath)
     }
@@ -168,16 +153,8 @@ public final class ReplicaStorage {
     /// Rewrites the wal from the mirror: hard state, then the retained entries.
     private func rewriteWal() throws(StorageError) {
         var out: [UInt8] = []
-        var w = Names.ByteWriter()
-        w.writeVarint(2)
-        mirror.hardState.write(to: &w)
-        Self.frame(w.bytes, into: &out)
-        for entry in mirror.entries {
-            var e = Names.ByteWriter()
-            e.writeVarint(0)
-            entry.write(to: &e)
-            Self.frame(e.bytes, into: &out)
-        }
+        Self.record(2, into: &out) { mirror.hardState.write(to: &$0) }
+        for entry in mirror.entries { Self.record(0, into: &out) { entry.write(to: &$0) } }
         try replaceFile(walPath, with: out)
         close(walFD)
         walFD = try openWal()
@@ -185,6 +162,15 @@ public final class ReplicaStorage {
     }
 
     // MARK: Records
+
+    /// Appends one wal record: its kind (0 entry, 1 truncate-from, 2 hard
+    /// state) and body, framed with length and checksum.
+    static func record(_ kind: UInt64, into out: inout [UInt8], _ body: (inout Names.ByteWriter) -> Void) {
+        var w = Names.ByteWriter()
+        w.writeVarint(kind)
+        body(&w)
+        frame(w.bytes, into: &out)
+    }
 
     static func frame(_ payload: [UInt8], into out: inout [UInt8]) {
         let length = UInt32(payload.count)
