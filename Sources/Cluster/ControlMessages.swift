@@ -89,6 +89,14 @@ public enum ControlMessage: Equatable, Sendable {
             guard v < 1 << 20 else { throw .malformed("rank \(v) is out of range") }
             return Int(v)
         }
+        /// A counted list of strings, both bounds checked before reading on.
+        func strings(_ what: String, count limit: Int, length: Int) throws(WireError) -> [String] {
+            let n = Int(try r.u32("\(what) count"))
+            guard n <= limit else { throw .oversized(what: "\(what) list", length: n, limit: limit) }
+            var out: [String] = []
+            for _ in 0..<n { out.append(try r.string(what, limit: length)) }
+            return out
+        }
         switch frame.kind {
         case .spawn: self = .spawn(try SpawnRequest.decode(&r))
         case .spawned: self = .spawned(rank: try rank(), osPID: Int32(bitPattern: try r.u32()))
@@ -107,20 +115,12 @@ public enum ControlMessage: Equatable, Sendable {
             self = .directory(es)
         case .nodeJoin: self = .nodeJoin(address: try r.string("address", limit: 256))
         case .nodeMembers:
-            let n = Int(try r.u32("member count"))
-            guard n <= 4096 else { throw .oversized(what: "member list", length: n, limit: 4096) }
-            var ms: [String] = []
-            for _ in 0..<n { ms.append(try r.string("member", limit: 256)) }
-            self = .nodeMembers(ms)
+            self = .nodeMembers(try strings("member", count: 4096, length: 256))
         case .processReport: self = .processReport(rank: try rank(), json: try r.blob("report", limit: Self.maxReport))
         case .peerLost: self = .peerLost(rank: try rank(), lost: try rank(), reason: try r.string("reason", limit: Self.maxText))
         case .nodeInfoRequest: self = .nodeInfoRequest
         case .nodeInfo:
-            let n = Int(try r.u32("name-service address count"))
-            guard n <= 64 else { throw .oversized(what: "name-service address list", length: n, limit: 64) }
-            var names: [String] = []
-            for _ in 0..<n { names.append(try r.string("name-service address", limit: 1024)) }
-            self = .nodeInfo(names: names)
+            self = .nodeInfo(names: try strings("name-service address", count: 64, length: 1024))
         default: throw .malformed("\(frame.kind) is not a control message")
         }
         try r.expectEnd("\(frame.kind)")

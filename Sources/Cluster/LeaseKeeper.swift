@@ -18,11 +18,10 @@ import Transport
 /// than the TTL) is reported once through `onEnded` and dropped; the holder
 /// decides what to do (a node takes a new lease and re-creates its name).
 public final class LeaseKeeper: @unchecked Sendable {
-    public struct Held: Sendable {
-        public var lease: LeaseID
-        public var ttlMillis: UInt64
+    struct Held: Sendable {
+        var ttlMillis: UInt64
         /// Called on the keeper's thread when the service says the lease has ended.
-        public var onEnded: @Sendable (LeaseID) -> Void
+        var onEnded: @Sendable (LeaseID) -> Void
     }
 
     private let client: any NameServiceBackend
@@ -45,7 +44,7 @@ public final class LeaseKeeper: @unchecked Sendable {
     }
 
     public func hold(_ lease: LeaseID, ttlMillis: UInt64, onEnded: @escaping @Sendable (LeaseID) -> Void = { _ in }) {
-        held.withLock { $0[lease] = Held(lease: lease, ttlMillis: ttlMillis, onEnded: onEnded) }
+        held.withLock { $0[lease] = Held(ttlMillis: ttlMillis, onEnded: onEnded) }
         wake.signal()
     }
 
@@ -53,8 +52,6 @@ public final class LeaseKeeper: @unchecked Sendable {
     public func release(_ lease: LeaseID) {
         held.withLock { $0[lease] = nil }
     }
-
-    public var leases: [LeaseID] { held.value.keys.sorted() }
 
     /// Stops keeping leases alive; leases still held end after their TTL.
     /// Does not wait for a keep-alive in flight (it may take up to its
@@ -68,7 +65,7 @@ public final class LeaseKeeper: @unchecked Sendable {
     private func loop() {
         var due: [LeaseID: UInt64] = [:]
         while running.value {
-            let now = uptimeMillis()
+            let now = monotonicMillis()
             let current = held.value
             due = due.filter { current[$0.key] != nil }
             for (id, h) in current where due[id] == nil { due[id] = now + max(1, h.ttlMillis / 3) }
@@ -76,7 +73,7 @@ public final class LeaseKeeper: @unchecked Sendable {
                 guard running.value else { return }
                 do {
                     try client.keepAlive(id)
-                    due[id] = uptimeMillis() + max(1, h.ttlMillis / 3)
+                    due[id] = monotonicMillis() + max(1, h.ttlMillis / 3)
                 } catch .rejected(.leaseNotFound) {
                     log.warning("\(id) has ended in the name service before its holder let it go")
                     held.withLock { $0[id] = nil }
@@ -85,10 +82,10 @@ public final class LeaseKeeper: @unchecked Sendable {
                 } catch {
                     // No quorum or unreachable: keep trying, sooner than usual.
                     log.warning("cannot keep \(id) alive: \(error)")
-                    due[id] = uptimeMillis() + max(1, h.ttlMillis / 6)
+                    due[id] = monotonicMillis() + max(1, h.ttlMillis / 6)
                 }
             }
-            let next = due.values.min().map { $0 > uptimeMillis() ? Int($0 - uptimeMillis()) : 0 } ?? 60_000
+            let next = due.values.min().map { $0 > monotonicMillis() ? Int($0 - monotonicMillis()) : 0 } ?? 60_000
             _ = wake.wait(timeout: .now() + .milliseconds(min(next, 60_000)))
         }
     }
@@ -167,5 +164,3 @@ public final class NodeRegistration: @unchecked Sendable {
         if let lease = current.value { try? quick.revokeLease(lease) }
     }
 }
-
-private func uptimeMillis() -> UInt64 { DispatchTime.now().uptimeNanoseconds / 1_000_000 }

@@ -102,8 +102,7 @@ struct Run: ParsableCommand {
         valueName: "SPEC"))
     var names: String?
 
-    @Option(name: .long, help: "Lease TTL of each process in the name service, in milliseconds.")
-    var leaseTtlMs: UInt64 = 5000
+    @OptionGroup var lease: LeaseOptions
 
     @OptionGroup var memory: MemoryOptions
 
@@ -119,9 +118,6 @@ struct Run: ParsableCommand {
             throw ValidationError("no program given: try `plexus run -n \(processes) ./my-program`")
         }
         guard grace >= 0 else { throw ValidationError("--grace must be >= 0") }
-        guard (100...600_000).contains(leaseTtlMs) else {
-            throw ValidationError("--lease-ttl-ms must be between 100 and 600000 (got \(leaseTtlMs))")
-        }
     }
 
     func run() throws {
@@ -139,7 +135,7 @@ struct Run: ParsableCommand {
         if let list = names ?? ProcessInfo.processInfo.environment["PLEXUS_NAMES"], !list.isEmpty {
             spec.names = list.split(separator: ",").map(String.init)
         }
-        spec.leaseTTLMillis = leaseTtlMs
+        spec.leaseTTLMillis = lease.leaseTtlMs
         let result = try runJob(spec, logger: logger)
         try memory.writeStatistics(result)
         if result.status != 0 { throw ExitCode(result.status) }
@@ -162,6 +158,19 @@ extension LaunchError {
         if case .badSize = self { return true }
         if case .program = self { return true }
         return false
+    }
+}
+
+/// `--lease-ttl-ms` of `plexus run` (each job process's lease) and `plexus node`
+/// (the node's registration).
+struct LeaseOptions: ParsableArguments {
+    @Option(name: .long, help: "Lease TTL in the name service, in milliseconds: how soon after this program dies its names go and its processes are marked lost.")
+    var leaseTtlMs: UInt64 = 5000
+
+    func validate() throws {
+        guard (100...600_000).contains(leaseTtlMs) else {
+            throw ValidationError("--lease-ttl-ms must be between 100 and 600000 (got \(leaseTtlMs))")
+        }
     }
 }
 
@@ -198,8 +207,7 @@ struct Node: ParsableCommand {
         valueName: "SPEC"))
     var names: String?
 
-    @Option(name: .long, help: "Lease TTL of this node's registration, in milliseconds.")
-    var leaseTtlMs: UInt64 = 5000
+    @OptionGroup var lease: LeaseOptions
 
     @Flag(name: .long, help: "Do not register this node under /nodes (e.g. a host that only runs a replica).")
     var noRegister = false
@@ -207,12 +215,6 @@ struct Node: ParsableCommand {
     @OptionGroup(title: "Name-service replica") var replica: ReplicaOptions
 
     @OptionGroup var common: CommonOptions
-
-    func validate() throws {
-        guard (100...600_000).contains(leaseTtlMs) else {
-            throw ValidationError("--lease-ttl-ms must be between 100 and 600000 (got \(leaseTtlMs))")
-        }
-    }
 
     func run() throws {
         let logger = try common.makeLogger("plexus.node")
@@ -252,7 +254,7 @@ struct Node: ParsableCommand {
         var registration: NodeRegistration?
         if !daemon.names.isEmpty && !noRegister {
             do {
-                registration = try NodeRegistration(names: service, address: daemon.advertised, ttlMillis: leaseTtlMs, logger: logger)
+                registration = try NodeRegistration(names: service, address: daemon.advertised, ttlMillis: lease.leaseTtlMs, logger: logger)
             } catch {
                 writeAll(2, "plexus node: --names: \(error)\n")
                 names?.stop()
