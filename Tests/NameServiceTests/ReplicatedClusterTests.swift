@@ -209,17 +209,25 @@ import TestSupport
         var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: wal2)))
         bytes[bytes.count - 2] ^= 0xFF
         try Data(bytes).write(to: URL(fileURLWithPath: wal2))
-        let sizeBefore2 = bytes.count
 
         for r in 1...3 { try cluster.start(r) }
         try eventually(10, "the replicas report the discarded tails") {
             cluster.stderr(1).contains("discarded 10 bytes") && cluster.stderr(2).contains("discarded")
         }
         #expect(cluster.stderr(2).contains("checksum mismatch"), "\(cluster.stderr(2))")
-        let size2 = (try FileManager.default.attributesOfItem(atPath: wal2)[.size] as? Int) ?? 0
-        #expect(size2 < sizeBefore2)
         try cluster.waitForLeader()
         let again = try cluster.client()
+        for i in 0..<10 { #expect(try again.get("/torn/n\(i)").value == Array("v\(i)".utf8)) }
+        // The bad tails were cut on disk, not only skipped in memory: records the
+        // replicas appended since then (votes, terms, entries) follow the cut, so a
+        // second restart reads both logs to the end and discards nothing. (Comparing
+        // file sizes would race with those appends.)
+        for r in 1...2 {
+            cluster.kill(r)
+            try cluster.start(r)
+            #expect(!cluster.stderr(r).contains("discarded"), "replica \(r) after a clean restart: \(cluster.stderr(r))")
+        }
+        try cluster.waitForLeader()
         for i in 0..<10 { #expect(try again.get("/torn/n\(i)").value == Array("v\(i)".utf8)) }
     }
 
