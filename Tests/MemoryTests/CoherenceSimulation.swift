@@ -13,6 +13,10 @@ import Transport
 ///
 /// Every step checks the memory model; the run ends with a healing phase that
 /// delivers everything and demands that every fault completed.
+///
+/// `run()` picks each step at random from the seed. `ExhaustiveExploration`
+/// instead drives `availableActions()` / `step(_:)` itself and visits
+/// every reachable state of a small scripted job.
 struct CoherenceSimulation {
     struct Failure: Error, CustomStringConvertible {
         var seed: UInt64
@@ -29,9 +33,23 @@ struct CoherenceSimulation {
         var pageCount: Int
         var operations: Int
         var threadsPerRank = 2
+        /// If set, rank r performs exactly `scripts[r]`, in order (each start
+        /// takes the next operation), instead of random operations; then
+        /// `operations` is ignored.
+        var scripts: [[Operation]]? = nil
+        /// If set, makes the cores instead of the registry (tests of the
+        /// checkers use deliberately broken protocols).
+        var makeCore: (@Sendable (CoherenceConfiguration) -> any CoherenceProtocol)? = nil
         /// Steps allowed after the last operation started, before the run
         /// counts as livelocked.
         var stepBudget = 100_000
+    }
+
+    struct Operation: Sendable {
+        var page: Int
+        var isWrite: Bool
+        static func read(_ page: Int) -> Operation { Operation(page: page, isWrite: false) }
+        static func write(_ page: Int) -> Operation { Operation(page: page, isWrite: true) }
     }
 
     private enum ThreadState { case faulted, reported, runnable }
@@ -43,7 +61,7 @@ struct CoherenceSimulation {
         var state: ThreadState
     }
 
-    private enum Action {
+    enum Action {
         case start(rank: Int)
         case deliver(from: Int, to: Int)
         case report(thread: Int)
@@ -64,6 +82,8 @@ struct CoherenceSimulation {
     private var channels: [[[[UInt8]]]]
     private var threads: [AppThread] = []
     private var operationsLeft: Int
+    /// With scripts: the next operation of each rank.
+    private var scriptPosition: [Int]
     /// The value of the last completed write of each page (0 = initial zeros).
     private var lastWrite: [UInt64]
     private var nextValue: UInt64 = 1
@@ -82,24 +102,27 @@ struct CoherenceSimulation {
         rng = SplitMix64(seed: seed)
         let n = parameters.rankCount, pages = parameters.pageCount
         cores = try (0..<n).map { rank in
-            try ProtocolRegistry.make(parameters.protocolName, configuration: CoherenceConfiguration(
-                rank: rank, rankCount: n, pageCount: pages, pageSize: CoherenceSimulation.pageSize))
+            let configuration = CoherenceConfiguration(rank: rank, rankCount: n, pageCount: pages, pageSize: CoherenceSimulation.pageSize)
+            if let make = parameters.makeCore { return make(configuration) }
+            return try ProtocolRegistry.make(parameters.protocolName, configuration: configuration)
         }
         model = type(of: cores[0]).model
         contents = Array(repeating: Array(repeating: Array(repeating: 0, count: CoherenceSimulation.pageSize), count: pages), count: n)
         protection = Array(repeating: Array(repeating: .none, count: pages), count: n)
         channels = Array(repeating: Array(repeating: [], count: n), count: n)
-        operationsLeft = parameters.operations
+        operationsLeft = parameters.scripts.map { $0.reduce(0) { $0 + $1.count } } ?? parameters.operations
+        scriptPosition = Array(repeating: 0, count: n)
+        if let scripts = parameters.scripts {
+            precondition(scripts.count == n, "one script per rank")
+            precondition(scripts.joined().allSatisfy { (0..<pages).contains($0.page) }, "a script names a page outside 0..<\(pages)")
+        }
         lastWrite = Array(repeating: 0, count: pages)
         recorded = Array(repeating: MemoryStatistics(), count: n)
     }
 
     /// Runs the whole schedule; throws the first violation.
     mutating func run() throws(Failure) {
-        for rank in cores.indices {
-            apply(cores[rank].start(), at: rank)
-        }
-        try check()
+        try begin()
         var steps = 0
         while true {
             let actions = availableActions()
@@ -108,20 +131,30 @@ struct CoherenceSimulation {
                 steps += 1
                 if steps > parameters.stepBudget { throw fail("no progress after \(steps) healing steps: livelock") }
             }
-            try perform(actions[Int.random(in: 0..<actions.count, using: &rng)])
-            try check()
+            try step(actions[Int.random(in: 0..<actions.count, using: &rng)])
         }
         try checkHealed()
     }
 
     // MARK: Steps
 
-    private func availableActions() -> [Action] {
+    /// Performs the cores' start effects; call once, before any action.
+    mutating func begin() throws(Failure) {
+        for rank in cores.indices {
+            apply(cores[rank].start(), at: rank)
+        }
+        try check()
+    }
+
+    /// Everything that could happen next, the same list on every call for
+    /// the same state.
+    func availableActions() -> [Action] {
         var actions: [Action] = []
         if operationsLeft > 0 {
             var running = Array(repeating: 0, count: cores.count)
             for thread in threads { running[thread.rank] += 1 }
             for rank in cores.indices where running[rank] < parameters.threadsPerRank {
+                if let scripts = parameters.scripts, scriptPosition[rank] >= scripts[rank].count { continue }
                 actions.append(.start(rank: rank))
             }
         }
@@ -140,12 +173,24 @@ struct CoherenceSimulation {
         return actions
     }
 
+    /// Performs one action and checks the memory model afterwards.
+    mutating func step(_ action: Action) throws(Failure) {
+        try perform(action)
+        try check()
+    }
+
     private mutating func perform(_ action: Action) throws(Failure) {
         switch action {
         case let .start(rank):
             operationsLeft -= 1
-            let thread = AppThread(rank: rank, page: Int.random(in: 0..<parameters.pageCount, using: &rng),
-                                   isWrite: Bool.random(using: &rng), state: .runnable)
+            let operation: Operation
+            if let scripts = parameters.scripts {
+                operation = scripts[rank][scriptPosition[rank]]
+                scriptPosition[rank] += 1
+            } else {
+                operation = Operation(page: Int.random(in: 0..<parameters.pageCount, using: &rng), isWrite: Bool.random(using: &rng))
+            }
+            let thread = AppThread(rank: rank, page: operation.page, isWrite: operation.isWrite, state: .runnable)
             note("rank \(rank) starts \(thread.isWrite ? "write" : "read") of page \(thread.page)")
             threads.append(thread)
             try execute(thread: threads.count - 1)
@@ -250,7 +295,9 @@ struct CoherenceSimulation {
         }
     }
 
-    private func checkHealed() throws(Failure) {
+    /// At a state with no action left: every operation completed and every
+    /// core is quiescent.
+    func checkHealed() throws(Failure) {
         if let stuck = threads.first {
             throw fail("rank \(stuck.rank) \(stuck.isWrite ? "write" : "read") fault on page \(stuck.page) never completed")
         }
@@ -258,9 +305,40 @@ struct CoherenceSimulation {
             if !cores[rank].isQuiescent { throw fail("rank \(rank) still has protocol work in progress after all messages were delivered") }
             if recorded[rank] != cores[rank].statistics { throw fail("rank \(rank) recorded statistics differ from its counters") }
         }
-        if completedReads + completedWrites != parameters.operations {
-            throw fail("\(completedReads + completedWrites) of \(parameters.operations) operations completed")
+        let operations = parameters.scripts.map { $0.reduce(0) { $0 + $1.count } } ?? parameters.operations
+        if completedReads + completedWrites != operations {
+            throw fail("\(completedReads + completedWrites) of \(operations) operations completed")
         }
+    }
+
+    /// A hash of everything that decides what can happen next and what the
+    /// checks see: the cores' state (by reflection, so a protocol needs no
+    /// extra code), memory, protections, channels, threads and scripts.
+    /// Counters are left out (statistics, high-water marks): they only grow,
+    /// so with them a schedule that ping-pongs a page would never revisit a
+    /// state and the state graph would be infinite.
+    var fingerprint: Int {
+        var h = Hasher()
+        for core in cores {
+            for child in Mirror(reflecting: core).children where !(child.value is MemoryStatistics) && child.label != "maxQueueDepth" {
+                h.combine(child.label)
+                h.combine(String(reflecting: child.value))
+            }
+        }
+        h.combine(contents)
+        for row in protection { for access in row { h.combine(access.rawValue) } }
+        h.combine(channels)
+        for t in threads {
+            h.combine(t.rank)
+            h.combine(t.page)
+            h.combine(t.isWrite)
+            h.combine(t.state == .faulted ? 0 : t.state == .reported ? 1 : 2)
+        }
+        h.combine(scriptPosition)
+        h.combine(operationsLeft)
+        h.combine(lastWrite)
+        h.combine(nextValue)
+        return h.finalize()
     }
 
     // MARK: Helpers
@@ -278,7 +356,7 @@ struct CoherenceSimulation {
         if keepTrace { trace.append(line()) }
     }
 
-    private func fail(_ message: String) -> Failure {
+    func fail(_ message: String) -> Failure {
         Failure(seed: seed, message: message, trace: trace)
     }
 }
