@@ -396,17 +396,23 @@ public final class Launcher: @unchecked Sendable {
 }
 
 /// Keeps the name service's process table in step with a job: each process
-/// gets a global PID bound to a lease of its own, is marked running once it
-/// registered its address, exited with its status. The launcher keeps the
-/// leases alive while it supervises the job: if it (or a process's node)
-/// dies, the leases end and the service marks those processes `lost`.
+/// gets a global PID, is marked running once it started, reachable once it
+/// registered its address, exited with its status or lost.
+///
+/// All the job's processes are bound to one lease, which the launcher keeps
+/// alive while it supervises the job: one keep-alive per TTL/3 whatever the
+/// job's size. If the launcher dies, the lease ends and the service marks
+/// every process of the job that had not ended `lost`. A process the launcher
+/// sees end is marked exited or lost directly, at once.
+///
 /// Updates run on one serial queue so that a slow or unavailable service
 /// never stalls the launcher's event loop; a failed update is logged, not fatal.
 final class ProcessRegistry: Sendable {
     let client: any NameServiceBackend
     let keeper: LeaseKeeper
     let ttlMillis: UInt64
-    private let leases = Locked<[UInt64: LeaseID]>([:])
+    /// The job's lease, granted with the first PID.
+    private let lease = Locked<LeaseID?>(nil)
     private let queue = DispatchQueue(label: "plexus-launcher-names")
 
     /// `names`: a name-service spec (see `NameServiceSpec`).
@@ -417,13 +423,17 @@ final class ProcessRegistry: Sendable {
         self.ttlMillis = ttlMillis
     }
 
-    /// A fresh global PID for a process about to start on `node`, bound to a new lease.
+    /// A fresh global PID for a process about to start on `node`, bound to the job's lease.
     func allocate(node: String) throws(NameServiceError) -> UInt64 {
-        let lease = try client.grantLease(ttlMillis: ttlMillis)
-        let pid = try client.allocatePID(node: node, address: "", parent: nil, lease: lease)
-        leases.withLock { $0[pid.rawValue] = lease }
-        keeper.hold(lease, ttlMillis: ttlMillis)
-        return pid.rawValue
+        let jobLease: LeaseID
+        if let held = lease.value {
+            jobLease = held
+        } else {
+            jobLease = try client.grantLease(ttlMillis: ttlMillis)
+            lease.withLock { $0 = jobLease }
+            keeper.hold(jobLease, ttlMillis: ttlMillis)
+        }
+        return try client.allocatePID(node: node, address: "", parent: nil, lease: jobLease).rawValue
     }
 
     /// The process started: it is running, whether or not it uses the runtime.
@@ -445,39 +455,42 @@ final class ProcessRegistry: Sendable {
     }
 
     func exited(pid: UInt64, status: Int32) {
-        queue.async { [client, self] in
+        queue.async { [client] in
             do { try client.reportExit(pid: pid, status: status) } catch {
                 writeAll(2, "plexus: could not record the exit of pid \(pid) in the name service: \(error)\n")
             }
-            endLease(of: pid)
         }
     }
 
-    /// The process is gone without an exit status (its node was lost): ending
-    /// its lease now marks it `lost` at once instead of after the TTL.
+    /// The process is gone without an exit status (its node was lost).
     func lost(pid: UInt64) {
-        queue.async { [self] in endLease(of: pid) }
-    }
-
-    private func endLease(of pid: UInt64) {
-        guard let lease = leases.withLock({ $0.removeValue(forKey: pid) }) else { return }
-        keeper.release(lease)
-        do { try client.revokeLease(lease) } catch {
-            writeAll(2, "plexus: could not end the lease of pid \(pid) (it ends by itself within \(ttlMillis) ms): \(error)\n")
+        queue.async { [client] in
+            do throws(NameServiceError) {
+                _ = try client.setProcessState(GlobalPID(pid), to: .lost)
+            } catch {
+                if case .rejected(.invalidTransition) = error { return } // it had ended already
+                writeAll(2, "plexus: could not mark pid \(pid) lost in the name service (it will be when the job's "
+                         + "lease is ended or expires): \(error)\n")
+            }
         }
     }
 
-    /// The job never started: end every lease now.
+    /// The job never started: end the lease now, which marks every process
+    /// allocated so far lost.
     func abandon() {
-        for pid in leases.value.keys.sorted() { lost(pid: pid) }
         finish()
     }
 
     /// Waits for queued updates, so `plexus ps` right after the job shows its
-    /// end, then stops keeping leases alive (any left end after the TTL).
+    /// end, then ends the job's lease: a process whose end the launcher did
+    /// not see is marked lost now, not after the TTL.
     func finish() {
         queue.sync {}
         keeper.stop()
+        guard let jobLease = lease.withLock({ let l = $0; $0 = nil; return l }) else { return }
+        do { try client.revokeLease(jobLease) } catch {
+            writeAll(2, "plexus: could not end the job's lease \(jobLease) (it ends by itself within \(ttlMillis) ms): \(error)\n")
+        }
     }
 }
 

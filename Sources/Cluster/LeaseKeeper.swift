@@ -9,10 +9,10 @@ import Transport
 /// be lost before the lease ends.
 ///
 /// Node daemons hold one lease each (their ephemeral `/nodes/...` name is
-/// bound to it); the launcher holds one per job process (the process's row
-/// in the table is bound to it). When the holder dies, keep-alives stop, the
-/// lease ends, its names go and its processes are marked `lost` — the
-/// service's leader decides, and watchers see it.
+/// bound to it); the launcher holds one per job (every process row of the job
+/// is bound to it). When the holder dies, keep-alives stop, the lease ends,
+/// its names go and its processes are marked `lost` — the service's leader
+/// decides, and watchers see it.
 ///
 /// A lease the service says has already ended (the holder was cut off longer
 /// than the TTL) is reported once through `onEnded` and dropped; the holder

@@ -114,6 +114,8 @@ import TestSupport
             mine = try client.processes()
             return mine.count == 2 && mine.allSatisfy { $0.state == .running && $0.lease != nil }
         }
+        // One lease for the whole job: one keep-alive stream whatever its size.
+        #expect(Set(mine.compactMap(\.lease)).count == 1, "\(mine)")
         run.kill()
         _ = try run.wait(timeout: 10)
         try eventually(10, "the job's processes are marked lost") {
@@ -125,6 +127,37 @@ import TestSupport
             #expect(events.contains { if case .processChanged(let q) = $0.kind { q.pid == p.pid && q.state == .lost } else { false } },
                     "no 'lost' event for \(p.pid)")
         }
+        try eventually(10, "no process of the job is left") { processes(containing: marker).isEmpty }
+    }
+
+    /// A lost node's process is marked lost by the launcher at once, not when
+    /// the job's lease would expire (a minute here), and the job's lease ends
+    /// with the job.
+    @Test func aLostNodesProcessIsMarkedLostAtOnce() throws {
+        let cluster = try NameCluster(size: 3)
+        try cluster.waitForLeader()
+        let client = try cluster.client()
+        let marker = uniqueMarker()
+        let nodes = try (0..<2).map { _ in try Child(try product("plexus"), ["node", "--listen", "127.0.0.1:0"]) }
+        let addresses = try nodes.map { String(try $0.waitForLine(containing: "listening on").split(separator: " ").last!) }
+        let job = try Child(try product("plexus"), [
+            "run", "-n", "2", "--nodes", addresses.joined(separator: ","), "--names", cluster.addresses.joined(separator: ","),
+            "--lease-ttl-ms", "60000", "sh", "-c", "echo ready; exec sleep 60", marker,
+        ])
+        for _ in 0..<2 { _ = try job.waitForLine(containing: "ready") }
+        let rows = try client.processes()
+        let onFirst = try #require(rows.first { $0.node == addresses[0] }, "\(rows)")
+        let lease = try #require(onFirst.lease)
+        nodes[0].kill()
+        #expect(try job.wait(timeout: 10) != 0)
+        try eventually(10, "the lost node's process is marked lost") {
+            try client.process(onFirst.pid).state == .lost
+        }
+        // The other process was stopped by the launcher: it ended too, and so did the lease.
+        try eventually(10, "every process of the job ended") { try client.processes().allSatisfy { $0.state.isTerminal } }
+        let events = try Self.events(client, from: 1, prefix: nil)
+        #expect(events.contains { if case .leaseEnded(lease, expired: false) = $0.kind { true } else { false } }, "\(events)")
+        nodes[1].kill()
         try eventually(10, "no process of the job is left") { processes(containing: marker).isEmpty }
     }
 
