@@ -221,6 +221,7 @@ struct CoherenceSimulation {
         let thread = threads[index]
         guard protection[thread.rank][thread.page].allows(write: thread.isWrite) else {
             threads[index].state = .faulted
+            note("rank \(thread.rank) \(thread.isWrite ? "write" : "read") of page \(thread.page) faults")
             return
         }
         if thread.isWrite {

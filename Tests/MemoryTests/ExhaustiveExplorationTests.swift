@@ -1,6 +1,10 @@
 import Memory
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Every reachable state of small scripted jobs, not a sample of them: every
 /// order of message deliveries (FIFO per pair of ranks, any order across
 /// pairs), of fault reports to the engine and of woken threads re-running.
@@ -21,6 +25,8 @@ struct ExhaustiveExploration {
         var states = 0
         var terminalStates = 0
         var transitions = 0
+        /// Some schedule runs forever: a state can recur (counters aside).
+        var hasCycle = false
     }
 
     struct LimitExceeded: Error, CustomStringConvertible {
@@ -92,7 +98,47 @@ struct ExhaustiveExploration {
         if let trapped = seen.first(where: { !canFinish.contains($0) }) {
             throw try replay(parameters, path(to: trapped), then: "no schedule from here completes every operation (livelock or deadlock)")
         }
+
+        // A cycle: peel states with no incoming edge left (Kahn); what stays is on or behind a cycle.
+        var incoming: [Int: Int] = [:]
+        for tos in successors.values { for to in tos { incoming[to, default: 0] += 1 } }
+        var free = seen.filter { incoming[$0, default: 0] == 0 }
+        var peeled = 0
+        while let state = free.popFirst() {
+            peeled += 1
+            for to in successors[state] ?? [] {
+                incoming[to]! -= 1
+                if incoming[to] == 0 { free.insert(to) }
+            }
+        }
+        outcome.hasCycle = peeled < seen.count
         return outcome
+    }
+
+    /// A schedule that returns to a state it passed (a run that can go on
+    /// forever): the trace up to that state, then the trace of the loop.
+    /// Nil if the state graph has no cycle.
+    static func findCycle(_ parameters: CoherenceSimulation.Parameters) throws -> (prefix: [String], loop: [String])? {
+        var initial = try CoherenceSimulation(seed: 0, parameters: parameters, keepTrace: true)
+        try initial.begin()
+        var finished: Set<Int> = []
+        /// States on the current path, with the length of the trace on entry.
+        var onPath: [Int: Int] = [:]
+        func search(_ state: CoherenceSimulation) throws -> (prefix: [String], loop: [String])? {
+            let id = state.fingerprint
+            onPath[id] = state.trace.count
+            for action in state.availableActions() {
+                var next = state
+                try next.step(action)
+                let f = next.fingerprint
+                if let start = onPath[f] { return (Array(next.trace[..<start]), Array(next.trace[start...])) }
+                if !finished.contains(f), let found = try search(next) { return found }
+            }
+            onPath[id] = nil
+            finished.insert(id)
+            return nil
+        }
+        return try search(initial)
     }
 
     /// Re-runs `actions` (indices into `availableActions()`) with the trace
@@ -134,6 +180,32 @@ struct ExhaustiveExploration {
         // ways to finish (different final owners and copysets).
         #expect(outcome.states > 50, "\(name): only \(outcome.states) states")
         #expect(outcome.terminalStates > 1, "\(name): \(outcome.terminalStates) terminal states")
+    }
+
+    /// Ivy has no minimum time a page stays put (Mirage added one, the Δ
+    /// window): two writers can hand one page back and forth forever, each
+    /// woken thread losing the page before it re-runs. The exploration shows
+    /// such a cycle exists and (above) that completion stays reachable from
+    /// every state of it, so a scheduler that lets a woken thread run leaves
+    /// it. Papers/sc-exhaustive.md has the schedule. If a holding window is
+    /// ever added, this test should fail: update it and the paper.
+    @Test func twoWritersCanPingPongAPageForever() throws {
+        var parameters = CoherenceSimulation.Parameters(protocolName: "sc", rankCount: 2, pageCount: 1, operations: 0)
+        parameters.threadsPerRank = 1
+        parameters.scripts = [[.write(0)], [.write(0)]]
+        let outcome = try ExhaustiveExploration.explore(parameters, stateLimit: 100_000)
+        #expect(outcome.hasCycle)
+        let cycle = try #require(try ExhaustiveExploration.findCycle(parameters))
+        // The page goes to rank 1 and back to rank 0 within the loop.
+        #expect(cycle.loop.contains { $0.hasPrefix("deliver 0 -> 1: writeGrant") }, "\(cycle)")
+        #expect(cycle.loop.contains { $0.hasPrefix("deliver 1 -> 0: writeGrant") }, "\(cycle)")
+        if getenv("PLEXUS_PRINT_CYCLE") != nil {
+            print((["prefix:"] + cycle.prefix + ["loop (back to the state after the prefix):"] + cycle.loop).joined(separator: "\n"))
+        }
+        // And one writer alone never loops.
+        parameters.scripts = [[.write(0)], []]
+        #expect(try !ExhaustiveExploration.explore(parameters, stateLimit: 100_000).hasCycle)
+        #expect(try ExhaustiveExploration.findCycle(parameters) == nil)
     }
 
     /// The explorer finds a bug that only some interleavings show: a writer
