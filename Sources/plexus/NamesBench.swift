@@ -195,25 +195,47 @@ func freeLoopbackPorts(_ count: Int) throws -> [UInt16] {
     return ports
 }
 
+/// Child processes of a benchmark, with their scratch directory; `stop`
+/// kills them all and removes the directory.
+final class LocalProcesses {
+    let data: String
+    private var processes: [Process] = []
+
+    init(prefix: String) {
+        data = NSTemporaryDirectory() + "\(prefix)-\(UInt32.random(in: 0...UInt32.max))"
+    }
+
+    /// Starts `path` with `arguments`, output discarded.
+    func start(_ path: String, _ arguments: [String]) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: path)
+        p.arguments = arguments
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        processes.append(p)
+    }
+
+    func stop() {
+        for p in processes where p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        for p in processes { p.waitUntilExit() }
+        processes = []
+        try? FileManager.default.removeItem(atPath: data)
+    }
+}
+
 /// `count` replicas as child `plexus node` processes, killed by `stop`.
 final class LocalReplicas {
     let addresses: [String]
-    private var processes: [Process] = []
-    private let data = NSTemporaryDirectory() + "plexus-bench-\(UInt32.random(in: 0...UInt32.max))"
+    private let children = LocalProcesses(prefix: "plexus-bench")
 
     init(count: Int) throws {
         addresses = try freeLoopbackPorts(count).map { "127.0.0.1:\($0)" }
         let list = addresses.enumerated().map { "\($0.offset + 1)=\($0.element)" }.joined(separator: ",")
         do {
             for id in 1...count {
-                let p = Process()
-                p.executableURL = URL(fileURLWithPath: selfExecutable())
-                p.arguments = ["node", "--listen", "127.0.0.1:0", "--replica-id", "\(id)", "--replicas", list,
-                               "--data-dir", "\(data)/r\(id)"]
-                p.standardOutput = FileHandle.nullDevice
-                p.standardError = FileHandle.nullDevice
-                try p.run()
-                processes.append(p)
+                try children.start(selfExecutable(), ["node", "--listen", "127.0.0.1:0", "--replica-id", "\(id)", "--replicas", list,
+                                                      "--data-dir", "\(children.data)/r\(id)"])
             }
             let probe = try NameClient(replicas: addresses, options: NameClient.Options(timeoutMillis: 15_000))
             _ = try probe.allocatePID(node: "bench", address: "probe", parent: nil)
@@ -223,19 +245,13 @@ final class LocalReplicas {
         }
     }
 
-    func stop() {
-        for p in processes where p.isRunning { kill(p.processIdentifier, SIGKILL) }
-        for p in processes { p.waitUntilExit() }
-        processes = []
-        try? FileManager.default.removeItem(atPath: data)
-    }
+    func stop() { children.stop() }
 }
 
 /// A local etcd cluster of child processes, killed by `stop`.
 final class LocalEtcd {
     let endpoints: [String]
-    private var processes: [Process] = []
-    private let data = NSTemporaryDirectory() + "plexus-bench-etcd-\(UInt32.random(in: 0...UInt32.max))"
+    private let children = LocalProcesses(prefix: "plexus-bench-etcd")
 
     init(members: Int) throws {
         let ports = try freeLoopbackPorts(2 * members)
@@ -243,17 +259,12 @@ final class LocalEtcd {
         let cluster = (0..<members).map { "e\($0)=http://127.0.0.1:\(ports[2 * $0 + 1])" }.joined(separator: ",")
         do {
             for i in 0..<members {
-                let p = Process()
-                p.executableURL = URL(fileURLWithPath: "/usr/bin/etcd")
-                p.arguments = ["--name", "e\(i)", "--data-dir", "\(data)/e\(i)",
-                               "--listen-client-urls", "http://\(endpoints[i])", "--advertise-client-urls", "http://\(endpoints[i])",
-                               "--listen-peer-urls", "http://127.0.0.1:\(ports[2 * i + 1])",
-                               "--initial-advertise-peer-urls", "http://127.0.0.1:\(ports[2 * i + 1])",
-                               "--initial-cluster", cluster, "--initial-cluster-state", "new"]
-                p.standardOutput = FileHandle.nullDevice
-                p.standardError = FileHandle.nullDevice
-                try p.run()
-                processes.append(p)
+                try children.start("/usr/bin/etcd", [
+                    "--name", "e\(i)", "--data-dir", "\(children.data)/e\(i)",
+                    "--listen-client-urls", "http://\(endpoints[i])", "--advertise-client-urls", "http://\(endpoints[i])",
+                    "--listen-peer-urls", "http://127.0.0.1:\(ports[2 * i + 1])",
+                    "--initial-advertise-peer-urls", "http://127.0.0.1:\(ports[2 * i + 1])",
+                    "--initial-cluster", cluster, "--initial-cluster-state", "new"])
             }
             let probe = try EtcdNameClient(endpoints: endpoints, prefix: "/bench", timeoutMillis: 15_000)
             _ = try probe.allocatePID(node: "bench", address: "probe", parent: nil)
@@ -263,11 +274,5 @@ final class LocalEtcd {
         }
     }
 
-    func stop() {
-        for p in processes where p.isRunning { kill(p.processIdentifier, SIGKILL) }
-        for p in processes { p.waitUntilExit() }
-        processes = []
-        try? FileManager.default.removeItem(atPath: data)
-    }
+    func stop() { children.stop() }
 }
-
