@@ -43,6 +43,9 @@ struct CoherenceSimulation {
         /// Steps allowed after the last operation started, before the run
         /// counts as livelocked.
         var stepBudget = 100_000
+
+        /// Operations the run performs: the scripts' length, else `operations`.
+        var totalOperations: Int { scripts.map { $0.reduce(0) { $0 + $1.count } } ?? operations }
     }
 
     struct Operation: Sendable {
@@ -110,7 +113,7 @@ struct CoherenceSimulation {
         contents = Array(repeating: Array(repeating: Array(repeating: 0, count: CoherenceSimulation.pageSize), count: pages), count: n)
         protection = Array(repeating: Array(repeating: .none, count: pages), count: n)
         channels = Array(repeating: Array(repeating: [], count: n), count: n)
-        operationsLeft = parameters.scripts.map { $0.reduce(0) { $0 + $1.count } } ?? parameters.operations
+        operationsLeft = parameters.totalOperations
         scriptPosition = Array(repeating: 0, count: n)
         if let scripts = parameters.scripts {
             precondition(scripts.count == n, "one script per rank")
@@ -306,9 +309,8 @@ struct CoherenceSimulation {
             if !cores[rank].isQuiescent { throw fail("rank \(rank) still has protocol work in progress after all messages were delivered") }
             if recorded[rank] != cores[rank].statistics { throw fail("rank \(rank) recorded statistics differ from its counters") }
         }
-        let operations = parameters.scripts.map { $0.reduce(0) { $0 + $1.count } } ?? parameters.operations
-        if completedReads + completedWrites != operations {
-            throw fail("\(completedReads + completedWrites) of \(operations) operations completed")
+        if completedReads + completedWrites != parameters.totalOperations {
+            throw fail("\(completedReads + completedWrites) of \(parameters.totalOperations) operations completed")
         }
     }
 
