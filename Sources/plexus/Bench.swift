@@ -1,6 +1,7 @@
 import ArgumentParser
 import Cluster
 import Foundation
+import Logging
 import Plexus
 import Workloads
 
@@ -20,6 +21,10 @@ struct Bench: ParsableCommand {
             plain TCP connection between the same two processes (blocking reads,
             TCP_NODELAY), measured just before the row. The floor of the Jacobi row is the
             same loop run by one process on private memory; its speedup is floor/median.
+
+            Jacobi runs twice: in the same job at --page-size, then in a second job whose
+            coherence unit is one grid row (--jacobi-page-size), where a boundary row moves
+            as one page instead of several. --stats and --summary cover the first job.
 
             Examples:
               plexus bench
@@ -46,7 +51,12 @@ struct Bench: ParsableCommand {
     @Option(name: .long, help: "Jacobi runs (each: one sequential and one parallel).")
     var jacobiRuns: Int = 3
 
-    @Flag(name: .long, help: "Leave out the Jacobi row.")
+    @Option(name: .long, help: ArgumentHelp(
+        "Coherence unit of the second Jacobi row, run as a job of its own (default: one grid row, rounded up to a power of two; 0 for no second row).",
+        valueName: "bytes"))
+    var jacobiPageSize: Int?
+
+    @Flag(name: .long, help: "Leave out the Jacobi rows.")
     var skipJacobi = false
 
     @Option(name: .long, help: "Also write the rows as a JSON array to this file.")
@@ -66,29 +76,34 @@ struct Bench: ParsableCommand {
         if let size = parseSize(memory.sharedMemory), size / 2 < needed {
             throw ValidationError("--shared-memory \(memory.sharedMemory) is too small for these sizes: use at least \(2 * needed / (1 << 20) + 1)M")
         }
+        if let unit = jacobiPageSize, unit != 0 {
+            guard unit >= 4096, unit & (unit - 1) == 0 else {
+                throw ValidationError("--jacobi-page-size \(unit) must be 0 or a power of two of at least 4096")
+            }
+            if let size = parseSize(memory.sharedMemory), size % unit != 0 || size / 2 < 2 * jacobiSize * jacobiSize * 8 + 2 * unit + (1 << 20) {
+                throw ValidationError("--shared-memory \(memory.sharedMemory) cannot hold the Jacobi grids in pages of \(unit) bytes: use a multiple of \(unit) of at least \(2 * (2 * jacobiSize * jacobiSize * 8 + 2 * unit) / (1 << 20) + 3)M")
+            }
+        }
+    }
+
+    /// The coherence unit of the second Jacobi job, or nil for none: by
+    /// default the smallest power of two that holds one grid row.
+    var rowPageSize: Int? {
+        if skipJacobi { return nil }
+        var unit = jacobiPageSize ?? memory.pageSize
+        if jacobiPageSize == nil { while unit < jacobiSize * MemoryLayout<Double>.stride { unit *= 2 } }
+        return unit == 0 || unit == memory.pageSize ? nil : unit
     }
 
     func run() throws {
         let logger = try common.makeLogger("plexus.bench")
-        let out = NSTemporaryDirectory() + "/plexus-bench-\(getpid()).json"
-        defer { try? FileManager.default.removeItem(atPath: out) }
-        var args = ["bench", "_bench-worker", "--w-out", out, "--w-samples", "\(samples)", "--w-floor-samples", "\(floorSamples)",
-                    "--w-rounds", "\(rounds)", "--w-jacobi-size", "\(jacobiSize)", "--w-jacobi-iterations", "\(jacobiIterations)",
+        var args = ["--w-samples", "\(samples)", "--w-floor-samples", "\(floorSamples)", "--w-rounds", "\(rounds)",
+                    "--w-jacobi-size", "\(jacobiSize)", "--w-jacobi-iterations", "\(jacobiIterations)",
                     "--w-jacobi-runs", "\(jacobiRuns)"]
         if skipJacobi { args.append("--w-skip-jacobi") }
-        let spec = JobSpec(processes: 2, nodes: [], program: selfExecutable(), arguments: args,
-                           environment: try memory.environment())
-        writeAll(2, "plexus bench: 2 processes, protocol \(memory.protocol), page size \(memory.pageSize)\n")
-        let result = try runJob(spec, logger: logger)
-        try memory.writeStatistics(result)
-        if result.status != 0 {
-            for f in result.failures { writeAll(2, "plexus bench: \(f)\n") }
-            throw ExitCode(result.status)
-        }
-        let rows: [BenchmarkRow]
-        do { rows = try JSONDecoder().decode([BenchmarkRow].self, from: Data(contentsOf: URL(fileURLWithPath: out))) } catch {
-            writeAll(2, "plexus bench: the benchmark job wrote no results: \(error)\n")
-            throw ExitCode(1)
+        var rows = try runWorker(args, pageSize: memory.pageSize, logger: logger, statistics: true)
+        if let unit = rowPageSize {
+            rows += try runWorker(args + ["--w-jacobi-only"], pageSize: unit, logger: logger, statistics: false)
         }
         writeAll(1, Self.table(rows))
         if let json {
@@ -98,6 +113,28 @@ struct Bench: ParsableCommand {
                 writeAll(2, "plexus bench: cannot write \(json): \(error.localizedDescription)\n")
                 throw ExitCode(1)
             }
+        }
+    }
+
+    /// Runs one 2-process job of `_bench-worker` with coherence unit
+    /// `pageSize` and returns the rows rank 0 wrote.
+    private func runWorker(_ args: [String], pageSize: Int, logger: Logger, statistics: Bool) throws -> [BenchmarkRow] {
+        let out = NSTemporaryDirectory() + "/plexus-bench-\(getpid())-\(pageSize).json"
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        var environment = try memory.environment()
+        environment["PLEXUS_PAGE_SIZE"] = "\(pageSize)"
+        let spec = JobSpec(processes: 2, nodes: [], program: selfExecutable(),
+                           arguments: ["bench", "_bench-worker", "--w-out", out] + args, environment: environment)
+        writeAll(2, "plexus bench: 2 processes, protocol \(memory.protocol), page size \(pageSize)\n")
+        let result = try runJob(spec, logger: logger)
+        if statistics { try memory.writeStatistics(result) }
+        if result.status != 0 {
+            for f in result.failures { writeAll(2, "plexus bench: \(f)\n") }
+            throw ExitCode(result.status)
+        }
+        do { return try JSONDecoder().decode([BenchmarkRow].self, from: Data(contentsOf: URL(fileURLWithPath: out))) } catch {
+            writeAll(2, "plexus bench: the benchmark job wrote no results: \(error)\n")
+            throw ExitCode(1)
         }
     }
 
@@ -142,11 +179,39 @@ struct BenchWorker: ParsableCommand {
     @Option(name: .customLong("w-jacobi-iterations")) var jacobiIterations: Int
     @Option(name: .customLong("w-jacobi-runs")) var jacobiRuns: Int
     @Flag(name: .customLong("w-skip-jacobi")) var skipJacobi = false
+    @Flag(name: .customLong("w-jacobi-only")) var jacobiOnly = false
 
     func run() throws {
         let px = try Plexus.join()
         guard px.size == 2 else { throw ValidationError("_bench-worker runs in a job of exactly 2 processes") }
         func progress(_ s: String) { if px.rank == 0 { writeAll(2, "bench: \(s)\n") } }
+        var rows: [BenchmarkRow] = []
+        if !jacobiOnly { rows = try latencyRows(px, progress: progress) }
+        if !skipJacobi {
+            let n = jacobiSize
+            let j = try Jacobi.benchmark(px, n: n, iterations: jacobiIterations, runs: jacobiRuns, progress: progress)
+            if px.rank == 0 {
+                guard j.maxDifference == 0 else {
+                    writeAll(2, "bench: jacobi on shared memory differs from the sequential run by \(j.maxDifference)\n")
+                    throw ExitCode(1)
+                }
+                let kib = (px.pageSize ?? 0) / 1024
+                var row = BenchmarkRow(name: "jacobi \(n)x\(n), \(jacobiIterations) it, 2 proc, \(kib) KiB pages", unit: "ms",
+                                       samples: j.parallel.map { $0 * 1000 }, floor: Summary(j.sequential.map { $0 * 1000 }).median,
+                                       target: ">= 1.2")
+                row.speedup = row.floor / row.median
+                rows.append(row)
+            }
+        }
+        if px.rank == 0 {
+            let data = try JSONEncoder().encode(rows)
+            try data.write(to: URL(fileURLWithPath: out))
+        }
+        try px.finalize()
+    }
+
+    /// The latency rows (a collective: both ranks run it; rank 0 measures).
+    private func latencyRows(_ px: Plexus, progress: (String) -> Void) throws -> [BenchmarkRow] {
         let floor = try TCPFloor(px)
         func floorMedian(_ what: String) -> Double {
             progress("floor before \(what): \(floorSamples) TCP round trips")
@@ -183,26 +248,6 @@ struct BenchWorker: ParsableCommand {
         progress("barrier row: \(samples) barriers")
         rows.append(BenchmarkRow(name: "barrier, 2 processes", unit: "us",
                                  samples: try Microbenchmarks.barrier(px, samples: samples), floor: f, target: "<= 2"))
-
-        if !skipJacobi {
-            let n = jacobiSize
-            let j = try Jacobi.benchmark(px, n: n, iterations: jacobiIterations, runs: jacobiRuns, progress: progress)
-            if px.rank == 0 {
-                guard j.maxDifference == 0 else {
-                    writeAll(2, "bench: jacobi on shared memory differs from the sequential run by \(j.maxDifference)\n")
-                    throw ExitCode(1)
-                }
-                var row = BenchmarkRow(name: "jacobi \(n)x\(n), \(jacobiIterations) it, 2 proc", unit: "ms",
-                                       samples: j.parallel.map { $0 * 1000 }, floor: Summary(j.sequential.map { $0 * 1000 }).median,
-                                       target: ">= 1.2")
-                row.speedup = row.floor / row.median
-                rows.append(row)
-            }
-        }
-        if px.rank == 0 {
-            let data = try JSONEncoder().encode(rows)
-            try data.write(to: URL(fileURLWithPath: out))
-        }
-        try px.finalize()
+        return rows
     }
 }
