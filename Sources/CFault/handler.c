@@ -1,7 +1,7 @@
 // The SIGSEGV fault path. Everything reachable from cfault_handler is
 // async-signal-safe: C11 atomics on preallocated static memory and the raw
-// system calls write (doorbell), futex, clock_gettime, sched_yield and
-// sigaction. No allocation, no locks, no Swift.
+// system calls write (doorbell), futex, clock_gettime, gettid, sched_yield
+// and sigaction. No allocation, no locks, no Swift.
 //
 // Hand-off protocol, per slot of a fixed table:
 //
@@ -63,6 +63,11 @@ typedef struct slot {
     _Atomic uint64_t page;     // valid for the generation in `state`
     _Atomic uint32_t done;     // futex word: 0 while waiting, 1 once completed
     _Atomic uint32_t sleepers; // threads that may be in futex_wait on `done`
+    // Where the fault that claimed the slot came from (for statistics);
+    // written while CLAIMING, like `page`.
+    _Atomic uint64_t offset;
+    _Atomic uint64_t instruction;
+    _Atomic int32_t thread;
 } __attribute__((aligned(64))) slot;
 
 _Static_assert(sizeof(slot) == 64, "one slot per cache line");
@@ -113,9 +118,25 @@ static int join_pending(uint64_t page, bool is_write) {
     return -1;
 }
 
+/// Where a fault came from, for the engine's statistics.
+typedef struct origin {
+    uint64_t offset;
+    uint64_t instruction;
+} origin;
+
+// The calling thread's kernel id, cached: one system call per thread, not
+// per fault. Initial-exec TLS is a fixed offset from the thread pointer, so
+// reading it allocates nothing and is safe in a signal handler.
+static __thread int32_t cached_thread_id __attribute__((tls_model("initial-exec")));
+
+static int32_t thread_id(void) {
+    if (cached_thread_id == 0) cached_thread_id = (int32_t)syscall(SYS_gettid);
+    return cached_thread_id;
+}
+
 /// Claims a free slot for `page` and publishes it as pending. Returns the
 /// slot index, or -1 when the table is full.
-static int claim_free(uint64_t page, bool is_write) {
+static int claim_free(uint64_t page, bool is_write, origin from) {
     for (int i = 0; i < SLOT_COUNT; i++) {
         slot *s = &slots[i];
         uint64_t w = atomic_load_explicit(&s->state, memory_order_relaxed);
@@ -126,6 +147,9 @@ static int claim_free(uint64_t page, bool is_write) {
         // completion only act on PENDING or IN_SERVICE.
         atomic_store_explicit(&s->page, page, memory_order_relaxed);
         atomic_store_explicit(&s->done, 0, memory_order_relaxed);
+        atomic_store_explicit(&s->offset, from.offset, memory_order_relaxed);
+        atomic_store_explicit(&s->instruction, from.instruction, memory_order_relaxed);
+        atomic_store_explicit(&s->thread, thread_id(), memory_order_relaxed);
         uint64_t published = with_phase(claimed, PENDING) | (is_write ? WRITE_BIT : 0);
         atomic_store_explicit(&s->state, published, memory_order_release);
         count(&stat_faults);
@@ -177,11 +201,11 @@ static void leave(slot *s) {
     }
 }
 
-static void wait_for_page(uint64_t page, bool is_write) {
+static void wait_for_page(uint64_t page, bool is_write, origin from) {
     for (;;) {
         int i = join_pending(page, is_write);
         if (i < 0) {
-            i = claim_free(page, is_write);
+            i = claim_free(page, is_write, from);
             if (i >= 0) ring_doorbell();
         }
         if (i >= 0) {
@@ -228,8 +252,13 @@ static void cfault_handler(int signo, siginfo_t *info, void *context) {
         const ucontext_t *uc = context;
         // Page-fault error code bit 1: the access was a write.
         bool is_write = (uc->uc_mcontext.gregs[REG_ERR] & 2) != 0;
-        uint64_t page = (uint64_t)(address - base) >> atomic_load_explicit(&page_shift, memory_order_relaxed);
-        wait_for_page(page, is_write);
+        uint32_t shift = atomic_load_explicit(&page_shift, memory_order_relaxed);
+        uint64_t page = (uint64_t)(address - base) >> shift;
+        origin from = {
+            .offset = (uint64_t)(address - base) & ((1ull << shift) - 1),
+            .instruction = (uint64_t)uc->uc_mcontext.gregs[REG_RIP],
+        };
+        wait_for_page(page, is_write, from);
     }
     errno = saved_errno;
 }
@@ -291,7 +320,7 @@ void cfault_doorbell_drain(void) {
     (void)ignored;
 }
 
-bool cfault_next_fault(uint64_t *page_index, bool *is_write) {
+bool cfault_next_fault(cfault_fault *fault) {
     uint32_t start = atomic_load_explicit(&next_cursor, memory_order_relaxed);
     for (uint32_t k = 0; k < SLOT_COUNT; k++) {
         uint32_t i = (start + k) % SLOT_COUNT;
@@ -299,9 +328,16 @@ bool cfault_next_fault(uint64_t *page_index, bool *is_write) {
         uint64_t w = atomic_load_explicit(&s->state, memory_order_acquire);
         while (phase_of(w) == PENDING) {
             uint64_t page = atomic_load_explicit(&s->page, memory_order_relaxed);
+            uint64_t offset = atomic_load_explicit(&s->offset, memory_order_relaxed);
+            uint64_t instruction = atomic_load_explicit(&s->instruction, memory_order_relaxed);
+            int32_t thread = atomic_load_explicit(&s->thread, memory_order_relaxed);
+            // The CAS fails if the slot was recycled since these were read.
             if (atomic_compare_exchange_weak_explicit(&s->state, &w, with_phase(w, IN_SERVICE), memory_order_acq_rel, memory_order_acquire)) {
-                *page_index = page;
-                *is_write = (w & WRITE_BIT) != 0;
+                fault->page_index = page;
+                fault->offset = offset;
+                fault->instruction = instruction;
+                fault->thread = thread;
+                fault->is_write = (w & WRITE_BIT) != 0;
                 // Resume after this slot so one busy page cannot starve others.
                 atomic_store_explicit(&next_cursor, (i + 1) % SLOT_COUNT, memory_order_relaxed);
                 return true;

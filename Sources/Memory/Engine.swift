@@ -17,8 +17,9 @@ public protocol MemoryLink: Sendable {
 /// must not call back into the engine.
 public protocol PageEventObserver: AnyObject, Sendable {
     func pageEvent(_ event: MemoryStatistic)
-    /// A fault on `page` was served after `nanoseconds` of waiting.
-    func faultServed(page: Int, isWrite: Bool, nanoseconds: UInt64)
+    /// A fault was served after `nanoseconds` of waiting (the first fault
+    /// taken on its page since the page was last completed).
+    func faultServed(_ fault: Fault, nanoseconds: UInt64)
 }
 
 /// What a process waits for, for the deadlock detector and traces. Every
@@ -63,7 +64,7 @@ public final class MemoryEngine: @unchecked Sendable {
     private let link: MemoryLink
     private let lock = NSLock()
     private var core: any CoherenceProtocol
-    private var faultStarted: [Int: (UInt64, Bool)] = [:]
+    private var faultStarted: [Int: (UInt64, Fault)] = [:]
     private var ready: [UInt64: [UInt8]] = [:]
     private let readyChanged = NSCondition()
     private var nextTicket: UInt64 = 0
@@ -164,7 +165,7 @@ public final class MemoryEngine: @unchecked Sendable {
 
     private func serve(_ f: Fault) {
         lock.lock()
-        if faultStarted[f.page] == nil { faultStarted[f.page] = (DispatchTime.now().uptimeNanoseconds, f.isWrite) }
+        if faultStarted[f.page] == nil { faultStarted[f.page] = (DispatchTime.now().uptimeNanoseconds, f) }
         perform(f.isWrite ? core.onWriteFault(page: f.page) : core.onReadFault(page: f.page))
         lock.unlock()
     }
@@ -215,10 +216,10 @@ public final class MemoryEngine: @unchecked Sendable {
                 }
             case .completeFaults(let page):
                 channel.complete(page: page)
-                if let (t0, w) = faultStarted.removeValue(forKey: page) {
+                if let (t0, fault) = faultStarted.removeValue(forKey: page) {
                     let dt = DispatchTime.now().uptimeNanoseconds &- t0
                     blockedNanos &+= dt
-                    for o in observers.pages { o.faultServed(page: page, isWrite: w, nanoseconds: dt) }
+                    for o in observers.pages { o.faultServed(fault, nanoseconds: dt) }
                 }
             case .syncReady(let ticket, let payload):
                 readyChanged.lock()

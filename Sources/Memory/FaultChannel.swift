@@ -9,9 +9,30 @@ import Glibc
 public struct Fault: Sendable, Equatable {
     public var page: Int
     public var isWrite: Bool
-    public init(page: Int, isWrite: Bool) {
+    /// Where the access that opened the request came from.
+    public var origin: FaultOrigin
+    public init(page: Int, isWrite: Bool, origin: FaultOrigin = FaultOrigin()) {
         self.page = page
         self.isWrite = isWrite
+        self.origin = origin
+    }
+}
+
+/// The access behind a fault, for statistics and the false-sharing report:
+/// only the thread that opened a request is described (threads that joined it
+/// are not), and only its first access to the page since the page was taken
+/// away, so an element missing from the faults may still be touched.
+public struct FaultOrigin: Sendable, Hashable {
+    /// Byte offset of the faulting address within its page.
+    public var offset: Int
+    /// Address of the faulting instruction in this process (0 if unknown).
+    public var instruction: UInt
+    /// Kernel thread id of the faulting thread (0 if unknown).
+    public var thread: Int32
+    public init(offset: Int = 0, instruction: UInt = 0, thread: Int32 = 0) {
+        self.offset = offset
+        self.instruction = instruction
+        self.thread = thread
     }
 }
 
@@ -57,10 +78,10 @@ public final class FaultChannel: Sendable {
 
     /// The next pending fault, now in service, or nil.
     public func nextFault() -> Fault? {
-        var page: UInt64 = 0
-        var isWrite = false
-        guard cfault_next_fault(&page, &isWrite) else { return nil }
-        return Fault(page: Int(page), isWrite: isWrite)
+        var f = cfault_fault()
+        guard cfault_next_fault(&f) else { return nil }
+        return Fault(page: Int(f.page_index), isWrite: f.is_write,
+                     origin: FaultOrigin(offset: Int(f.offset), instruction: UInt(f.instruction), thread: f.thread))
     }
 
     /// Wakes every thread waiting on `page`.

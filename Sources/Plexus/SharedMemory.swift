@@ -153,6 +153,16 @@ final class Heap: @unchecked Sendable {
         return start
     }
 
+    /// The element at byte `offset` of the region, "name[index]", or nil
+    /// outside every allocation this process knows of (another rank's
+    /// per-process allocations are known only to that rank).
+    func element(atOffset offset: Int) -> String? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard let a = allocations.last(where: { offset >= $0.offset && offset - $0.offset < $0.bytes }) else { return nil }
+        return "\(a.name)[\((offset - a.offset) / max(1, a.elementSize))]"
+    }
+
     /// A human name for a page: the allocations on it and the element range.
     func describe(page: Int, pageSize: Int) -> String {
         lock.lock()

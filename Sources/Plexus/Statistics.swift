@@ -1,23 +1,90 @@
 import Foundation
 import Memory
 
-/// Collects per-page counters and fault wait times from the engine.
+/// Collects per-page fault wait times and fault sites from the engine.
+///
+/// A fault site is where a fault that opened a request came from: its offset
+/// in the page, read or write, the faulting thread and instruction. The
+/// false-sharing report compares the sites of different ranks on one page.
+/// Bounded: at most `sitesPerPage` distinct sites per page and `maxSites` in
+/// all; faults beyond are only counted.
 final class PageStatsCollector: PageEventObserver, @unchecked Sendable {
+    struct Site: Hashable {
+        var origin: FaultOrigin
+        var isWrite: Bool
+    }
+
+    static let sitesPerPage = 16
+    static let maxSites = 1 << 16
+
     private let lock = NSLock()
-    private(set) var blocked: [Int: UInt64] = [:]
+    private var blocked: [Int: UInt64] = [:]
+    private var sites: [Int: [Site: Int]] = [:]
+    private var siteCount = 0
+    private var unrecorded: [Int: Int] = [:]
 
     func pageEvent(_ event: MemoryStatistic) {}
 
-    func faultServed(page: Int, isWrite: Bool, nanoseconds: UInt64) {
-        lock.lock()
-        blocked[page, default: 0] &+= nanoseconds
-        lock.unlock()
-    }
-
-    var blockedByPage: [Int: UInt64] {
+    func faultServed(_ fault: Fault, nanoseconds: UInt64) {
+        let site = Site(origin: fault.origin, isWrite: fault.isWrite)
         lock.lock()
         defer { lock.unlock() }
-        return blocked
+        blocked[fault.page, default: 0] &+= nanoseconds
+        if let n = sites[fault.page]?[site] {
+            sites[fault.page]![site] = n + 1
+        } else if siteCount < Self.maxSites, sites[fault.page, default: [:]].count < Self.sitesPerPage {
+            sites[fault.page, default: [:]][site] = 1
+            siteCount += 1
+        } else {
+            unrecorded[fault.page, default: 0] += 1
+        }
+    }
+
+    var snapshot: (blocked: [Int: UInt64], sites: [Int: [Site: Int]], unrecorded: [Int: Int]) {
+        lock.lock()
+        defer { lock.unlock() }
+        return (blocked, sites, unrecorded)
+    }
+}
+
+/// Names instruction addresses of this process as "file+0xoffset": the
+/// offset from the load address of the executable or library that holds the
+/// address, stable across runs (unlike the address, which ASLR moves), for
+/// `addr2line -f -C -e file 0xoffset`. Reads /proc/self/maps once.
+struct CodeLocator {
+    private struct Mapping {
+        var start: UInt, end: UInt, base: UInt, file: String
+    }
+    private var mappings: [Mapping] = []
+
+    init() {
+        guard let text = try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8) else { return }
+        var bases: [String: UInt] = [:]
+        var executable: [(UInt, UInt, String)] = []
+        // Each line: "start-end perms offset dev inode path"; lines that do
+        // not parse are skipped.
+        for line in text.split(separator: "\n") {
+            let f = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
+            guard f.count == 6 else { continue }
+            let path = f[5].trimmingCharacters(in: .whitespaces)
+            guard path.hasPrefix("/") else { continue }
+            let range = f[0].split(separator: "-")
+            guard range.count == 2, let start = UInt(range[0], radix: 16), let end = UInt(range[1], radix: 16),
+                  let offset = UInt(f[2], radix: 16) else { continue }
+            if offset == 0 { bases[path] = min(bases[path] ?? start, start) }
+            if f[1].contains("x") { executable.append((start, end, path)) }
+        }
+        mappings = executable.compactMap { start, end, path in
+            bases[path].map { Mapping(start: start, end: end, base: $0, file: path) }
+        }
+    }
+
+    func name(_ address: UInt) -> String {
+        guard address != 0 else { return "?" }
+        guard let m = mappings.first(where: { address >= $0.start && address < $0.end }), address >= m.base else {
+            return "0x" + String(address, radix: 16)
+        }
+        return m.file + "+0x" + String(address - m.base, radix: 16)
     }
 }
 
@@ -26,7 +93,8 @@ extension Plexus {
     public func statisticsJSON() -> [UInt8] {
         guard let m = memory, let h = heap else { return Array("{}".utf8) }
         let (s, blockedNanos) = m.statistics
-        let blocked = pageStats.blockedByPage
+        let (blocked, sites, unrecorded) = pageStats.snapshot
+        let locator = sites.isEmpty ? CodeLocator?.none : CodeLocator()
         func counters(_ p: PageStatistics) -> [String: Int] {
             ["readFaults": p.readFaults, "writeFaults": p.writeFaults, "pagesReceived": p.pagesReceived,
              "pagesSent": p.pagesSent, "invalidationsSent": p.invalidationsSent,
@@ -39,6 +107,17 @@ extension Plexus {
             d["address"] = "0x" + String(m.region.applicationBase + UInt(p * pageSize), radix: 16)
             d["name"] = h.describe(page: p, pageSize: pageSize)
             d["blockedMicros"] = Double(blocked[p] ?? 0) / 1000
+            if let here = sites[p] {
+                d["faultSites"] = here.sorted { ($0.value, $1.key.origin.offset) > ($1.value, $0.key.origin.offset) }.map { site, count -> [String: Any] in
+                    let o = site.origin
+                    let location = locator?.name(o.instruction) ?? "?"
+                    var e: [String: Any] = ["offset": o.offset, "access": site.isWrite ? "write" : "read",
+                                            "faults": count, "thread": Int(o.thread), "code": location]
+                    if let name = h.element(atOffset: p * pageSize + o.offset) { e["element"] = name }
+                    return e
+                }
+            }
+            if let n = unrecorded[p] { d["unrecordedFaults"] = n }
             return d
         }
         var totals: [String: Any] = counters(s.total)

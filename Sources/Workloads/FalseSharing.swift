@@ -37,14 +37,19 @@ public enum FalseSharing {
             let after = px.memory!.statistics.0.total
             let received = after.pagesReceived - before.pagesReceived
             let faults = (after.readFaults + after.writeFaults) - (before.readFaults + before.writeFaults)
-            // Sum the transfers over ranks so rank 0 can report the job's total.
-            var w = [UInt8](repeating: 0, count: 16)
+            // Sum the transfers over ranks so rank 0 can report the job's
+            // total; each rank also sends its own counter, so that no rank
+            // reads another's from shared memory (that would be true sharing,
+            // and the false-sharing report would say so).
+            var w = [UInt8](repeating: 0, count: 24)
             withUnsafeBytes(of: received) { w.replaceSubrange(0..<8, with: $0) }
             withUnsafeBytes(of: faults) { w.replaceSubrange(8..<16, with: $0) }
+            withUnsafeBytes(of: mine.pointee) { w.replaceSubrange(16..<24, with: $0) }
             let all = try px.allGather(w)
-            let totalReceived = all.reduce(0) { $0 + $1.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 0, as: Int.self) } }
-            let totalFaults = all.reduce(0) { $0 + $1.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8, as: Int.self) } }
-            let values = (0..<px.size).map { counters[$0 * stride] }
+            func field(_ offset: Int) -> [Int] { all.map { $0.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: Int.self) } } }
+            let totalReceived = field(0).reduce(0, +)
+            let totalFaults = field(8).reduce(0, +)
+            let values = field(16)
             results.append(Result(layout: layout, seconds: seconds, pagesReceived: totalReceived, faults: totalFaults, counters: values))
         }
         return results

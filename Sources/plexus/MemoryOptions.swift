@@ -64,23 +64,14 @@ struct MemoryOptions: ParsableArguments {
     static func summary(_ reports: [[String: Any]]) -> String {
         guard !reports.isEmpty else { return "plexus: no shared-memory statistics were reported\n" }
         var s = "shared memory: rank  read-faults  write-faults  pages-in  pages-out  inval-sent  blocked-ms\n"
-        var hot: [(String, Int)] = []
         for r in reports {
             let t = r["totals"] as? [String: Any] ?? [:]
             func i(_ k: String) -> Int { t[k] as? Int ?? 0 }
             s += String(format: "               %4d  %11d  %12d  %8d  %9d  %10d  %10.1f\n", r["rank"] as? Int ?? -1,
                         i("readFaults"), i("writeFaults"), i("pagesReceived"), i("pagesSent"), i("invalidationsSent"),
                         (t["blockedMicros"] as? Double ?? 0) / 1000)
-            for p in r["pages"] as? [[String: Any]] ?? [] {
-                hot.append((p["name"] as? String ?? "?", (p["pagesReceived"] as? Int ?? 0)))
-            }
         }
-        var byName: [String: Int] = [:]
-        for (n, c) in hot { byName[n, default: 0] += c }
-        let top = byName.sorted { $0.value > $1.value }.prefix(5).filter { $0.value > 0 }
-        if !top.isEmpty {
-            s += "most transferred pages: " + top.map { "\($0.key) (\($0.value))" }.joined(separator: ", ") + "\n"
-        }
+        s += FalseSharingReport.text(FalseSharingReport.pages(reports))
         return s
     }
 }

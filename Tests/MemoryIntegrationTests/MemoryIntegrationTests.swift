@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import Plexus
 import Testing
 import TestSupport
 
@@ -13,7 +14,7 @@ import TestSupport
 // tests (through locks and barriers) over all of them.
 
 /// The registered protocols, as `dsm-check protocols` lists them ("sc
-/// sequential"): the test target does not link the memory layer itself.
+/// sequential"): the program the jobs run is the one to ask.
 enum Registered {
     static func protocols() throws -> [(name: String, sequential: Bool)] {
         let c = try Child(try product("dsm-check"), ["protocols"])
@@ -178,12 +179,13 @@ extension MemoryFailureTests {
 @Suite(.serialized) struct StatisticsOutputTests {
     /// `--stats FILE` writes JSON with every process's totals and per-page
     /// entries named after allocations; `--summary` prints the table. The
-    /// false-sharing example's "counters" page ping-pongs between the ranks.
+    /// false-sharing example's "counters" page ping-pongs between the ranks,
+    /// and its fault sites show each rank on its own counter only.
     @Test(arguments: try Registered.all())
     func statsFileAndSummaryDescribeThePages(protocol: String) throws {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("plexus-stats-\(UInt32.random(in: 0...UInt32.max)).json")
         defer { try? FileManager.default.removeItem(at: file) }
-        let job = try runJob(ranks: 2, protocol: `protocol`, ["2000"], plexusOptions: ["--stats", file.path, "--summary"],
+        let job = try runJob(ranks: 2, protocol: `protocol`, ["200000"], plexusOptions: ["--stats", file.path, "--summary"],
                              program: "false-sharing")
         #expect(job.status == 0, "\(job.output)")
         let data = try Data(contentsOf: file)
@@ -212,7 +214,40 @@ extension MemoryFailureTests {
         #expect(counterTransfers > 0, "no transfer of the counters page recorded")
         #expect(paddedPages >= 2, "the padded counters' pages are missing")
         #expect(job.stderr.contains("shared memory: rank  read-faults"), "\(job.stderr)")
-        let hot = job.stderr.split(separator: "\n").first { $0.hasPrefix("most transferred pages: ") }
-        #expect(hot?.contains("counters[0...1] (") == true, "\(job.stderr)")
+
+        // Fault sites: rank r faults on counters[r] (byte 8r) only, writes
+        // among them, from a thread and an instruction of the example.
+        let report = FalseSharingReport.pages(processes, top: 10, minimumTransfers: 1)
+        let counters = try #require(report.first { $0.name == "counters[0...1]" }, "no report for the counters page: \(report)")
+        #expect(Set(counters.sites.map(\.rank)) == [0, 1], "\(counters.sites)")
+        for site in counters.sites {
+            #expect(site.element == "counters[\(site.rank)]" && site.offset == 8 * site.rank, "\(site)")
+            #expect(site.thread > 0 && site.code.contains("false-sharing+0x"), "\(site)")
+        }
+        for rank in 0..<2 {
+            #expect(counters.sites.contains { $0.rank == rank && $0.isWrite }, "rank \(rank) has no write fault: \(counters.sites)")
+        }
+        #expect(counters.verdict.kind == .falseSharing, "\(counters.verdict)")
+        // The summary shows pages that moved at least twice.
+        if counters.transfers >= 2 {
+            #expect(job.stderr.contains("page \(counters.page) (counters[0...1]): moved \(counters.transfers) times"), "\(job.stderr)")
+            #expect(job.stderr.contains("-> FALSE SHARING: each element here is faulted on by one rank only"), "\(job.stderr)")
+        }
+    }
+
+    /// Ranks that increment one counter under a lock share it for real: the
+    /// report says true sharing and names the counter.
+    @Test(arguments: try Registered.all())
+    func theReportTellsTrueSharingFromFalse(protocol: String) throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("plexus-stats-\(UInt32.random(in: 0...UInt32.max)).json")
+        defer { try? FileManager.default.removeItem(at: file) }
+        let job = try runJob(ranks: 2, protocol: `protocol`, ["lock-counter", "200", "threads=1"], plexusOptions: ["--stats", file.path])
+        expectPass(job, "lock-counter")
+        let doc = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [String: Any])
+        let processes = try #require(doc["processes"] as? [[String: Any]])
+        let report = FalseSharingReport.pages(processes, top: 10, minimumTransfers: 1)
+        let page = try #require(report.first { $0.name.hasPrefix("counter[") }, "no report for the counter page: \(report)")
+        #expect(page.verdict.shared.contains("counter[0]"), "\(page.verdict)")
+        #expect(page.verdict.kind == .trueSharing, "\(page.verdict)")
     }
 }

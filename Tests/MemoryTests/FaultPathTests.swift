@@ -216,19 +216,36 @@ private let chainedSignals = Atomic<Int>(0)
         try channel.uninstall()
     }
 
+    /// The kernel id of the calling thread, from /proc/thread-self
+    /// ("PID/task/TID"): Glibc's Swift module has no gettid().
+    static func currentThreadID() -> Int32 {
+        var buffer = [CChar](repeating: 0, count: 64)
+        let n = readlink("/proc/thread-self", &buffer, buffer.count - 1)
+        guard n > 0 else { return -1 }
+        let link = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return link.split(separator: "/").last.flatMap { Int32($0) } ?? -1
+    }
+
     @Test func concurrentFaultsOnOnePageCoalesceSleepAndWakeTogether() throws {
         let region = try SharedRegion(base: 0x2100_0000_0000, size: 2 * Self.pageSize, pageSize: Self.pageSize)
         let channel = try FaultChannel(region: region)
         #expect(throws: MemoryError.faultHandlerBusy) { try FaultChannel(region: region) }
+        // The first reader loads at byte 0x124 of the page, the second at 0:
+        // the fault describes the first (the one that opened the request).
+        let firstOffset = 0x124
         region.systemPage(1).storeBytes(of: 0xfeed, as: UInt32.self)
+        region.systemPage(1).storeBytes(of: 0xfeed, toByteOffset: firstOffset, as: UInt32.self)
         let before = FaultChannel.statistics
 
         let readers = 2
         let readersDone = DispatchSemaphore(value: 0)
         let seen = Atomic<Int>(0)
-        let address = region.applicationAddress(ofPage: 1)
+        let firstThread = Atomic<Int32>(0)
+        let page = region.applicationAddress(ofPage: 1)
         for reader in 0..<readers {
             Thread {
+                if reader == 0 { firstThread.store(Self.currentThreadID(), ordering: .releasing) }
+                let address = page + UInt(reader == 0 ? firstOffset : 0)
                 if UnsafeRawPointer(bitPattern: address)!.load(as: UInt32.self) == 0xfeed { seen.add(1, ordering: .relaxed) }
                 readersDone.signal()
             }.start()
@@ -252,7 +269,10 @@ private let chainedSignals = Atomic<Int>(0)
         channel.drainDoorbell()
         #expect(poll(&fds, 1, 0) == 0, "draining resets the doorbell")
         let fault = try #require(channel.nextFault())
-        #expect(fault == Fault(page: 1, isWrite: false))
+        #expect(fault.page == 1 && !fault.isWrite)
+        #expect(fault.origin.offset == firstOffset, "the fault names the byte the first reader touched")
+        #expect(fault.origin.thread == firstThread.load(ordering: .acquiring), "and its thread")
+        #expect(fault.origin.instruction != 0, "and its instruction")
         #expect(channel.nextFault() == nil, "one request for both readers")
         #expect(throws: MemoryError.faultHandlerBusy) { try channel.uninstall() }
 

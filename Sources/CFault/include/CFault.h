@@ -87,11 +87,25 @@ int cfault_doorbell_fd(void);
 /// fault published after the drain rings it again.
 void cfault_doorbell_drain(void);
 
+/// One fault as the engine takes it. `offset`, `instruction` and `thread`
+/// describe the access of the thread that opened the request; threads that
+/// joined it (same page, at once) are counted but not described.
+typedef struct cfault_fault {
+    uint64_t page_index;
+    /// Byte offset of the faulting address within its page.
+    uint64_t offset;
+    /// Address of the faulting instruction (RIP).
+    uint64_t instruction;
+    /// Kernel thread id of the faulting thread.
+    int32_t thread;
+    bool is_write;
+} cfault_fault;
+
 /// Takes the next pending fault, marking it in service. Returns false when
 /// none is pending. A page may be reported again (read then write, or a fault
 /// that re-executed after an insufficient grant): the engine must treat a
 /// fault on a page it already serves as "wait for that", not as a new request.
-bool cfault_next_fault(uint64_t *page_index, bool *is_write);
+bool cfault_next_fault(cfault_fault *fault);
 
 /// Wakes every thread waiting on `page_index` (pending or in service). Their
 /// accesses re-execute; one that still lacks access faults again.
