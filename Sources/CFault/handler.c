@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -133,6 +134,11 @@ static int32_t thread_id(void) {
     if (cached_thread_id == 0) cached_thread_id = (int32_t)syscall(SYS_gettid);
     return cached_thread_id;
 }
+
+// After fork() the child's only thread has a new id but its parent's cache.
+static void forget_thread_id(void) { cached_thread_id = 0; }
+static pthread_once_t fork_hook_once = PTHREAD_ONCE_INIT;
+static void install_fork_hook(void) { pthread_atfork(NULL, NULL, forget_thread_id); }
 
 /// Claims a free slot for `page` and publishes it as pending. Returns the
 /// slot index, or -1 when the table is full.
@@ -271,6 +277,7 @@ int cfault_install(uintptr_t base, uint64_t size, uint64_t page_size) {
     }
     bool expected = false;
     if (!atomic_compare_exchange_strong(&installed, &expected, true)) return EBUSY;
+    pthread_once(&fork_hook_once, install_fork_hook);
     int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (fd < 0) {
         int error = errno;
