@@ -72,19 +72,26 @@ struct Bench: ParsableCommand {
         guard rounds >= 2 else { throw ValidationError("--rounds must be at least 2: the first round only places the pages") }
         guard jacobiSize >= 3 else { throw ValidationError("--jacobi-size must be at least 3") }
         guard jacobiIterations >= 1, jacobiRuns >= 1 else { throw ValidationError("--jacobi-iterations and --jacobi-runs must be at least 1") }
-        let needed = samples * memory.pageSize + (skipJacobi ? 0 : 2 * jacobiSize * jacobiSize * 8 + 2 * memory.pageSize) + (1 << 20)
+        let needed = samples * memory.pageSize + (skipJacobi ? 0 : jacobiBytes(unit: memory.pageSize)) + (1 << 20)
         if let size = parseSize(memory.sharedMemory), size / 2 < needed {
             throw ValidationError("--shared-memory \(memory.sharedMemory) is too small for these sizes: use at least \(2 * needed / (1 << 20) + 1)M")
         }
-        if let unit = jacobiPageSize, unit != 0 {
-            guard unit >= 4096, unit & (unit - 1) == 0 else {
-                throw ValidationError("--jacobi-page-size \(unit) must be 0 or a power of two of at least 4096")
-            }
-            if let size = parseSize(memory.sharedMemory), size % unit != 0 || size / 2 < 2 * jacobiSize * jacobiSize * 8 + 2 * unit + (1 << 20) {
-                throw ValidationError("--shared-memory \(memory.sharedMemory) cannot hold the Jacobi grids in pages of \(unit) bytes: use a multiple of \(unit) of at least \(2 * (2 * jacobiSize * jacobiSize * 8 + 2 * unit) / (1 << 20) + 3)M")
+        if let unit = jacobiPageSize, unit != 0, unit < 4096 || unit & (unit - 1) != 0 {
+            throw ValidationError("--jacobi-page-size \(unit) must be 0 or a power of two of at least 4096")
+        }
+        // The second Jacobi job's region has the same size in pages of `unit`
+        // (given or the default row size).
+        if let unit = rowPageSize, let size = parseSize(memory.sharedMemory) {
+            let rowNeeded = jacobiBytes(unit: unit) + (1 << 20)
+            if size % unit != 0 || size / 2 < rowNeeded {
+                throw ValidationError("--shared-memory \(memory.sharedMemory) cannot hold the Jacobi grids in pages of \(unit) bytes: use a multiple of \(unit) of at least \(2 * rowNeeded / (1 << 20) + 1)M")
             }
         }
     }
+
+    /// Bytes of the two Jacobi grids in the collective heap, each aligned to
+    /// a coherence unit of `unit` bytes.
+    func jacobiBytes(unit: Int) -> Int { 2 * jacobiSize * jacobiSize * MemoryLayout<Double>.stride + 2 * unit }
 
     /// The coherence unit of the second Jacobi job, or nil for none: by
     /// default the smallest power of two that holds one grid row.
