@@ -48,10 +48,7 @@ struct Demo: ParsableCommand {
         let result = try runJob(spec, logger: logger)
         if result.status != 0 { throw ExitCode(result.status) }
         if which == "false-sharing" {
-            let reports = result.reports.keys.sorted().compactMap { r in
-                try? JSONSerialization.jsonObject(with: Data(result.reports[r]!)) as? [String: Any]
-            }
-            writeAll(1, MemoryOptions.summary(reports))
+            writeAll(1, MemoryOptions.summary(MemoryOptions.reports(of: result)))
         }
         writeAll(1, String(format: "demo finished in %.2f s\n", result.seconds))
     }

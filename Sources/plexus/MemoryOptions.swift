@@ -44,9 +44,7 @@ struct MemoryOptions: ParsableArguments {
 
     /// Writes --stats and prints --summary from the processes' reports.
     func writeStatistics(_ result: JobResult) throws {
-        let reports = result.reports.keys.sorted().compactMap { r in
-            try? JSONSerialization.jsonObject(with: Data(result.reports[r]!)) as? [String: Any]
-        }
+        let reports = Self.reports(of: result)
         if let path = stats {
             let doc: [String: Any] = ["protocol": `protocol`, "pageSize": pageSize, "processes": reports,
                                       "seconds": result.seconds]
@@ -59,6 +57,14 @@ struct MemoryOptions: ParsableArguments {
             }
         }
         if summary { writeAll(2, Self.summary(reports)) }
+    }
+
+    /// The processes' statistics documents, in rank order (a report that is
+    /// not a JSON object is left out).
+    static func reports(of result: JobResult) -> [[String: Any]] {
+        result.reports.keys.sorted().compactMap { r in
+            try? JSONSerialization.jsonObject(with: Data(result.reports[r]!)) as? [String: Any]
+        }
     }
 
     static func summary(_ reports: [[String: Any]]) -> String {
