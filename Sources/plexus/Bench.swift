@@ -39,7 +39,7 @@ struct Bench: ParsableCommand {
     @Option(name: .long, help: "TCP round trips measured for the floor before each latency row.")
     var floorSamples: Int = 2000
 
-    @Option(name: .long, help: "Rounds of the page rows (reads: rounds x samples; writes: (rounds-1) x samples).")
+    @Option(name: .long, help: "Rounds of the page rows. Round 0 places the pages and takes each page's first read miss; later rounds give the remote read miss and write rows ((rounds-1) x samples each).")
     var rounds: Int = 2
 
     @Option(name: .long, help: "Jacobi grid size (n x n doubles).")
@@ -167,6 +167,8 @@ struct Bench: ParsableCommand {
         }
         s += "floor: TCP 16 B -> 4 KiB round trip between the two processes, measured before each row;\n"
         s += "       for jacobi, one process running the same loop on private memory (target is on speedup).\n"
+        s += "remote read miss: a page this process held before; first read miss: the first time it holds the page\n"
+        s += "       (the kernel also allocates the page and fills page-table entries, once per page and process).\n"
         s += "engine us/op: mean time from the engine taking a fault to waking the faulting thread.\n"
         return s
     }
@@ -242,9 +244,10 @@ struct BenchWorker: ParsableCommand {
             return r
         }
         let read = pageRow("remote read miss", pages.readMiss, phase: 0, target: "<= 1.5")
+        let first = pageRow("first read miss of a page", pages.firstReadMiss, phase: 3)
         let w1 = pageRow("write fault, invalidate 1 reader", pages.writeLocalManager, phase: 1)
         let w2 = pageRow("same, remote page manager", pages.writeRemoteManager, phase: 2)
-        rows += [read, w1, w2]
+        rows += [read, first, w1, w2]
 
         f = floorMedian("lock row")
         progress("lock row: \(samples) acquire+release of a lock managed by the other process")
