@@ -37,6 +37,15 @@ public enum FalseSharingReport {
             case mostlyFalseSharing
             /// The ranks fault on the same elements: the data is shared.
             case trueSharing
+            /// Different elements (or mostly), but only one rank writes the
+            /// page and the others only read it. The faults cannot tell
+            /// whether the readers read what the writer writes (a halo, a
+            /// result: true sharing, the moves are the communication) or
+            /// other elements of its page (false sharing).
+            case oneWriter
+            /// Different elements (or mostly), and no rank writes: every
+            /// rank keeps a copy, so the page does not move back and forth.
+            case readOnly
         }
         public var ranks = 0
         public var faults = 0
@@ -46,11 +55,16 @@ public enum FalseSharingReport {
         /// Elements several ranks fault on, and elements one rank alone faults on.
         public var shared: [String] = []
         public var unshared: [String] = []
+        /// Ranks with write faults on the page, and ranks with read faults only.
+        public var writers: [Int] = []
+        public var readers: [Int] = []
 
         public var kind: Kind {
             if ranks < 2 { return .oneRank }
-            if sharingFaults == 0 { return .falseSharing }
-            return sharingFaults * 10 < faults ? .mostlyFalseSharing : .trueSharing
+            if sharingFaults * 10 >= faults && sharingFaults > 0 { return .trueSharing }
+            if writers.isEmpty { return .readOnly }
+            if writers.count == 1 { return .oneWriter }
+            return sharingFaults == 0 ? .falseSharing : .mostlyFalseSharing
         }
     }
 
@@ -99,6 +113,8 @@ public enum FalseSharingReport {
         for s in sites { counts[s.key, default: [:]][s.rank, default: 0] += s.faults }
         var v = Verdict()
         v.ranks = Set(sites.map(\.rank)).count
+        v.writers = Set(sites.filter(\.isWrite).map(\.rank)).sorted()
+        v.readers = Set(sites.map(\.rank)).subtracting(v.writers).sorted()
         for (element, byRank) in counts {
             let total = byRank.values.reduce(0, +)
             v.faults += total
@@ -130,6 +146,15 @@ public enum FalseSharingReport {
                 s += "    -> FALSE SHARING: each element here is faulted on by one rank only; give each rank's data a page of its own (pad or align)\n"
             case .mostlyFalseSharing:
                 s += "    -> FALSE SHARING, mostly: only \(v.sharingFaults) of \(v.faults) faults are on an element another rank faults on more (\(list(v.shared))); give each rank's data a page of its own (pad or align)\n"
+            case .oneWriter:
+                let w = v.writers[0]
+                let r = v.readers.map(String.init).joined(separator: ", ")
+                let reader = v.readers.count == 1 ? "rank \(r) only reads" : "ranks \(r) only read"
+                s += "    -> ONE WRITER: rank \(w) writes here and \(reader), at different elements in the faults above; a fault shows a first access only, so check what the readers read:\n"
+                s += "       what rank \(w) writes (a halo, a result): true sharing, each move is the data going where it is needed; a larger coherence unit (--page-size) moves it in fewer faults\n"
+                s += "       other elements of the page: false sharing; give rank \(w)'s data a page of its own (pad or align)\n"
+            case .readOnly:
+                s += "    -> read only: no rank writes here, so every rank keeps its copy; no sharing cost after the first fetch\n"
             case .trueSharing:
                 s += "    -> true sharing: \(v.sharingFaults) of \(v.faults) faults are on elements several ranks fault on (\(list(v.shared))); the data itself is shared\n"
                 if !v.unshared.isEmpty {

@@ -53,6 +53,38 @@ struct FalseSharingReportTests {
         #expect(text.contains("-> and false sharing: x[2] faulted on by one rank only"))
     }
 
+    /// Jacobi's boundary row: the owner's rank writes it from element 0, the
+    /// neighbour reads it from element 1 (and, once, element 0). Different
+    /// elements in the faults, but the reader reads what the writer writes:
+    /// the report must not advise padding as if it were false sharing.
+    @Test func oneWriterAndReadersIsNotCalledFalseSharing() throws {
+        let pages = FalseSharingReport.pages([
+            Self.report(rank: 0, received: 26, sites: [(8, "read", 25, "g[2049]"), (0, "read", 1, "g[2048]")]),
+            Self.report(rank: 1, received: 0, sites: [(0, "write", 26, "g[2048]")]),
+        ])
+        let v = try #require(pages.first).verdict
+        #expect(v.kind == .oneWriter && v.writers == [1] && v.readers == [0] && v.sharingFaults == 1)
+        let text = FalseSharingReport.text(pages)
+        #expect(text.contains("-> ONE WRITER: rank 1 writes here and rank 0 only reads"), "\(text)")
+        #expect(!text.contains("FALSE SHARING"))
+        // With a second writer on other elements, it is false sharing again.
+        let two = FalseSharingReport.pages([
+            Self.report(rank: 0, received: 26, sites: [(8, "read", 25, "g[2049]"), (16, "write", 3, "g[2050]")]),
+            Self.report(rank: 1, received: 20, sites: [(0, "write", 26, "g[2048]")]),
+        ])
+        #expect(try #require(two.first).verdict.kind == .falseSharing)
+    }
+
+    @Test func pagesNobodyWritesAreReadOnly() throws {
+        let pages = FalseSharingReport.pages([
+            Self.report(rank: 0, received: 2, sites: [(0, "read", 2, "x[0]")]),
+            Self.report(rank: 1, received: 2, sites: [(8, "read", 2, "x[1]")]),
+        ])
+        let v = try #require(pages.first).verdict
+        #expect(v.kind == .readOnly && v.writers.isEmpty && v.readers == [0, 1])
+        #expect(FalseSharingReport.text(pages).contains("-> read only: no rank writes here"))
+    }
+
     @Test func bytesOutsideAllocationsCompareByOffset() throws {
         let pages = FalseSharingReport.pages([
             Self.report(rank: 0, received: 2, sites: [(64, "write", 2, nil)]),
