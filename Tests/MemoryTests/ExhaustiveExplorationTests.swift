@@ -152,6 +152,11 @@ struct ExhaustiveExploration {
         ("3 ranks: one writer, two readers, then the readers write", 3, 1, 1, [[.write(0)], [.read(0), .write(0)], [.read(0), .write(0)]]),
         ("3 ranks write the same page", 3, 1, 1, [[.write(0)], [.write(0)], [.write(0)]]),
         ("2 ranks, two pages with different managers, crossed", 2, 2, 1, [[.write(0), .read(1)], [.write(1), .read(0)]]),
+        // Rank 1 takes the page from its manager (rank 0), readers take
+        // copies, and rank 1 upgrades again by itself while the others'
+        // requests reach it through the manager (held until it is done).
+        ("3 ranks: an owner that is not the manager upgrades past readers", 3, 1, 1,
+         [[.read(0)], [.write(0), .read(0), .write(0)], [.read(0), .write(0)]]),
     ]
 
     @Test(arguments: ProtocolRegistry.names, 0..<jobs.count)
