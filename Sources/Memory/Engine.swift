@@ -71,7 +71,10 @@ public final class MemoryEngine: @unchecked Sendable {
     private let channel: FaultChannel
     private let link: MemoryLink
     private let lock = NSLock()
-    /// Encoded messages in the core's order, appended under `lock`.
+    /// Encoded messages in the core's order, appended under `lock`. Its
+    /// length is bounded by the protocols' messages in flight (every input
+    /// produces a bounded number, and every appender writes or leaves it to
+    /// the thread writing), not by a count of its own.
     private let outbox = Mutex<[(to: Int, bytes: [UInt8])]>([])
     /// Held by the one thread writing the outbox's messages.
     private let writing = NSLock()

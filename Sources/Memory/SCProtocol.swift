@@ -56,8 +56,8 @@
 /// - A write grant to a requester that is in the owner's copyset carries no
 ///   contents: its copy is valid, since any write since it was made would
 ///   have invalidated it. This saves a page transfer on every read-then-write.
-/// - An owner upgrades from read to write itself, as the paper's owner
-///   does: with an empty copyset without messages, else by invalidating its
+/// - An owner upgrades from read to write itself: with an empty copyset
+///   without messages (as the paper's owner does), else by invalidating its
 ///   copyset and waiting for the acks, without asking its manager (2
 ///   messages instead of 5; half of a stencil's faults are such upgrades).
 ///   This is safe without the manager's serialisation because ownership
