@@ -114,18 +114,12 @@ public final class MemoryEngine: @unchecked Sendable {
     /// the same call before any rank touches the pages.
     public func place(pages: Range<Int>, home: Int) {
         guard !pages.isEmpty else { return }
-        lock.lock()
-        perform(core.onPlacement(pages: pages, home: home))
-        lock.unlock()
-        flush()
+        step { core.onPlacement(pages: pages, home: home) }
     }
 
     /// Performs the core's start effects and starts the fault thread.
     public func start() {
-        lock.lock()
-        perform(core.start())
-        lock.unlock()
-        flush()
+        step { core.start() }
         let t = Thread { [self] in faultLoop() }
         t.name = "plexus-faults"
         t.qualityOfService = .userInteractive
@@ -155,11 +149,7 @@ public final class MemoryEngine: @unchecked Sendable {
             note("dropped a malformed memory message from rank \(peer): \(error)")
             return
         }
-        lock.lock()
-        let effects = core.onMessage(message, from: peer)
-        perform(effects)
-        lock.unlock()
-        flush()
+        let effects = step { core.onMessage(message, from: peer) }
         if effects.contains(where: { if case .completeFaults = $0 { return true } else { return false } }) {
             takeFaultsBriefly()
         }
@@ -186,11 +176,10 @@ public final class MemoryEngine: @unchecked Sendable {
     static let faultSpinNanos: UInt64 = ProcessInfo.processInfo.environment["PLEXUS_FAULT_SPIN_NS"].flatMap { UInt64($0) } ?? 20_000
 
     private func serve(_ f: Fault) {
-        lock.lock()
-        if faultStarted[f.page] == nil { faultStarted[f.page] = (DispatchTime.now().uptimeNanoseconds, f) }
-        perform(f.isWrite ? core.onWriteFault(page: f.page) : core.onReadFault(page: f.page))
-        lock.unlock()
-        flush()
+        step {
+            if faultStarted[f.page] == nil { faultStarted[f.page] = (DispatchTime.now().uptimeNanoseconds, f) }
+            return f.isWrite ? core.onWriteFault(page: f.page) : core.onReadFault(page: f.page)
+        }
     }
 
     private func faultLoop() {
@@ -206,12 +195,12 @@ public final class MemoryEngine: @unchecked Sendable {
     /// Runs a synchronisation hook of the core and waits until the core says
     /// its part is done; returns the payload the core attached.
     public func synchronize(_ hook: (inout any CoherenceProtocol, SyncTicket) -> [MemoryEffect]) -> [UInt8] {
-        lock.lock()
-        nextTicket += 1
-        let ticket = SyncTicket(nextTicket)
-        perform(hook(&core, ticket))
-        lock.unlock()
-        flush()
+        var ticket = SyncTicket(0)
+        step {
+            nextTicket += 1
+            ticket = SyncTicket(nextTicket)
+            return hook(&core, ticket)
+        }
         readyChanged.lock()
         defer { readyChanged.unlock() }
         while ready[ticket.id] == nil { readyChanged.wait() }
@@ -219,6 +208,19 @@ public final class MemoryEngine: @unchecked Sendable {
     }
 
     // MARK: Effects
+
+    /// Runs `body` (which asks the core for effects) and performs the effects
+    /// under the lock, then writes the messages they queued. Every input goes
+    /// through here, so no message is left in the outbox without a writer.
+    @discardableResult
+    private func step(_ body: () -> [MemoryEffect]) -> [MemoryEffect] {
+        lock.lock()
+        let effects = body()
+        perform(effects)
+        lock.unlock()
+        flush()
+        return effects
+    }
 
     /// Performs effects in order. Caller holds `lock`.
     private func perform(_ effects: [MemoryEffect]) {
@@ -261,10 +263,10 @@ public final class MemoryEngine: @unchecked Sendable {
         outbox.withLock { $0.append((rank, bytes)) }
     }
 
-    /// Writes the outbox unless another thread is writing it. Call after
-    /// releasing `lock`. If the writer finished just as we queued, the
-    /// re-check after its unlock catches our messages: either it sees them,
-    /// or our `try` came after its unlock and succeeds.
+    /// Writes the outbox unless another thread is writing it. Called by
+    /// `step` after releasing `lock`. If the writer finished just as we
+    /// queued, the re-check after its unlock catches our messages: either it
+    /// sees them, or our `try` came after its unlock and succeeds.
     private func flush() {
         while writing.try() {
             writeOutbox()
