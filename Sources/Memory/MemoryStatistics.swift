@@ -6,6 +6,9 @@ public struct PageStatistics: Sendable, Equatable {
     public var pagesSent = 0
     public var invalidationsSent = 0
     public var invalidationsReceived = 0
+    /// Read grants thrown away because their invalidation overtook them
+    /// (`sc`; the read is asked for again).
+    public var staleGrantsDiscarded = 0
     public init() {}
 }
 
@@ -18,6 +21,7 @@ public enum MemoryStatistic: Sendable, Equatable {
     case pageSent(page: Int)
     case invalidationSent(page: Int)
     case invalidationReceived(page: Int)
+    case staleGrantDiscarded(page: Int)
     /// A message left for a peer: its encoded size, page contents included.
     case messageSent(bytes: Int)
     case messageReceived(bytes: Int)
@@ -45,6 +49,7 @@ public struct MemoryStatistics: Sendable, Equatable {
         case let .pageSent(page): bump(page, \.pagesSent)
         case let .invalidationSent(page): bump(page, \.invalidationsSent)
         case let .invalidationReceived(page): bump(page, \.invalidationsReceived)
+        case let .staleGrantDiscarded(page): bump(page, \.staleGrantsDiscarded)
         case let .messageSent(bytes):
             messagesSent += 1
             bytesSent += bytes

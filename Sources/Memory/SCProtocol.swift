@@ -11,29 +11,39 @@
 /// - `ptable[p].access` -> `NodePage.access` (mirrors the application view)
 /// - `ptable[p].copy_set` at the owner -> `NodePage.copyset`
 /// - `ptable[p].prob_owner` -> `NodePage.probableOwner`
-/// - `info[p].lock` at the manager (held from request to confirmation) ->
-///   `ManagedPage.inFlight` plus the FIFO `ManagedPage.queue`
+/// - `info[p].lock` at the manager (held from a write request to its
+///   confirmation) -> `ManagedPage.inFlight` plus the FIFO `ManagedPage.queue`
 /// - read/write fault handler -> `onReadFault` / `onWriteFault`;
 ///   read/write server -> the `.forward` case of `onMessage`;
 ///   confirmation message -> `.confirm`
 ///
-/// One transaction, for a write fault at requester R (reads are the same
-/// without copyset and invalidations):
-///   R -> manager `.request`; manager -> owner `.forward` (queued while
-///   another request for the page is in flight); owner -> R `.writeGrant`
-///   (ownership, copyset, contents unless R holds a valid copy) and drops its
-///   own access; R -> each copyset member `.invalidate`, member -> R
+/// One transaction, for a write fault at requester R:
+///   R -> manager `.request`; manager -> owner `.forward` (queued while a
+///   write for the page is in flight); owner -> R `.writeGrant` (ownership,
+///   copyset, contents unless R holds a valid copy) and drops its own
+///   access; R -> each copyset member `.invalidate`, member -> R
 ///   `.invalidateAck`; once all acks are in, R gets read-write access, wakes
 ///   its faulting threads and sends `.confirm` to the manager, which records R
-///   as owner and releases the next queued request.
+///   as owner and releases the requests queued behind it.
+/// A read is shorter: R -> manager `.request`; manager -> owner `.forward`;
+/// owner -> R `.readGrant` (contents), adding R to its copyset. The manager
+/// is done with a read once it has forwarded it: ownership does not move,
+/// so there is nothing to confirm.
 ///
-/// Why it is correct under concurrency: the manager lets one transaction per
-/// page run at a time, from forward to confirm, so an owner never serves two
-/// requests for a page at once, and a copy holder has installed its copy
-/// (its confirm came back) before any later writer can try to invalidate it,
-/// whatever the order of messages between different pairs of ranks. FIFO is
-/// needed only per pair (R's confirm must reach the manager before R's next
-/// request for the same page).
+/// Why it is correct under concurrency: the manager lets one write per page
+/// run at a time, from forward to confirm, so it always forwards to the true
+/// owner, and an owner never hands ownership on twice. An owner serves a
+/// read in one step (downgrade, copy, send). The one race a read leaves
+/// open is an invalidation that overtakes the grant it cancels: the owner
+/// grants R a copy, then (the manager having forwarded a write right after
+/// the read) hands ownership and a copyset containing R to W, and W's
+/// `.invalidate` may reach R before the owner's `.readGrant`, since they
+/// travel on different pairs. R can tell: an invalidation that finds R
+/// waiting for a read grant can only be for that grant (a copy is
+/// invalidated once, and R has one request per page), so R acknowledges at
+/// once and discards the grant when it comes, asking again. FIFO is needed
+/// only per pair (an owner's invalidation must not overtake its own grant;
+/// W's confirm must reach the manager before W's next request).
 ///
 /// Initial state (a choice): every page is owned by its manager, holds
 /// zeros (the memfd is zero-filled) and has an empty copyset. The owner's
@@ -43,11 +53,13 @@
 /// strided mprotect, which would split the region into one mapping per page.
 ///
 /// Deviations from the paper, and why:
-/// - Ownership changes are confirmed for reads and writes alike, and the
-///   manager forwards only after the previous confirmation. The paper's
-///   manager also holds a per-page lock until the confirmation; we make the
-///   wait explicit as a bounded FIFO (at most one outstanding request per
-///   rank and page, so at most `rankCount - 1` waiting).
+/// - Only writes are confirmed, and the manager forwards only after the
+///   previous write's confirmation. The paper's manager holds a per-page
+///   lock until the confirmation of reads too; we make the wait explicit as
+///   a bounded FIFO (at most one outstanding request per rank and page, so
+///   at most `rankCount - 1` waiting) and skip it for reads, which saves a
+///   message per read miss and lets reads of one page proceed together. The
+///   price is the overtaking invalidation above, which R detects.
 /// - Because of that serialisation the manager always knows the true owner,
 ///   so forwarding chains have length one. `probableOwner` is still kept, as
 ///   in the paper's dynamic variant, and a `.forward` that reaches a
@@ -63,11 +75,12 @@
 ///   This is safe without the manager's serialisation because ownership
 ///   does not move: every copy in the copyset was granted by this owner, on
 ///   the same FIFO channel its invalidation takes, so no invalidation can
-///   overtake the grant it cancels; and a `.forward` the manager sends
-///   meanwhile (at most one per page, since it waits for a confirmation) is
-///   held until the upgrade ends and then served, as if it had arrived just
-///   after. A local upgrade sends no confirmation: the manager had no
-///   transaction for it.
+///   overtake the grant it cancels; and the `.forward`s the manager sends
+///   meanwhile (reads, then at most one write, after which it waits for a
+///   confirmation; at most one per requester) are held until the upgrade
+///   ends and then served in order, as if they had arrived just after. A
+///   local upgrade sends no confirmation: the manager had no transaction
+///   for it.
 /// - The requester, not the owner, invalidates the copyset (as in the paper's
 ///   fixed manager algorithm), and waits for every acknowledgement before it
 ///   takes write access: sequential consistency needs no stale reader left
@@ -96,8 +109,12 @@ public struct SCProtocol: CoherenceProtocol {
         /// The write in progress is this owner's own upgrade (no manager
         /// transaction, so no confirmation at the end).
         var upgradingLocally = false
-        /// A `.forward` that arrived during a local upgrade, served after it.
-        var heldForward: (requester: Int, isWrite: Bool)?
+        /// `.forward`s that arrived during a local upgrade, served after it
+        /// in order (at most one per other rank).
+        var heldForwards: [(requester: Int, isWrite: Bool)] = []
+        /// An invalidation found this rank waiting for a read grant: the
+        /// grant on its way is stale and is discarded when it comes.
+        var grantIsStale = false
     }
 
     enum Request: Sendable, Equatable {
@@ -108,8 +125,8 @@ public struct SCProtocol: CoherenceProtocol {
     /// Manager state of a page this rank manages.
     struct ManagedPage: Sendable {
         var owner: Int
-        /// The request being served (forwarded, not yet confirmed).
-        var inFlight: (requester: Int, isWrite: Bool)?
+        /// The write being served (forwarded, not yet confirmed).
+        var inFlight: Int?
         /// Requests waiting for `inFlight` to finish, oldest first.
         var queue: [(requester: Int, isWrite: Bool)] = []
     }
@@ -153,7 +170,7 @@ public struct SCProtocol: CoherenceProtocol {
     }
 
     public var isQuiescent: Bool {
-        pages.allSatisfy { $0.request == nil && $0.acksOutstanding == 0 && !$0.upgradingLocally && $0.heldForward == nil }
+        pages.allSatisfy { $0.request == nil && $0.acksOutstanding == 0 && !$0.upgradingLocally && $0.heldForwards.isEmpty && !$0.grantIsStale }
             && managed.allSatisfy { $0.inFlight == nil && $0.queue.isEmpty }
     }
 
@@ -239,27 +256,30 @@ public struct SCProtocol: CoherenceProtocol {
         }
         // Each rank has at most one request per page outstanding; a second
         // one, or an overflow, is a protocol bug, not load.
-        precondition(managed[index].inFlight?.requester != requester && !managed[index].queue.contains { $0.requester == requester },
+        precondition(managed[index].inFlight != requester && !managed[index].queue.contains { $0.requester == requester },
                      "rank \(requester) has two requests for page \(page) at its manager")
         managed[index].queue.append((requester, isWrite))
         precondition(managed[index].queue.count <= queueBound, "manager queue of page \(page) exceeds \(queueBound)")
         maxQueueDepth = max(maxQueueDepth, managed[index].queue.count)
     }
 
+    /// Forwards a request to the owner. A write stays in flight until its
+    /// confirmation; a read is done once forwarded.
     private mutating func startTransaction(page: Int, requester: Int, isWrite: Bool) {
         let index = managedIndex(page)
-        managed[index].inFlight = (requester, isWrite)
+        if isWrite { managed[index].inFlight = requester }
         send(.forward(page: page, requester: requester, isWrite: isWrite), to: managed[index].owner)
     }
 
     private mutating func onConfirm(page: Int, requester: Int, isWrite: Bool) {
         let index = managedIndex(page)
-        guard let inFlight = managed[index].inFlight, inFlight.requester == requester, inFlight.isWrite == isWrite else {
-            preconditionFailure("confirm of page \(page) from rank \(requester) matches no request in flight")
+        guard isWrite, managed[index].inFlight == requester else {
+            preconditionFailure("confirm of page \(page) from rank \(requester) matches no write in flight")
         }
-        if isWrite { managed[index].owner = requester }
+        managed[index].owner = requester
         managed[index].inFlight = nil
-        if !managed[index].queue.isEmpty {
+        // Reads behind the write go out together, up to the next write.
+        while managed[index].inFlight == nil, !managed[index].queue.isEmpty {
             let next = managed[index].queue.removeFirst()
             startTransaction(page: page, requester: next.requester, isWrite: next.isWrite)
         }
@@ -275,10 +295,10 @@ public struct SCProtocol: CoherenceProtocol {
         }
         if pages[page].acksOutstanding > 0 {
             // Only an owner's own upgrade runs outside the manager's
-            // serialisation; the manager's one transaction waits for it.
-            precondition(pages[page].upgradingLocally && pages[page].heldForward == nil,
+            // serialisation; the manager's requests wait for it.
+            precondition(pages[page].upgradingLocally && pages[page].heldForwards.count < configuration.rankCount - 1,
                          "owner of page \(page) asked to serve while still invalidating")
-            pages[page].heldForward = (requester, isWrite)
+            pages[page].heldForwards.append((requester, isWrite))
             return
         }
         if !isWrite {
@@ -316,12 +336,19 @@ public struct SCProtocol: CoherenceProtocol {
 
     private mutating func onReadGrant(page: Int, contents: [UInt8], from owner: Int) {
         precondition(pages[page].request == .read, "read grant for page \(page) that rank \(rank) did not request")
+        if pages[page].grantIsStale {
+            // Its invalidation came first (see the opening comment) and has
+            // been acknowledged: the writer may have written since. Ask again.
+            pages[page].grantIsStale = false
+            record(.staleGrantDiscarded(page: page))
+            sendRequest(page, .read)
+            return
+        }
         install(page, contents)
         pages[page].probableOwner = owner
         pages[page].request = nil
         setAccess(page, .read)
         effects.append(.completeFaults(page: page))
-        send(.confirm(page: page, isWrite: false), to: manager(ofPage: page))
     }
 
     private mutating func onWriteGrant(page: Int, copyset: RankSet, contents: [UInt8]?) {
@@ -363,10 +390,9 @@ public struct SCProtocol: CoherenceProtocol {
         effects.append(.completeFaults(page: page))
         if pages[page].upgradingLocally {
             pages[page].upgradingLocally = false
-            if let held = pages[page].heldForward {
-                pages[page].heldForward = nil
-                onForward(page: page, requester: held.requester, isWrite: held.isWrite)
-            }
+            let held = pages[page].heldForwards
+            pages[page].heldForwards = []
+            for f in held { onForward(page: page, requester: f.requester, isWrite: f.isWrite) }
         } else {
             send(.confirm(page: page, isWrite: true), to: manager(ofPage: page))
         }
@@ -377,6 +403,11 @@ public struct SCProtocol: CoherenceProtocol {
     private mutating func onInvalidate(page: Int, from newOwner: Int) {
         precondition(!pages[page].isOwner, "owner of page \(page) asked to invalidate its copy")
         record(.invalidationReceived(page: page))
+        if pages[page].request == .read && pages[page].access == .none {
+            // The copy it cancels is the grant still on its way here.
+            precondition(!pages[page].grantIsStale, "two invalidations of page \(page) for one read grant")
+            pages[page].grantIsStale = true
+        }
         if pages[page].access != .none { setAccess(page, .none) }
         pages[page].probableOwner = newOwner
         send(.invalidateAck(page: page), to: newOwner)

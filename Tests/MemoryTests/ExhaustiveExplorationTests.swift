@@ -1,3 +1,4 @@
+import Foundation
 import Memory
 import Testing
 
@@ -157,6 +158,11 @@ struct ExhaustiveExploration {
         // requests reach it through the manager (held until it is done).
         ("3 ranks: an owner that is not the manager upgrades past readers", 3, 1, 1,
          [[.read(0)], [.write(0), .read(0), .write(0)], [.read(0), .write(0)]]),
+        // Rank 0 owns and manages the page; the manager forwards rank 2's
+        // write right behind rank 1's read (reads are not confirmed), so
+        // rank 2's invalidation can reach rank 1 before rank 0's grant does.
+        ("3 ranks: a read and a write race for a page a third rank owns", 3, 1, 1,
+         [[.write(0)], [.read(0)], [.write(0)]]),
     ]
 
     @Test(arguments: ProtocolRegistry.names, 0..<jobs.count)
@@ -166,6 +172,9 @@ struct ExhaustiveExploration {
         parameters.threadsPerRank = threads
         parameters.scripts = scripts
         let outcome = try ExhaustiveExploration.explore(parameters, stateLimit: 400_000)
+        if ProcessInfo.processInfo.environment["PLEXUS_PRINT_STATES"] != nil {
+            print("\(protocolName) | \(name) | \(outcome.states) states | \(outcome.terminalStates) finished")
+        }
         // The exploration must have branched: many interleavings, several
         // ways to finish (different final owners and copysets).
         #expect(outcome.states > 50, "\(name): only \(outcome.states) states")
@@ -215,6 +224,18 @@ struct ExhaustiveExploration {
         #expect(failure.message.contains("never completed") || failure.message.contains("still has protocol work"), "\(failure)")
     }
 
+    /// A reader that acknowledges an invalidation of a copy it has not
+    /// received yet, and then installs that copy, keeps a stale page: the
+    /// race `sc` accepts by not confirming reads, caught when ignored.
+    @Test func anInvalidationOvertakingItsGrantIsFoundWhenIgnored() throws {
+        let failure = try #require(try plantedBugFailure(.installsOvertakenGrants, scripts: [[], [.read(0)], [.write(0)]]))
+        #expect(failure.message.contains("readable"), "\(failure)")
+        // The schedule: the invalidation reached rank 1 before the grant it cancels.
+        let invalidate = failure.trace.firstIndex { $0.contains("-> 1: invalidate") }
+        let grant = failure.trace.firstIndex { $0.contains("-> 1: readGrant") }
+        #expect(invalidate != nil && grant != nil && invalidate! < grant!, "\(failure)")
+    }
+
     private func plantedBugFailure(_ bug: PlantedBug.Kind, scripts: [[Op]]) throws -> CoherenceSimulation.Failure? {
         var parameters = CoherenceSimulation.Parameters(protocolName: PlantedBug.name, rankCount: scripts.count, pageCount: 1, operations: 0)
         parameters.threadsPerRank = 1
@@ -238,6 +259,9 @@ struct PlantedBug: CoherenceProtocol {
         case skipsInvalidations
         /// Write confirmations never leave the new owner.
         case losesWriteConfirmations
+        /// An invalidation that finds no copy is acknowledged without
+        /// telling the core, which then installs the grant it cancelled.
+        case installsOvertakenGrants
     }
 
     static let name = "sc-with-a-planted-bug"
@@ -258,7 +282,10 @@ struct PlantedBug: CoherenceProtocol {
     mutating func onReadFault(page: Int) -> [MemoryEffect] { broken(inner.onReadFault(page: page)) }
     mutating func onWriteFault(page: Int) -> [MemoryEffect] { broken(inner.onWriteFault(page: page)) }
     mutating func onMessage(_ message: MemoryMessage, from peer: Int) -> [MemoryEffect] {
-        broken(inner.onMessage(message, from: peer))
+        if bug == .installsOvertakenGrants, case let .invalidate(page) = message, inner.access(ofPage: page) == .none {
+            return [.send(to: peer, .invalidateAck(page: page))]
+        }
+        return broken(inner.onMessage(message, from: peer))
     }
 
     private mutating func broken(_ effects: [MemoryEffect]) -> [MemoryEffect] {

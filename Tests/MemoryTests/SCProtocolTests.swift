@@ -49,7 +49,7 @@ import Testing
         #expect(acts(rank1.onWriteFault(page: 2)).isEmpty)
     }
 
-    @Test func readGrantInstallsBeforeUnprotectingThenConfirms() {
+    @Test func readGrantInstallsBeforeUnprotectingAndNeedsNoConfirmation() {
         var rank1 = core(rank: 1, of: 3)
         _ = rank1.onReadFault(page: 2)
         let contents = [UInt8](1...8)
@@ -57,12 +57,11 @@ import Testing
             .installPage(page: 2, contents: contents),
             .setProtection(pages: 2..<3, .read),
             .completeFaults(page: 2),
-            .send(to: 2, .confirm(page: 2, isWrite: false)),
         ])
         #expect(rank1.access(ofPage: 2) == .read && rank1.isQuiescent)
     }
 
-    @Test func managerForwardsToTheOwnerAndQueuesWhileARequestIsInFlight() {
+    @Test func managerForwardsReadsAtOnceAndQueuesBehindAWriteInFlight() {
         // Rank 0 manages and owns page 0 (section 3.2: fixed distributed manager).
         var rank0 = core(rank: 0, of: 3)
         _ = rank0.onWriteFault(page: 0) // owner writes first, so the read must downgrade it
@@ -71,28 +70,88 @@ import Testing
             .setProtection(pages: 0..<1, .read),
             .sendWithPage(to: 1, page: 0, .readGrant(page: 0, contents: [])),
         ])
-        // Rank 2's write waits until rank 1 confirms.
-        #expect(acts(rank0.onMessage(.request(page: 0, isWrite: true), from: 2)).isEmpty)
-        #expect(rank0.queueDepth(ofPage: 0) == 1)
-        // Confirm releases it: ownership moves with the copyset {1} to invalidate.
-        #expect(acts(rank0.onMessage(.confirm(page: 0, isWrite: false), from: 1)) == [
+        // A read is done once forwarded: rank 2's write goes to the owner at
+        // once, and ownership moves with the copyset {1} to invalidate.
+        #expect(acts(rank0.onMessage(.request(page: 0, isWrite: true), from: 2)) == [
             .setProtection(pages: 0..<1, .none),
             .sendWithPage(to: 2, page: 0, .writeGrant(page: 0, copyset: RankSet([1]), contents: [])),
         ])
         #expect(!rank0.isOwner(ofPage: 0) && rank0.queueDepth(ofPage: 0) == 0)
-        // The manager records the new owner on the write confirmation and forwards there next.
-        _ = rank0.onMessage(.confirm(page: 0, isWrite: true), from: 2)
-        #expect(acts(rank0.onMessage(.request(page: 0, isWrite: false), from: 1)) == [
+        // Until rank 2 confirms, the manager cannot know where the page is: requests wait.
+        #expect(acts(rank0.onMessage(.request(page: 0, isWrite: false), from: 1)).isEmpty)
+        #expect(acts(rank0.onReadFault(page: 0)).isEmpty)
+        #expect(rank0.queueDepth(ofPage: 0) == 2)
+        // The write confirmation records the new owner and releases both reads together.
+        #expect(acts(rank0.onMessage(.confirm(page: 0, isWrite: true), from: 2)) == [
             .send(to: 2, .forward(page: 0, requester: 1, isWrite: false)),
+            .send(to: 2, .forward(page: 0, requester: 0, isWrite: false)),
         ])
+        #expect(rank0.queueDepth(ofPage: 0) == 0)
+    }
+
+    @Test func writesBehindAWriteWaitForEachConfirmation() {
+        var rank0 = core(rank: 0, of: 4)
+        _ = rank0.onMessage(.request(page: 0, isWrite: true), from: 1)
+        _ = rank0.onMessage(.request(page: 0, isWrite: true), from: 2)
+        _ = rank0.onMessage(.request(page: 0, isWrite: false), from: 3)
+        #expect(rank0.queueDepth(ofPage: 0) == 2)
+        // Rank 1's confirmation releases rank 2's write only; rank 3's read waits behind it.
+        #expect(acts(rank0.onMessage(.confirm(page: 0, isWrite: true), from: 1)) == [
+            .send(to: 1, .forward(page: 0, requester: 2, isWrite: true)),
+        ])
+        #expect(rank0.queueDepth(ofPage: 0) == 1)
+        #expect(acts(rank0.onMessage(.confirm(page: 0, isWrite: true), from: 2)) == [
+            .send(to: 2, .forward(page: 0, requester: 3, isWrite: false)),
+        ])
+    }
+
+    /// The one race a read leaves open: the new writer's invalidation
+    /// overtakes the old owner's grant. The reader acknowledges at once,
+    /// throws the stale grant away and asks again.
+    @Test func anInvalidationThatOvertakesItsReadGrantDiscardsTheGrant() {
+        var rank1 = core(rank: 1, of: 3)
+        #expect(acts(rank1.onReadFault(page: 0)) == [.send(to: 0, .request(page: 0, isWrite: false))])
+        #expect(acts(rank1.onMessage(.invalidate(page: 0), from: 2)) == [.send(to: 2, .invalidateAck(page: 0))])
+        #expect(!rank1.isQuiescent)
+        let stale = [UInt8](repeating: 9, count: Self.pageSize)
+        let effects = rank1.onMessage(.readGrant(page: 0, contents: stale), from: 0)
+        #expect(acts(effects) == [.send(to: 0, .request(page: 0, isWrite: false))])
+        #expect(effects.contains(.record(.staleGrantDiscarded(page: 0))))
+        #expect(rank1.access(ofPage: 0) == .none && rank1.statistics.total.staleGrantsDiscarded == 1)
+        // The next grant is current and is installed.
+        let fresh = [UInt8](repeating: 4, count: Self.pageSize)
+        #expect(acts(rank1.onMessage(.readGrant(page: 0, contents: fresh), from: 2)) == [
+            .installPage(page: 0, contents: fresh),
+            .setProtection(pages: 0..<1, .read),
+            .completeFaults(page: 0),
+        ])
+        #expect(rank1.isQuiescent)
+    }
+
+    @Test func ownerUpgradingPastItsReadersHoldsForwardsAndServesThemInOrder() {
+        // Rank 1 owns page 0 (managed by rank 0 of 3) and gave rank 2 a copy.
+        var rank1 = core(rank: 1, of: 3)
+        _ = rank1.onPlacement(pages: 0..<4, home: 1)
+        _ = rank1.onMessage(.forward(page: 0, requester: 2, isWrite: false), from: 0)
+        #expect(acts(rank1.onWriteFault(page: 0)) == [.send(to: 2, .invalidate(page: 0))])
+        // The manager forwards a read and then a write while the upgrade waits for its ack.
+        #expect(acts(rank1.onMessage(.forward(page: 0, requester: 0, isWrite: false), from: 0)).isEmpty)
+        #expect(acts(rank1.onMessage(.forward(page: 0, requester: 2, isWrite: true), from: 0)).isEmpty)
+        #expect(acts(rank1.onMessage(.invalidateAck(page: 0), from: 2)) == [
+            .setProtection(pages: 0..<1, .readWrite),
+            .completeFaults(page: 0),
+            .setProtection(pages: 0..<1, .read),
+            .sendWithPage(to: 0, page: 0, .readGrant(page: 0, contents: [])),
+            .setProtection(pages: 0..<1, .none),
+            .sendWithPage(to: 2, page: 0, .writeGrant(page: 0, copyset: RankSet([0]), contents: [])),
+        ])
+        #expect(!rank1.isOwner(ofPage: 0) && rank1.isQuiescent)
     }
 
     @Test func ownerSendsNoContentsToARequesterThatHoldsACopy() {
         var rank0 = core(rank: 0, of: 3)
         _ = rank0.onMessage(.request(page: 0, isWrite: false), from: 1)
-        _ = rank0.onMessage(.confirm(page: 0, isWrite: false), from: 1)
         _ = rank0.onMessage(.request(page: 0, isWrite: false), from: 2)
-        _ = rank0.onMessage(.confirm(page: 0, isWrite: false), from: 2)
         #expect(acts(rank0.onMessage(.request(page: 0, isWrite: true), from: 1)) == [
             .send(to: 1, .writeGrant(page: 0, copyset: RankSet([2]), contents: nil)),
         ])
@@ -125,7 +184,6 @@ import Testing
         var rank1 = core(rank: 1, of: 2)
         _ = rank1.onReadFault(page: 1)
         _ = rank1.onMessage(.request(page: 1, isWrite: false), from: 0)
-        _ = rank1.onMessage(.confirm(page: 1, isWrite: false), from: 0)
         // Request, forward to itself and invalidation all happen in this one input.
         #expect(acts(rank1.onWriteFault(page: 1)) == [.send(to: 0, .invalidate(page: 1))])
         #expect(acts(rank1.onMessage(.invalidateAck(page: 1), from: 0)) == [
@@ -183,8 +241,8 @@ import Testing
         let page1 = rank0.statistics.pages[1]
         #expect(page1?.readFaults == 1 && page1?.pagesReceived == 1 && page1?.invalidationsReceived == 1)
         #expect(rank0.statistics.total.writeFaults == 1)
-        // request, confirm and ack left; readGrant and invalidate arrived.
-        #expect(rank0.statistics.messagesSent == 3 && rank0.statistics.messagesReceived == 2)
+        // request and ack left; readGrant and invalidate arrived.
+        #expect(rank0.statistics.messagesSent == 2 && rank0.statistics.messagesReceived == 2)
         #expect(rank0.statistics.bytesReceived == 1 + 8 + 4 + Self.pageSize + 1 + 8)
     }
 
