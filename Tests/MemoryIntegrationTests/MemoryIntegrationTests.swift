@@ -198,7 +198,7 @@ extension MemoryFailureTests {
         var paddedPages = 0
         for p in processes {
             let totals = try #require(p["totals"] as? [String: Any])
-            for key in ["readFaults", "writeFaults", "pagesReceived", "pagesSent", "invalidationsSent", "invalidationsReceived",
+            for key in ["readFaults", "writeFaults", "pagesReceived", "pagesSent", "invalidationsSent", "invalidationsReceived", "staleGrantsDiscarded",
                         "messagesSent", "messagesReceived", "bytesSent", "bytesReceived"] {
                 #expect(totals[key] is Int, "totals.\(key) missing in \(totals)")
             }
