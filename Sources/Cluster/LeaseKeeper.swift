@@ -48,11 +48,6 @@ public final class LeaseKeeper: @unchecked Sendable {
         wake.signal()
     }
 
-    /// Stops keeping `lease` alive (it will end after its TTL unless revoked).
-    public func release(_ lease: LeaseID) {
-        held.withLock { $0[lease] = nil }
-    }
-
     /// Stops keeping leases alive; leases still held end after their TTL.
     /// Does not wait for a keep-alive in flight (it may take up to its
     /// client's timeout against an unavailable service); the thread exits

@@ -53,8 +53,8 @@ public protocol WaitObserver: AnyObject, Sendable {
 /// lock. Messages are encoded under the lock, in the core's order, into an
 /// outbox, and written after it is released (`flush`): a loopback send costs
 /// 10-25 µs of system call, and a thread that waited for the engine lock
-/// that long (a fault behind the confirmation of the previous one) then also
-/// paid a futex wake-up. Whoever finds messages in the outbox writes them
+/// that long (a fault behind the previous fault's messages) then also paid a
+/// futex wake-up. Whoever finds messages in the outbox writes them
 /// unless another thread is writing already, in which case that thread takes
 /// them too. One writer at a time, taking the outbox in order, keeps every
 /// pair's FIFO order. A message waiting in the outbox is, to the protocols,

@@ -112,9 +112,10 @@ public enum FalseSharingReport {
         var counts: [String: [Int: Int]] = [:]  // element -> rank -> faults
         for s in sites { counts[s.key, default: [:]][s.rank, default: 0] += s.faults }
         var v = Verdict()
-        v.ranks = Set(sites.map(\.rank)).count
+        let ranks = Set(sites.map(\.rank))
+        v.ranks = ranks.count
         v.writers = Set(sites.filter(\.isWrite).map(\.rank)).sorted()
-        v.readers = Set(sites.map(\.rank)).subtracting(v.writers).sorted()
+        v.readers = ranks.subtracting(v.writers).sorted()
         for (element, byRank) in counts {
             let total = byRank.values.reduce(0, +)
             v.faults += total

@@ -322,8 +322,8 @@ struct CoherenceSimulation {
     /// state and the state graph would be infinite.
     var fingerprint: Int {
         var h = Hasher()
-        // Counters are not state; a core wrapped in another (a planted bug)
-        // is taken apart too, so that its counters are left out as well.
+        // A core wrapped in another (a planted bug) is taken apart too, so
+        // that its counters are left out as well.
         func combine(core: Any) {
             for child in Mirror(reflecting: core).children where !(child.value is MemoryStatistics) && child.label != "maxQueueDepth" {
                 h.combine(child.label)
