@@ -229,8 +229,7 @@ public final class MemoryEngine: @unchecked Sendable {
             case .send(let to, let message):
                 send(message.encoded(), to: to)
             case .sendWithPage(let to, let page, let message):
-                let contents = Array(region.systemPage(page))
-                send(message.attaching(contents: contents).encoded(), to: to)
+                send(message.encoded(attaching: UnsafeRawBufferPointer(region.systemPage(page))), to: to)
             case .installPage(let page, let contents):
                 let dst = region.systemPage(page)
                 contents.withUnsafeBytes { dst.copyMemory(from: $0) }

@@ -86,16 +86,33 @@ extension MemoryMessage {
 
     /// Little-endian: tag u8, page u64, then the case's fields (ranks u32,
     /// flags u8, contents as u32 length + bytes, copyset as u32 count + ranks).
-    public func encoded() -> [UInt8] {
+    public func encoded() -> [UInt8] { encode(pageBytes: nil) }
+
+    /// The encoding of `attaching(contents: page)`, with the page copied once,
+    /// straight from memory into the encoding (the engine's send path).
+    public func encoded(attaching page: UnsafeRawBufferPointer) -> [UInt8] {
+        switch self {
+        case .readGrant, .writeGrant: return encode(pageBytes: page)
+        default: preconditionFailure("only grants carry page contents, not \(self)")
+        }
+    }
+
+    /// `pageBytes`, when given, replace a grant's contents.
+    private func encode(pageBytes: UnsafeRawBufferPointer?) -> [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(encodedCount)
+        out.reserveCapacity(encodedCount + (pageBytes.map { $0.count + 5 } ?? 0))
         func put<T: FixedWidthInteger>(_ value: T) {
             withUnsafeBytes(of: value.littleEndian) { out.append(contentsOf: $0) }
         }
         func putFlag(_ flag: Bool) { out.append(flag ? 1 : 0) }
         func putContents(_ contents: [UInt8]) {
-            put(UInt32(contents.count))
-            out.append(contentsOf: contents)
+            if let pageBytes {
+                put(UInt32(pageBytes.count))
+                out.append(contentsOf: pageBytes)
+            } else {
+                put(UInt32(contents.count))
+                out.append(contentsOf: contents)
+            }
         }
         switch self {
         case let .request(page, isWrite):
@@ -108,8 +125,8 @@ extension MemoryMessage {
             put(Tag.writeGrant.rawValue); put(UInt64(page))
             put(UInt32(copyset.count))
             for rank in copyset { put(UInt32(rank)) }
-            putFlag(contents != nil)
-            if let contents { putContents(contents) }
+            putFlag(contents != nil || pageBytes != nil)
+            if contents != nil || pageBytes != nil { putContents(contents ?? []) }
         case let .invalidate(page):
             put(Tag.invalidate.rawValue); put(UInt64(page))
         case let .invalidateAck(page):

@@ -73,9 +73,9 @@ public final class Connection: @unchecked Sendable {
 
     /// Sends one frame. Throws `.peerLost` if the connection is broken.
     public func send(_ frame: Frame) throws(TransportError) {
-        let bytes = frame.encoded()
+        let header = frame.encodedHeader()
         let err: Int32? = sendLock.withLock { _ in
-            bytes.withUnsafeBytes { Sys.writeAll(fd, $0) }
+            header.withUnsafeBytes { h in frame.payload.withUnsafeBytes { p in Sys.writeAll(fd, h, p) } }
         }
         if let e = err {
             throw .peerLost(peerHello.sender, reason: "send to \(remote) failed: \(String(cString: strerror(e)))")
@@ -93,7 +93,7 @@ public final class Connection: @unchecked Sendable {
             }
             let n = readBuffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n > 0 {
-                decoder.append(readBuffer[0..<n])
+                readBuffer.withUnsafeBytes { decoder.append(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
             } else if n == 0 {
                 if decoder.buffered > 0 {
                     throw .peerLost(peerHello.sender, reason: "\(remote) closed inside a frame")

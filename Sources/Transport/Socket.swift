@@ -157,6 +157,37 @@ enum Sys {
         return nil
     }
 
+    /// Writes `first` then `second` with as few system calls as the socket
+    /// allows (one `sendmsg` of both when the buffer has room), so a frame's
+    /// payload is sent from where it is instead of being copied behind its
+    /// header. Returns the errno on failure.
+    static func writeAll(_ fd: Int32, _ first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer) -> Int32? {
+        var done = 0
+        let total = first.count + second.count
+        while done < total {
+            var parts: [iovec] = []
+            if done < first.count {
+                parts.append(iovec(iov_base: UnsafeMutableRawPointer(mutating: first.baseAddress! + done), iov_len: first.count - done))
+            }
+            let intoSecond = max(0, done - first.count)
+            if second.count > intoSecond {
+                parts.append(iovec(iov_base: UnsafeMutableRawPointer(mutating: second.baseAddress! + intoSecond), iov_len: second.count - intoSecond))
+            }
+            let n = parts.withUnsafeMutableBufferPointer { iov -> Int in
+                var m = msghdr()
+                m.msg_iov = iov.baseAddress
+                m.msg_iovlen = iov.count
+                return sendmsg(fd, &m, Int32(MSG_NOSIGNAL))
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                return errno
+            }
+            done += n
+        }
+        return nil
+    }
+
     /// Sets a receive timeout (0 = none) on a blocking socket.
     static func setReceiveTimeout(_ fd: Int32, millis: Int) {
         var tv = timeval(tv_sec: millis / 1000, tv_usec: (millis % 1000) * 1000)

@@ -52,6 +52,26 @@ final class Mesh: @unchecked Sendable {
         #expect(from1 == (0..<200).map { UInt64(1000 + $0) })
     }
 
+    /// A frame's header and payload go out in one `sendmsg` of two parts; a
+    /// payload larger than the socket buffer is written in several, each
+    /// resuming where the last stopped (inside the header or the payload).
+    @Test func framesLargerThanTheSocketBufferArriveWhole() throws {
+        let m = try Mesh(2)
+        let sizes = [0, 1, 4096, 3 << 20, 0, 65_537, 5 << 20, 7]
+        @Sendable func payload(_ k: Int, _ n: Int) -> [UInt8] { (0..<n).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ k) } }
+        let sender = Thread {
+            for (k, n) in sizes.enumerated() { try? m.transports[0].send(Frame(.user, requestID: UInt64(k), payload: payload(k, n)), to: m.id(1)) }
+        }
+        sender.start()
+        for (k, n) in sizes.enumerated() {
+            let (p, f) = try #require(m.next(1))
+            #expect(p == m.id(0))
+            #expect(f.requestID == UInt64(k))
+            #expect(f.payload.count == n)
+            #expect(f.payload == payload(k, n), "frame \(k) of \(n) bytes arrived changed")
+        }
+    }
+
     @Test func eagerMeshMakesOneConnectionPerPair() throws {
         let m = try Mesh(4)
         let ids = (0..<4).map(m.id)
