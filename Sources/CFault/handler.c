@@ -74,6 +74,11 @@ typedef struct slot {
 _Static_assert(sizeof(slot) == 64, "one slot per cache line");
 
 static slot slots[SLOT_COUNT];
+// One past the highest slot ever claimed: every scan stops there. A process
+// with a few faults in flight scans a few cache lines, not all SLOT_COUNT, on
+// each fault, completion and poll. Only grows; raised before the slot it
+// covers is published, so a scan that sees the slot pending also covers it.
+static _Atomic uint32_t slots_used;
 static _Atomic uintptr_t region_base;
 static _Atomic uintptr_t region_end; // 0 while no region is registered
 static _Atomic uint32_t page_shift;
@@ -103,7 +108,8 @@ static uint64_t now_nanoseconds(void) {
 /// Joins a pending slot for `page` whose access covers ours (a pending write
 /// also serves a read). Returns the slot index or -1.
 static int join_pending(uint64_t page, bool is_write) {
-    for (int i = 0; i < SLOT_COUNT; i++) {
+    int used = (int)atomic_load_explicit(&slots_used, memory_order_acquire);
+    for (int i = 0; i < used; i++) {
         slot *s = &slots[i];
         uint64_t w = atomic_load_explicit(&s->state, memory_order_acquire);
         while (waiting_phase(w) && (!is_write || (w & WRITE_BIT))) {
@@ -156,6 +162,10 @@ static int claim_free(uint64_t page, bool is_write, origin from) {
         atomic_store_explicit(&s->offset, from.offset, memory_order_relaxed);
         atomic_store_explicit(&s->instruction, from.instruction, memory_order_relaxed);
         atomic_store_explicit(&s->thread, thread_id(), memory_order_relaxed);
+        uint32_t used = atomic_load_explicit(&slots_used, memory_order_relaxed);
+        while (used < (uint32_t)i + 1 &&
+               !atomic_compare_exchange_weak_explicit(&slots_used, &used, (uint32_t)i + 1, memory_order_release, memory_order_relaxed)) {
+        }
         uint64_t published = with_phase(claimed, PENDING) | (is_write ? WRITE_BIT : 0);
         atomic_store_explicit(&s->state, published, memory_order_release);
         count(&stat_faults);
@@ -328,9 +338,11 @@ void cfault_doorbell_drain(void) {
 }
 
 bool cfault_next_fault(cfault_fault *fault) {
-    uint32_t start = atomic_load_explicit(&next_cursor, memory_order_relaxed);
-    for (uint32_t k = 0; k < SLOT_COUNT; k++) {
-        uint32_t i = (start + k) % SLOT_COUNT;
+    uint32_t used = atomic_load_explicit(&slots_used, memory_order_acquire);
+    if (used == 0) return false;
+    uint32_t start = atomic_load_explicit(&next_cursor, memory_order_relaxed) % used;
+    for (uint32_t k = 0; k < used; k++) {
+        uint32_t i = (start + k) % used;
         slot *s = &slots[i];
         uint64_t w = atomic_load_explicit(&s->state, memory_order_acquire);
         while (phase_of(w) == PENDING) {
@@ -355,7 +367,8 @@ bool cfault_next_fault(cfault_fault *fault) {
 }
 
 void cfault_complete_page(uint64_t page_index) {
-    for (int i = 0; i < SLOT_COUNT; i++) {
+    int used = (int)atomic_load_explicit(&slots_used, memory_order_acquire);
+    for (int i = 0; i < used; i++) {
         slot *s = &slots[i];
         uint64_t w = atomic_load_explicit(&s->state, memory_order_acquire);
         while (waiting_phase(w)) {
