@@ -306,6 +306,14 @@ public final class MemoryEngine: @unchecked Sendable {
         return (core.statistics, blockedNanos)
     }
 
+    /// This process's fault handler: faults it took on the region, faults that
+    /// joined one already waiting for the same page, and waits that outlasted
+    /// the handler's spin and slept (each sleep costs a wake-up).
+    public var handlerCounters: (faults: Int, joined: Int, slept: Int) {
+        let s = FaultChannel.statistics
+        return (Int(s.faults), Int(s.coalesced), Int(s.sleeps))
+    }
+
     public func access(ofPage page: Int) -> PageAccess {
         lock.lock()
         defer { lock.unlock() }

@@ -126,6 +126,10 @@ extension Plexus {
         totals["bytesSent"] = s.bytesSent
         totals["bytesReceived"] = s.bytesReceived
         totals["blockedMicros"] = Double(blockedNanos) / 1000
+        let handler = m.handlerCounters
+        totals["handlerFaults"] = handler.faults
+        totals["handlerJoined"] = handler.joined
+        totals["handlerSlept"] = handler.slept
         let doc: [String: Any] = [
             "rank": rank, "pid": pid, "protocol": m.protocolName,
             "layout": ["base": "0x" + String(m.region.applicationBase, radix: 16), "size": m.region.size,

@@ -203,6 +203,9 @@ extension MemoryFailureTests {
                 #expect(totals[key] is Int, "totals.\(key) missing in \(totals)")
             }
             #expect(totals["blockedMicros"] is Double, "\(totals)")
+            #expect(totals["handlerSlept"] is Int && totals["handlerJoined"] is Int, "\(totals)")
+            // Every fault the handler hands over is one the protocol counts.
+            #expect(totals["handlerFaults"] as? Int == ((totals["readFaults"] as? Int) ?? -1) + ((totals["writeFaults"] as? Int) ?? -1), "\(totals)")
             let pages = try #require(p["pages"] as? [[String: Any]])
             for page in pages {
                 let name = try #require(page["name"] as? String)
