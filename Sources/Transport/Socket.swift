@@ -143,24 +143,11 @@ enum Sys {
         return fd
     }
 
-    /// Writes every byte or throws. MSG_NOSIGNAL: a closed peer is an error, not SIGPIPE.
-    static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Int32? {
-        var done = 0
-        while done < bytes.count {
-            let n = send(fd, bytes.baseAddress! + done, bytes.count - done, Int32(MSG_NOSIGNAL))
-            if n < 0 {
-                if errno == EINTR { continue }
-                return errno
-            }
-            done += n
-        }
-        return nil
-    }
-
-    /// Writes `first` then `second` with as few system calls as the socket
-    /// allows (one `sendmsg` of both when the buffer has room), so a frame's
-    /// payload is sent from where it is instead of being copied behind its
-    /// header. Returns the errno on failure.
+    /// Writes every byte of `first` then `second` with as few system calls as
+    /// the socket allows (one `sendmsg` of both when the buffer has room), so
+    /// a frame's payload is sent from where it is instead of being copied
+    /// behind its header. Returns the errno on failure. MSG_NOSIGNAL: a
+    /// closed peer is an error, not SIGPIPE.
     static func writeAll(_ fd: Int32, _ first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer) -> Int32? {
         var done = 0
         let total = first.count + second.count

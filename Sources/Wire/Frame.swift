@@ -27,15 +27,17 @@ public struct Frame: Equatable, Sendable {
 
     /// Header and payload, ready for the socket.
     public func encoded() -> [UInt8] {
-        var bytes = encodedHeader()
+        var bytes = header(reserving: Frame.headerSize + payload.count)
         bytes.append(contentsOf: payload)
         return bytes
     }
 
     /// The header alone, for a writer that sends the payload from where it
-    /// is (`writev`) instead of copying it behind the header.
-    public func encodedHeader() -> [UInt8] {
-        var w = ByteWriter(capacity: Frame.headerSize + payload.count)
+    /// is (`sendmsg` of two parts) instead of copying it behind the header.
+    public func encodedHeader() -> [UInt8] { header(reserving: Frame.headerSize) }
+
+    private func header(reserving capacity: Int) -> [UInt8] {
+        var w = ByteWriter(capacity: capacity)
         w.u32(Frame.magic)
         w.u16(Frame.version)
         w.u16(kind.rawValue)
