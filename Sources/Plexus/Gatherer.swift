@@ -1,4 +1,6 @@
 import Foundation
+import Synchronization
+import Transport
 
 /// Rank 0's side of a collective (barrier, allGather): it counts arrivals on
 /// whichever thread delivers the last one and sends the release from that
@@ -6,6 +8,9 @@ import Foundation
 /// last arrival comes in on a transport reader thread, which releases every
 /// rank without first waking rank 0's application thread: one thread hand-off
 /// fewer on the barrier's critical path.
+///
+/// Rank 0's application thread polls briefly for the last arrival before it
+/// sleeps (`spin`), which saves its wake-up when the others are close behind.
 ///
 /// Bounded: arrivals are kept per epoch, and ranks cannot run more than one
 /// collective ahead of rank 0 (they wait for its release).
@@ -15,11 +20,15 @@ final class Gatherer: @unchecked Sendable {
     private var pending: [UInt64: [Int: [UInt8]]] = [:]
     private var complete: [UInt64: [[UInt8]]] = [:]
     private var failure: String?
+    /// The latest epoch completed, readable without the lock (for polling).
+    private let completedEpoch = Atomic<UInt64>(0)
+    private let spin: SpinWait
     /// Sends the release for an epoch to every other rank.
     private let release: @Sendable (UInt64, [[UInt8]]) -> Void
 
-    init(size: Int, release: @escaping @Sendable (UInt64, [[UInt8]]) -> Void) {
+    init(size: Int, spin: SpinWait = .replyImminent, release: @escaping @Sendable (UInt64, [[UInt8]]) -> Void) {
         self.size = size
+        self.spin = spin
         self.release = release
     }
 
@@ -36,6 +45,7 @@ final class Gatherer: @unchecked Sendable {
             let got = pending.removeValue(forKey: epoch)!
             let all = (0..<size).map { got[$0]! }
             complete[epoch] = all
+            if epoch > completedEpoch.load(ordering: .relaxed) { completedEpoch.store(epoch, ordering: .releasing) }
             release(epoch, all)
             cond.broadcast()
         }
@@ -45,6 +55,7 @@ final class Gatherer: @unchecked Sendable {
     /// Rank 0's application thread: contributes and waits for the epoch.
     func gather(epoch: UInt64, _ mine: [UInt8]) -> Result<[[UInt8]], GatherFailure> {
         arrive(rank: 0, epoch: epoch, mine)
+        _ = spin.poll { completedEpoch.load(ordering: .acquiring) >= epoch }
         cond.lock()
         defer { cond.unlock() }
         while complete[epoch] == nil {

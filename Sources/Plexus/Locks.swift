@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Foundation
 import Memory
+import Synchronization
 import Transport
 import Wire
 
@@ -74,6 +75,10 @@ final class LockService: @unchecked Sendable {
     private var local: [Int: Local] = [:]
     private var failure: String?
     private let cond = NSCondition()
+    /// Counts grants, denials and failures as they arrive, readable without
+    /// `cond` so that an acquirer can poll for its answer before sleeping.
+    private let answers = Atomic<UInt64>(0)
+    private let spin = SpinWait.replyImminent
 
     init(rank: Int, size: Int) {
         self.rank = rank
@@ -102,7 +107,10 @@ final class LockService: @unchecked Sendable {
         cond.unlock()
 
         let token = runtime.waitBegan(.lock(id))
+        let answered = answers.load(ordering: .acquiring)
         try deliver(kind: 3, id: id, flag: tryOnly, payload: [], to: manager(of: id))
+        // The grant is one round trip away: poll for it before sleeping.
+        _ = spin.poll { answers.load(ordering: .acquiring) != answered }
         cond.lock()
         while local[id]?.grant == nil && local[id]?.denied != true && failure == nil { cond.wait() }
         if let f = failure {
@@ -201,6 +209,7 @@ final class LockService: @unchecked Sendable {
         case 4, 6:
             cond.lock()
             if kind == 4 { local[id, default: Local(busy: true)].grant = body } else { local[id, default: Local(busy: true)].denied = true }
+            answers.add(1, ordering: .releasing)
             cond.broadcast()
             cond.unlock()
         default:
@@ -211,6 +220,7 @@ final class LockService: @unchecked Sendable {
     func peerLost(_ r: Int, _ why: String) {
         cond.lock()
         failure = "rank \(r) is gone while locks were in use: \(why)"
+        answers.add(1, ordering: .releasing)
         cond.broadcast()
         cond.unlock()
     }

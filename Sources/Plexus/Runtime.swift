@@ -68,9 +68,9 @@ public final class Plexus: @unchecked Sendable {
     let transport: TCPTransport
     private let launcher: Connection
     private let rankOf: [ProcessID: Int]
-    private let inbox = Mailbox<(Int, [UInt8])>(capacity: 65_536)
+    private let inbox = Mailbox<(Int, [UInt8])>(capacity: 65_536, spin: .replyImminent)
     private let gatherer: Gatherer
-    private let releases = Mailbox<(UInt64, [[UInt8]])>(capacity: 1024)
+    private let releases = Mailbox<(UInt64, [[UInt8]])>(capacity: 1024, spin: .replyImminent)
     private let collectiveEpoch = Locked<UInt64>(0)
     /// The shared-memory engine, nil when the job runs with `--shared-memory 0`.
     public let memory: MemoryEngine?
