@@ -46,12 +46,15 @@ public final class FaultInjectingTransport: Transport, @unchecked Sendable {
     private let plan: Locked<FaultPlan>
     private let rng: Locked<SplitMix64>
     private let delayQueue = DispatchQueue(label: "plexus-fault-delay")
-    public let stats = Locked(Stats())
+    public let stats: Locked<Stats>
 
     public struct Stats: Sendable {
+        /// Frames dropped on send (partition or random loss).
         public var dropped = 0
         public var duplicated = 0
         public var delayed = 0
+        /// Incoming frames discarded on receipt because of a partition.
+        public var filteredOnReceipt = 0
     }
 
     /// `makeInner` receives the handler the wrapper filters incoming frames with.
@@ -66,11 +69,13 @@ public final class FaultInjectingTransport: Transport, @unchecked Sendable {
         // The local ID is known only once the inner transport exists; incoming
         // filtering reads it through this box.
         let localBox = Locked<ProcessID?>(nil)
+        let statsBox = Locked(Stats())
+        stats = statsBox
         let filtered = TransportHandler(
             onFrame: { from, frame in
                 let me = localBox.value
                 let blocked = planBox.withLock { p in me.map { p.blocked.contains(.init(from, $0)) } ?? false }
-                if !blocked { handler.onFrame(from, frame) }
+                if blocked { statsBox.withLock { $0.filteredOnReceipt += 1 } } else { handler.onFrame(from, frame) }
             },
             onPeerLost: handler.onPeerLost)
         inner = try makeInner(filtered)

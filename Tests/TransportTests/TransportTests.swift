@@ -181,6 +181,11 @@ final class Mesh: @unchecked Sendable {
         try m.transports[2].send(Frame(.user, requestID: 4), to: m.id(0))
         #expect(m.next(1)?.1.requestID == 3)
         #expect(m.next(0)?.1.requestID == 4)
+        // Frame 1 travels on its own connection; heal only once it has
+        // reached rank 1 and been filtered, or it would pass after the heal.
+        let deadline = Date().addingTimeInterval(5)
+        while m.transports[1].stats.value.filteredOnReceipt < 1 && Date() < deadline { sched_yield() }
+        #expect(m.transports[1].stats.value.filteredOnReceipt == 1)
         m.transports[1].update { $0.heal() }
         try m.transports[0].send(Frame(.user, requestID: 5), to: m.id(1))
         #expect(m.next(1)?.1.requestID == 5)
