@@ -39,7 +39,10 @@ public final class Mailbox<Element: Sendable>: @unchecked Sendable {
     /// Returns nil on timeout or once the mailbox is closed and drained.
     public func take(timeout: Double? = nil) -> Element? {
         let deadline = timeout.map { Date().addingTimeInterval($0) }
-        if let spin { _ = spin.poll { queued.load(ordering: .acquiring) > 0 } }
+        // Poll only when the caller would wait at least as long as the poll.
+        if let spin, timeout.map({ $0 * 1e9 >= Double(spin.nanoseconds) }) ?? true {
+            _ = spin.poll { queued.load(ordering: .acquiring) > 0 }
+        }
         cond.lock()
         defer { cond.unlock() }
         while items.count == head {
