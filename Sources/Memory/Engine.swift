@@ -74,8 +74,11 @@ public final class MemoryEngine: @unchecked Sendable {
     /// Encoded messages in the core's order, appended under `lock`. Its
     /// length is bounded by the protocols' messages in flight (every input
     /// produces a bounded number, and every appender writes or leaves it to
-    /// the thread writing), not by a count of its own.
+    /// the thread writing). `outboxLimit` is a safety net above that: an
+    /// appender cannot wait for room (it holds the engine lock, which the
+    /// peer's answers need), so passing it stops the process with a report.
     private let outbox = Mutex<[(to: Int, bytes: [UInt8])]>([])
+    static let outboxLimit = 1 << 18
     /// Held by the one thread writing the outbox's messages.
     private let writing = NSLock()
     private var core: any CoherenceProtocol
@@ -259,7 +262,13 @@ public final class MemoryEngine: @unchecked Sendable {
 
     /// Queues a message. Caller holds `lock`, so the outbox is in the core's order.
     private func send(_ bytes: [UInt8], to rank: Int) {
-        outbox.withLock { $0.append((rank, bytes)) }
+        let queued = outbox.withLock { q -> Int in
+            q.append((rank, bytes))
+            return q.count
+        }
+        if queued > Self.outboxLimit {
+            fatalError("plexus[\(configuration.rank)]: \(queued) memory-protocol messages are waiting to be written, more than the protocols can have in flight (\(Self.outboxLimit)); a peer has stopped reading or the '\(protocolName)' protocol has a bug")
+        }
     }
 
     /// Writes the outbox unless another thread is writing it. Called by
