@@ -53,7 +53,7 @@ struct SpinWaitTests {
         #expect(SpinWait(nanoseconds: 0).poll { true })
     }
 
-    @Test("a polling mailbox hands over an element put while its taker polls")
+    @Test("a polling mailbox hands over elements in order, one of them put by another thread")
     func pollingMailbox() {
         let box = Mailbox<Int>(capacity: 4, spin: SpinWait(nanoseconds: 10_000_000_000))
         Thread { box.put(7) }.start()
