@@ -152,18 +152,21 @@ enum Sys {
         var done = 0
         let total = first.count + second.count
         while done < total {
-            var parts: [iovec] = []
-            if done < first.count {
-                parts.append(iovec(iov_base: UnsafeMutableRawPointer(mutating: first.baseAddress! + done), iov_len: first.count - done))
-            }
-            let intoSecond = max(0, done - first.count)
-            if second.count > intoSecond {
-                parts.append(iovec(iov_base: UnsafeMutableRawPointer(mutating: second.baseAddress! + intoSecond), iov_len: second.count - intoSecond))
-            }
-            let n = parts.withUnsafeMutableBufferPointer { iov -> Int in
+            // At most two parts, on the stack: this runs for every frame sent.
+            let n = withUnsafeTemporaryAllocation(of: iovec.self, capacity: 2) { parts -> Int in
+                var count = 0
+                if done < first.count {
+                    parts[count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: first.baseAddress! + done), iov_len: first.count - done)
+                    count += 1
+                }
+                let intoSecond = max(0, done - first.count)
+                if second.count > intoSecond {
+                    parts[count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: second.baseAddress! + intoSecond), iov_len: second.count - intoSecond)
+                    count += 1
+                }
                 var m = msghdr()
-                m.msg_iov = iov.baseAddress
-                m.msg_iovlen = iov.count
+                m.msg_iov = parts.baseAddress
+                m.msg_iovlen = count
                 return sendmsg(fd, &m, Int32(MSG_NOSIGNAL))
             }
             if n < 0 {
