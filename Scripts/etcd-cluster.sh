@@ -69,11 +69,24 @@ start)
     exit 1
     ;;
 stop)
+    # Waits until every member has exited (10 s, then SIGKILL), so that a
+    # caller that removes DIR or starts the next cluster right after finds no
+    # etcd still shutting down.
+    pids=""
     for pidfile in "$dir"/e*.pid; do
         [ -f "$pidfile" ] || continue
-        kill "$(cat "$pidfile")" 2>/dev/null || true
+        pid=$(cat "$pidfile")
+        kill "$pid" 2>/dev/null && pids="$pids $pid"
         rm -f "$pidfile"
     done
+    for _ in $(seq 1 100); do
+        alive=""
+        for pid in $pids; do kill -0 "$pid" 2>/dev/null && alive="$alive $pid"; done
+        pids=$alive
+        [ -z "$pids" ] && break
+        sleep 0.1
+    done
+    for pid in $pids; do kill -9 "$pid" 2>/dev/null || true; done
     ;;
 *)
     echo "usage: $0 start DIR [MEMBERS] [BASE_PORT] | stop DIR" >&2
