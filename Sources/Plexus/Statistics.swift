@@ -7,7 +7,8 @@ import Memory
 /// in the page, read or write, the faulting thread and instruction. The
 /// false-sharing report compares the sites of different ranks on one page.
 /// Bounded: at most `sitesPerPage` distinct sites per page and `maxSites` in
-/// all; faults beyond are only counted.
+/// all; faults beyond are only counted. Wait times also go into a histogram
+/// of power-of-two buckets (fault waits under load are not the idle miss).
 final class PageStatsCollector: PageEventObserver, @unchecked Sendable {
     struct Site: Hashable {
         var origin: FaultOrigin
@@ -22,6 +23,8 @@ final class PageStatsCollector: PageEventObserver, @unchecked Sendable {
     private var sites: [Int: [Site: Int]] = [:]
     private var siteCount = 0
     private var unrecorded: [Int: Int] = [:]
+    /// Faults per `FaultWaits.bucket`.
+    private var waits = [Int](repeating: 0, count: FaultWaits.buckets)
 
     func pageEvent(_ event: MemoryStatistic) {}
 
@@ -30,6 +33,7 @@ final class PageStatsCollector: PageEventObserver, @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         blocked[fault.page, default: 0] &+= nanoseconds
+        waits[FaultWaits.bucket(nanoseconds: nanoseconds)] += 1
         if let n = sites[fault.page]?[site] {
             sites[fault.page]![site] = n + 1
         } else if siteCount < Self.maxSites, sites[fault.page, default: [:]].count < Self.sitesPerPage {
@@ -40,10 +44,60 @@ final class PageStatsCollector: PageEventObserver, @unchecked Sendable {
         }
     }
 
-    var snapshot: (blocked: [Int: UInt64], sites: [Int: [Site: Int]], unrecorded: [Int: Int]) {
+    var snapshot: (blocked: [Int: UInt64], sites: [Int: [Site: Int]], unrecorded: [Int: Int], waits: [Int]) {
         lock.lock()
         defer { lock.unlock() }
-        return (blocked, sites, unrecorded)
+        return (blocked, sites, unrecorded, waits)
+    }
+}
+
+/// The histogram of fault waits in a statistics document (`totals.faultWaits`):
+/// how long faults that opened a request waited for their page, in
+/// power-of-two buckets of microseconds. Under load a wait is not the idle
+/// miss of `plexus bench`: the serving threads on both sides compete with the
+/// computation for the CPUs.
+public enum FaultWaits {
+    /// Bucket k, for 1 ≤ k < buckets - 1, holds waits of at least 2^(k-1) µs
+    /// and less than 2^k µs (bucket 1 also holds waits under 1 µs); the last
+    /// bucket holds every wait of at least 2^(buckets-2) µs (about 4 s).
+    /// Bucket 0 stays empty.
+    public static let buckets = 24
+
+    public static func bucket(nanoseconds: UInt64) -> Int {
+        let micros = nanoseconds / 1000
+        return min(buckets - 1, max(1, UInt64.bitWidth - micros.leadingZeroBitCount))
+    }
+
+    /// The JSON form of per-bucket counts: the non-empty buckets in order,
+    /// `{"belowMicros": 64, "faults": 12}`, the last `{"atLeastMicros": ...}`.
+    public static func histogram(_ counts: [Int]) -> [[String: Int]] {
+        counts.indices.filter { counts[$0] > 0 }.map { k in
+            k == buckets - 1 ? ["atLeastMicros": 1 << (k - 1), "faults": counts[k]]
+                             : ["belowMicros": 1 << k, "faults": counts[k]]
+        }
+    }
+
+    /// The upper bound, in µs, of the bucket holding the `q`-quantile wait
+    /// (nil for the open last bucket or no faults): "half the faults waited
+    /// less than this". The histogram's buckets are powers of two.
+    public static func quantileBound(_ histogram: [[String: Int]], _ q: Double) -> (micros: Int, open: Bool)? {
+        let total = histogram.reduce(0) { $0 + ($1["faults"] ?? 0) }
+        guard total > 0 else { return nil }
+        var seen = 0
+        for b in histogram {
+            seen += b["faults"] ?? 0
+            if Double(seen) >= q * Double(total) {
+                if let below = b["belowMicros"] { return (below, false) }
+                return (b["atLeastMicros"] ?? 0, true)
+            }
+        }
+        return nil
+    }
+
+    /// "<128us", "<16.4ms", ">=4194.3ms" or "-" (no faults), for tables.
+    public static func text(_ histogram: [[String: Int]], _ q: Double) -> String {
+        guard let (micros, open) = quantileBound(histogram, q) else { return "-" }
+        return (open ? ">=" : "<") + (micros >= 10_000 ? String(format: "%.1fms", Double(micros) / 1000) : "\(micros)us")
     }
 }
 
@@ -93,7 +147,7 @@ extension Plexus {
     public func statisticsJSON() -> [UInt8] {
         guard let m = memory, let h = heap else { return Array("{}".utf8) }
         let (s, blockedNanos) = m.statistics
-        let (blocked, sites, unrecorded) = pageStats.snapshot
+        let (blocked, sites, unrecorded, waits) = pageStats.snapshot
         let locator = sites.isEmpty ? CodeLocator?.none : CodeLocator()
         func counters(_ p: PageStatistics) -> [String: Int] {
             ["readFaults": p.readFaults, "writeFaults": p.writeFaults, "pagesReceived": p.pagesReceived,
@@ -126,6 +180,7 @@ extension Plexus {
         totals["bytesSent"] = s.bytesSent
         totals["bytesReceived"] = s.bytesReceived
         totals["blockedMicros"] = Double(blockedNanos) / 1000
+        totals["faultWaits"] = FaultWaits.histogram(waits)
         let handler = m.handlerCounters
         totals["handlerFaults"] = handler.faults
         totals["handlerJoined"] = handler.joined

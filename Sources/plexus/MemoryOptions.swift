@@ -69,13 +69,19 @@ struct MemoryOptions: ParsableArguments {
 
     static func summary(_ reports: [[String: Any]]) -> String {
         guard !reports.isEmpty else { return "plexus: no shared-memory statistics were reported\n" }
-        var s = "shared memory: rank  read-faults  write-faults  pages-in  pages-out  inval-sent  blocked-ms\n"
+        var s = "shared memory: rank  read-faults  write-faults  pages-in  pages-out  inval-sent  blocked-ms  wait-p50  wait-p99\n"
         for r in reports {
             let t = r["totals"] as? [String: Any] ?? [:]
             func i(_ k: String) -> Int { t[k] as? Int ?? 0 }
-            s += String(format: "               %4d  %11d  %12d  %8d  %9d  %10d  %10.1f\n", r["rank"] as? Int ?? -1,
+            let waits = t["faultWaits"] as? [[String: Int]] ?? []
+            s += String(format: "               %4d  %11d  %12d  %8d  %9d  %10d  %10.1f", r["rank"] as? Int ?? -1,
                         i("readFaults"), i("writeFaults"), i("pagesReceived"), i("pagesSent"), i("invalidationsSent"),
                         (t["blockedMicros"] as? Double ?? 0) / 1000)
+            for q in [0.5, 0.99] {
+                let w = FaultWaits.text(waits, q)
+                s += "  " + String(repeating: " ", count: max(0, 8 - w.count)) + w
+            }
+            s += "\n"
         }
         s += FalseSharingReport.text(FalseSharingReport.pages(reports))
         return s

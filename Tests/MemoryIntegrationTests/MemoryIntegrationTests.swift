@@ -206,6 +206,14 @@ extension MemoryFailureTests {
             #expect(totals["handlerSlept"] is Int && totals["handlerJoined"] is Int, "\(totals)")
             // Every fault the handler hands over is one the protocol counts.
             #expect(totals["handlerFaults"] as? Int == ((totals["readFaults"] as? Int) ?? -1) + ((totals["writeFaults"] as? Int) ?? -1), "\(totals)")
+            // Each rank has one thread: every fault it hands over opens a
+            // request and waits once, so the histogram holds them all, in
+            // ascending non-empty power-of-two buckets.
+            let waits = try #require(totals["faultWaits"] as? [[String: Int]], "\(totals)")
+            let bounds = waits.map { $0["belowMicros"] ?? $0["atLeastMicros"] ?? -1 }
+            #expect(bounds == bounds.sorted() && Set(bounds).count == bounds.count, "\(waits)")
+            #expect(bounds.allSatisfy { $0 > 0 && $0 & ($0 - 1) == 0 } && waits.allSatisfy { ($0["faults"] ?? 0) > 0 }, "\(waits)")
+            #expect(waits.reduce(0) { $0 + ($1["faults"] ?? 0) } == totals["handlerFaults"] as? Int, "\(waits) against \(totals)")
             let pages = try #require(p["pages"] as? [[String: Any]])
             for page in pages {
                 let name = try #require(page["name"] as? String)
@@ -216,7 +224,7 @@ extension MemoryFailureTests {
         }
         #expect(counterTransfers > 0, "no transfer of the counters page recorded")
         #expect(paddedPages >= 2, "the padded counters' pages are missing")
-        #expect(job.stderr.contains("shared memory: rank  read-faults"), "\(job.stderr)")
+        #expect(job.stderr.contains("shared memory: rank  read-faults") && job.stderr.contains("wait-p50  wait-p99"), "\(job.stderr)")
 
         // Fault sites: rank r faults on counters[r] (byte 8r) only, writes
         // among them, from a thread and an instruction of the example.
