@@ -116,15 +116,50 @@ public enum Jacobi {
         return Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
     }
 
-    /// The Jacobi row of `plexus bench` (a collective): `runs` times, rank 0
+    /// The most a split of the grid among the ranks can gain on this machine,
+    /// without shared memory (a collective): every rank sweeps its own rows
+    /// `iterations` times on private grids, all at once, with no halo
+    /// exchange and no barrier between iterations. Returns the seconds from
+    /// a barrier before the first sweep to a barrier after every rank's
+    /// last: the slowest rank's time. On the 2-core VMs of this project
+    /// two processes that share nothing still slow each other down (the
+    /// two vCPUs give about 1.5 times one), so this, not the rank count,
+    /// is the ceiling of the parallel version's speedup.
+    public static func privateHalves(_ px: Plexus, n: Int, iterations: Int) throws -> Double {
+        let mine = rows(n: n, rank: px.rank, size: px.size)
+        let a = UnsafeMutablePointer<Double>.allocate(capacity: n * n)
+        let b = UnsafeMutablePointer<Double>.allocate(capacity: n * n)
+        defer {
+            a.deallocate()
+            b.deallocate()
+        }
+        let touched = (mine.lowerBound - 1)..<(mine.upperBound + 1)
+        a.initialize(repeating: 0, count: n * n)
+        b.initialize(repeating: 0, count: n * n)
+        initialize(a, n: n, rows: touched)
+        initialize(b, n: n, rows: touched)
+        var src = a, dst = b
+        try px.barrier()
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        for _ in 0..<iterations {
+            sweep(src, dst, n: n, rows: mine)
+            swap(&src, &dst)
+        }
+        try px.barrier()
+        return Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+    }
+
+    /// The Jacobi rows of `plexus bench` (a collective): `runs` times, rank 0
     /// runs the sequential version on private memory while the others wait
     /// in a barrier, then all ranks run the parallel version on freshly
-    /// initialised shared grids. Returns, on rank 0, the seconds of each run
-    /// of both, and the largest difference between the last results.
+    /// initialised shared grids, then `privateHalves`. Returns, on rank 0,
+    /// the seconds of each run of all three, and the largest difference
+    /// between the last results of the first two.
     public static func benchmark(_ px: Plexus, n: Int, iterations: Int, runs: Int,
-                                 progress: (String) -> Void = { _ in }) throws -> (parallel: [Double], sequential: [Double], maxDifference: Double) {
+                                 progress: (String) -> Void = { _ in })
+        throws -> (parallel: [Double], sequential: [Double], privateHalves: [Double], maxDifference: Double) {
         let grids = try allocate(px, n: n)
-        var par: [Double] = [], seq: [Double] = []
+        var par: [Double] = [], seq: [Double] = [], halves: [Double] = []
         var reference: [Double] = []
         var mine = rows(n: n, rank: px.rank, size: px.size)
         if px.rank == 0 { mine = 0..<mine.upperBound }
@@ -143,10 +178,12 @@ public enum Jacobi {
                 initialize(grids.b.base, n: n, rows: mine)
             }
             par.append(try parallel(px, grids: grids, iterations: iterations))
+            if px.rank == 0 { progress("jacobi run \(run + 1)/\(runs): \(px.size) processes on private halves, no shared memory") }
+            halves.append(try privateHalves(px, n: n, iterations: iterations))
         }
         let diff = px.rank == 0 ? maxAbsDifference(grids.result(after: iterations), reference) : 0
         try px.barrier()
-        return (par, seq, diff)
+        return (par, seq, halves, diff)
     }
 }
 
