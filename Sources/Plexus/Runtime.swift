@@ -69,8 +69,7 @@ public final class Plexus: @unchecked Sendable {
     private let launcher: Connection
     private let rankOf: [ProcessID: Int]
     private let inbox = Mailbox<(Int, [UInt8])>(capacity: 65_536, spin: .replyImminent)
-    private let gatherer: Gatherer
-    private let releases = Mailbox<(UInt64, [[UInt8]])>(capacity: 1024, spin: .replyImminent)
+    private let collectives: Dissemination
     private let collectiveEpoch = Locked<UInt64>(0)
     /// The shared-memory engine, nil when the job runs with `--shared-memory 0`.
     public let memory: MemoryEngine?
@@ -111,12 +110,11 @@ public final class Plexus: @unchecked Sendable {
         let box = FrameGate()
         let peers = PeerTable()
         locks = LockService(rank: rank, size: size)
-        gatherer = Gatherer(size: size, release: { epoch, all in
+        collectives = Dissemination(rank: rank, size: size, send: { [peers] r, message throws(PlexusError) in
             var w = ByteWriter()
-            w.u8(1); w.u64(epoch); w.u32(UInt32(all.count))
-            for p in all { w.blob(p) }
-            // A rank that cannot be reached is reported by the transport.
-            for r in 1..<all.count { try? peers.send(Frame(.sync, payload: w.bytes), to: r) }
+            w.u8(0)   // sync kind 0: a collective's round (2: goodbye, 3-6: locks)
+            w.raw(message)
+            do throws(TransportError) { try peers.send(Frame(.sync, payload: w.bytes), to: r) } catch { throw .transport(error) }
         })
         // The engine exists before any peer can reach us: a peer may fault on
         // a page we manage as soon as the mesh is up.
@@ -197,8 +195,9 @@ public final class Plexus: @unchecked Sendable {
     // MARK: Barrier and collectives
 
     /// Waits until every rank has called `barrier()` the same number of times.
-    /// Rank 0 gathers arrivals and releases everyone: one message each way, so
-    /// the cost is one round trip. Reusable any number of times. With shared
+    /// By dissemination (`Dissemination`): ⌈log2 size⌉ rounds of one message
+    /// per rank, so with 2 ranks it costs one one-way message. Reusable any
+    /// number of times. With shared
     /// memory, the protocol does its part on arrival and departure (nothing
     /// for sc; write notices for release-consistency protocols).
     public func barrier() throws(PlexusError) {
@@ -218,21 +217,7 @@ public final class Plexus: @unchecked Sendable {
     }
 
     private func gather(epoch: UInt64, _ mine: [UInt8]) throws(PlexusError) -> [[UInt8]] {
-        if rank == 0 {
-            switch gatherer.gather(epoch: epoch, mine) {
-            case .success(let all): return all
-            case .failure: throw closedError()
-            }
-        } else {
-            var w = ByteWriter()
-            w.u8(0); w.u64(epoch); w.blob(mine)
-            try sendSync(w.bytes, to: 0)
-            while true {
-                guard let (e, all) = releases.take() else { throw closedError() }
-                if e == epoch { return all }
-                releases.put((e, all))
-            }
-        }
+        try collectives.run(epoch: epoch, mine, failed: closedError)
     }
 
     private func closedError() -> PlexusError {
@@ -315,8 +300,7 @@ public final class Plexus: @unchecked Sendable {
         try? launcher.send(ControlMessage.peerLost(rank: rank, lost: r, reason: why).frame())
         // Anyone blocked waiting on the job would wait forever: wake them with an error.
         inbox.close(reason: "rank \(r) is gone: \(why)")
-        gatherer.fail(why)
-        releases.close(reason: why)
+        collectives.fail(why)
         locks.peerLost(r, why)
     }
 }
@@ -329,18 +313,7 @@ extension Plexus {
         do throws(WireError) {
             switch try rd.u8("sync kind") {
             case 0:
-                let e = try rd.u64("epoch")
-                let contribution = try rd.blob("contribution", limit: Frame.defaultMaxPayload)
-                guard rank == 0, gatherer.arrive(rank: r, epoch: e, contribution) else {
-                    throw WireError.malformed("unexpected arrival of rank \(r) for collective #\(e)")
-                }
-            case 1:
-                let e = try rd.u64("epoch")
-                let n = Int(try rd.u32("count"))
-                guard n == size else { throw WireError.malformed("release for \(n) ranks in a job of \(size)") }
-                var all: [[UInt8]] = []
-                for _ in 0..<n { all.append(try rd.blob("contribution", limit: Frame.defaultMaxPayload)) }
-                releases.put((e, all))
+                try collectives.receive(from: r, Array(payload.dropFirst()))
             case 2:
                 departed.withLock { _ = $0.insert(r) }
             default:
