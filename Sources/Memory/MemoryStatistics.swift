@@ -7,7 +7,8 @@ public struct PageStatistics: Sendable, Equatable {
     public var invalidationsSent = 0
     public var invalidationsReceived = 0
     /// Read grants thrown away because their invalidation overtook them
-    /// (`sc`; the read is asked for again).
+    /// (`sc`; the read is asked for again). Their pages count in
+    /// `pagesReceived` too: they did travel.
     public var staleGrantsDiscarded = 0
     public init() {}
 }

@@ -340,6 +340,8 @@ public struct SCProtocol: CoherenceProtocol {
             // Its invalidation came first (see the opening comment) and has
             // been acknowledged: the writer may have written since. Ask again.
             pages[page].grantIsStale = false
+            // The page did travel: it counts as received, like its bytes.
+            record(.pageReceived(page: page))
             record(.staleGrantDiscarded(page: page))
             sendRequest(page, .read)
             return

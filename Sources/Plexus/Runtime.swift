@@ -197,9 +197,9 @@ public final class Plexus: @unchecked Sendable {
     /// Waits until every rank has called `barrier()` the same number of times.
     /// By dissemination (`Dissemination`): ⌈log2 size⌉ rounds of one message
     /// per rank, so with 2 ranks it costs one one-way message. Reusable any
-    /// number of times. With shared
-    /// memory, the protocol does its part on arrival and departure (nothing
-    /// for sc; write notices for release-consistency protocols).
+    /// number of times. With shared memory, the protocol does its part on
+    /// arrival and departure (nothing for sc; write notices for
+    /// release-consistency protocols).
     public func barrier() throws(PlexusError) {
         let epoch = collectiveEpoch.withLock { e -> UInt64 in e += 1; return e }
         let token = waitBegan(.barrier(epoch))

@@ -118,6 +118,7 @@ import Testing
         #expect(acts(effects) == [.send(to: 0, .request(page: 0, isWrite: false))])
         #expect(effects.contains(.record(.staleGrantDiscarded(page: 0))))
         #expect(rank1.access(ofPage: 0) == .none && rank1.statistics.total.staleGrantsDiscarded == 1)
+        #expect(rank1.statistics.total.pagesReceived == 1, "the discarded page did travel")
         // The next grant is current and is installed.
         let fresh = [UInt8](repeating: 4, count: Self.pageSize)
         #expect(acts(rank1.onMessage(.readGrant(page: 0, contents: fresh), from: 2)) == [
