@@ -72,6 +72,9 @@ public struct Summary: Sendable {
 /// The latency micro-benchmarks of `plexus bench`, each a collective of a
 /// 2-process job (rank 0 and rank 1; other ranks only join the barriers).
 /// Every sample is one operation timed on its own with CLOCK_MONOTONIC.
+/// After every `block` samples each benchmark calls `between` on every rank
+/// (the bench measures its floor there, so that floor and row share the
+/// VM's conditions); no sample spans it.
 public enum Microbenchmarks {
     /// Page operations over `pages` pages, in `rounds` rounds. Each round:
     /// rank 0 writes one word of every page it manages, barrier, then of
@@ -109,7 +112,8 @@ public enum Microbenchmarks {
         static let phases = 4
     }
 
-    public static func pages(_ px: Plexus, pages: Int, rounds: Int) throws -> PageResult {
+    public static func pages(_ px: Plexus, pages: Int, rounds: Int, block: Int = .max,
+                             between: () throws -> Void = {}) throws -> PageResult {
         guard let pageSize = px.pageSize, let memory = px.memory else { throw PlexusError.noSharedMemory }
         let words = pageSize / MemoryLayout<Int>.stride
         let array = try px.allocate(Int.self, count: pages * words, name: "bench.pages", alignment: pageSize)
@@ -133,25 +137,31 @@ public enum Microbenchmarks {
         try px.barrier()
         for round in 0..<rounds {
             for (k, list) in [(1, managedBy0), (2, managedByOther)] {
-                try phase(round > 0 ? k : nil) {
-                    guard px.rank == 0 else { return }
-                    for p in list {
-                        let t0 = nanoseconds()
-                        storeWord(array.base + p * words, round + 1)
-                        let dt = Double(nanoseconds() - t0) / 1000
-                        if round > 0 { if k == 1 { result.writeLocalManager.append(dt) } else { result.writeRemoteManager.append(dt) } }
+                for part in chunks(list, block) {
+                    try phase(round > 0 ? k : nil) {
+                        guard px.rank == 0 else { return }
+                        for p in part {
+                            let t0 = nanoseconds()
+                            storeWord(array.base + p * words, round + 1)
+                            let dt = Double(nanoseconds() - t0) / 1000
+                            if round > 0 { if k == 1 { result.writeLocalManager.append(dt) } else { result.writeRemoteManager.append(dt) } }
+                        }
                     }
+                    try between()
                 }
             }
-            try phase(round == 0 ? 3 : 0) {
-                guard px.rank == 1 else { return }
-                for p in 0..<pages {
-                    let t0 = nanoseconds()
-                    let v = loadWord(array.base + p * words)
-                    let dt = Double(nanoseconds() - t0) / 1000
-                    if round == 0 { result.firstReadMiss.append(dt) } else { result.readMiss.append(dt) }
-                    precondition(v == round + 1, "bench: page \(p) holds \(v) after round \(round + 1): sequential consistency violated")
+            for part in chunks(Array(0..<pages), block) {
+                try phase(round == 0 ? 3 : 0) {
+                    guard px.rank == 1 else { return }
+                    for p in part {
+                        let t0 = nanoseconds()
+                        let v = loadWord(array.base + p * words)
+                        let dt = Double(nanoseconds() - t0) / 1000
+                        if round == 0 { result.firstReadMiss.append(dt) } else { result.readMiss.append(dt) }
+                        precondition(v == round + 1, "bench: page \(p) holds \(v) after round \(round + 1): sequential consistency violated")
+                    }
                 }
+                try between()
             }
         }
         // Gather rank 1's reads and everyone's traffic on rank 0.
@@ -183,18 +193,23 @@ public enum Microbenchmarks {
 
     /// Rank 1 acquires and releases lock 0, which rank 0 manages, `samples`
     /// times; each sample is one acquire+release. Returns rank 1's samples on rank 0.
-    public static func lock(_ px: Plexus, samples: Int, warmup: Int = 100) throws -> [Double] {
+    public static func lock(_ px: Plexus, samples: Int, warmup: Int = 100, block: Int = .max,
+                            between: () throws -> Void = {}) throws -> [Double] {
         let lock = px.lock(0)
         var mine: [Double] = []
+        mine.reserveCapacity(samples)
         try px.barrier()
-        if px.rank == 1 {
-            mine.reserveCapacity(samples)
-            for i in 0..<(samples + warmup) {
-                let t0 = nanoseconds()
-                try lock.acquire()
-                try lock.release()
-                if i >= warmup { mine.append(Double(nanoseconds() - t0) / 1000) }
+        for (i, n) in ([warmup] + chunks(samples, block)).enumerated() {
+            if px.rank == 1 {
+                for _ in 0..<n {
+                    let t0 = nanoseconds()
+                    try lock.acquire()
+                    try lock.release()
+                    if i > 0 { mine.append(Double(nanoseconds() - t0) / 1000) }
+                }
             }
+            try px.barrier()
+            if i > 0 { try between() }
         }
         let all = try px.allGather(doublesToBytes(mine))
         return px.rank == 0 && all.count > 1 ? bytesToDoubles(all[1]) : []
@@ -204,36 +219,56 @@ public enum Microbenchmarks {
     /// 4 KiB: the round trip of Plexus's own transport (frames, reader
     /// threads, mailboxes), which a remote fault cannot beat. Returns rank
     /// 1's samples on rank 0.
-    public static func messageRoundTrip(_ px: Plexus, samples: Int, warmup: Int = 100) throws -> [Double] {
+    public static func messageRoundTrip(_ px: Plexus, samples: Int, warmup: Int = 100, block: Int = .max,
+                                        between: () throws -> Void = {}) throws -> [Double] {
         let request = [UInt8](repeating: 1, count: 16), reply = [UInt8](repeating: 2, count: 4096)
         var mine: [Double] = []
         try px.barrier()
-        for i in 0..<(samples + warmup) {
-            if px.rank == 1 {
-                let t0 = nanoseconds()
-                try px.send(request, to: 0)
-                _ = try px.receive()
-                if i >= warmup { mine.append(Double(nanoseconds() - t0) / 1000) }
-            } else {
-                _ = try px.receive()
-                try px.send(reply, to: 1)
+        for (i, n) in ([warmup] + chunks(samples, block)).enumerated() {
+            for _ in 0..<n {
+                if px.rank == 1 {
+                    let t0 = nanoseconds()
+                    try px.send(request, to: 0)
+                    _ = try px.receive()
+                    if i > 0 { mine.append(Double(nanoseconds() - t0) / 1000) }
+                } else if px.rank == 0 {
+                    _ = try px.receive()
+                    try px.send(reply, to: 1)
+                }
             }
+            if i > 0 { try between() }
         }
         let all = try px.allGather(doublesToBytes(mine))
         return px.rank == 0 && all.count > 1 ? bytesToDoubles(all[1]) : []
     }
 
     /// Every rank calls `barrier()` `samples` times; returns rank 0's times.
-    public static func barrier(_ px: Plexus, samples: Int, warmup: Int = 100) throws -> [Double] {
+    public static func barrier(_ px: Plexus, samples: Int, warmup: Int = 100, block: Int = .max,
+                               between: () throws -> Void = {}) throws -> [Double] {
         var out: [Double] = []
         out.reserveCapacity(samples)
         try px.barrier()
-        for i in 0..<(samples + warmup) {
-            let t0 = nanoseconds()
-            try px.barrier()
-            if i >= warmup { out.append(Double(nanoseconds() - t0) / 1000) }
+        for (i, n) in ([warmup] + chunks(samples, block)).enumerated() {
+            for _ in 0..<n {
+                let t0 = nanoseconds()
+                try px.barrier()
+                if i > 0 { out.append(Double(nanoseconds() - t0) / 1000) }
+            }
+            if i > 0 { try between() }
         }
         return out
+    }
+
+    /// `list` cut into consecutive parts of at most `size` elements.
+    static func chunks<T>(_ list: [T], _ size: Int) -> [ArraySlice<T>] {
+        precondition(size > 0, "chunk size must be positive")
+        return stride(from: 0, to: list.count, by: size).map { list[$0..<min($0 + size, list.count)] }
+    }
+
+    /// `count` cut into parts of at most `size`: their sizes.
+    static func chunks(_ count: Int, _ size: Int) -> [Int] {
+        precondition(size > 0, "chunk size must be positive")
+        return stride(from: 0, to: count, by: size).map { min(size, count - $0) }
     }
 }
 

@@ -56,12 +56,12 @@ public final class TCPFloor {
 
     deinit { if fd >= 0 { close(fd) } }
 
-    /// Rank 0: `samples` round trips after a warm-up, each in microseconds.
-    /// Rank 1: answers as many. Other ranks: returns at once.
-    public func measure(samples: Int) -> [Double] {
+    /// Rank 0: `samples` round trips after `warmup` more, each in
+    /// microseconds. Rank 1: answers as many. Other ranks: returns at once.
+    public func measure(samples: Int, warmup: Int = TCPFloor.warmup) -> [Double] {
         var request = [UInt8](repeating: 1, count: Self.requestBytes)
         var reply = [UInt8](repeating: 2, count: Self.replyBytes)
-        let total = samples + Self.warmup
+        let total = samples + warmup
         var out: [Double] = []
         out.reserveCapacity(samples)
         switch rank {
@@ -70,7 +70,7 @@ public final class TCPFloor {
                 let t0 = nanoseconds()
                 Self.full(fd, &request, write: true)
                 Self.full(fd, &reply, write: false)
-                if i >= Self.warmup { out.append(Double(nanoseconds() - t0) / 1000) }
+                if i >= warmup { out.append(Double(nanoseconds() - t0) / 1000) }
             }
         case 1:
             for _ in 0..<total {
@@ -116,4 +116,30 @@ public func nanoseconds() -> UInt64 {
     var t = timespec()
     clock_gettime(CLOCK_MONOTONIC, &t)
     return UInt64(t.tv_sec) * 1_000_000_000 + UInt64(t.tv_nsec)
+}
+
+/// The floor of one bench row, measured in blocks between the row's own
+/// samples rather than once before it: on this VM whole stretches of a run
+/// are up to twice as slow as others, and a floor taken before a row may
+/// come from another stretch than the row.
+public final class InterleavedFloor {
+    private let floor: TCPFloor
+    private let perBlock: Int
+    public private(set) var samples: [Double] = []
+    /// Round trips run before each block and not kept (the connection has
+    /// been idle while the row ran).
+    public static let warmupPerBlock = 5
+
+    /// `total` round trips spread over `blocks` blocks.
+    public init(_ floor: TCPFloor, total: Int, blocks: Int) {
+        self.floor = floor
+        perBlock = max(1, (total + max(1, blocks) - 1) / max(1, blocks))
+    }
+
+    /// One block (a collective of ranks 0 and 1, like `TCPFloor.measure`).
+    public func measureBlock() {
+        samples += floor.measure(samples: perBlock, warmup: Self.warmupPerBlock)
+    }
+
+    public var median: Double { Summary(samples).median }
 }

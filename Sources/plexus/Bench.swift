@@ -19,7 +19,8 @@ struct Bench: ParsableCommand {
 
             The floor of a latency row is a 16 B request -> 4 KiB reply round trip over a
             plain TCP connection between the same two processes (blocking reads,
-            TCP_NODELAY), measured just before the row. The floor of the Jacobi row is the
+            TCP_NODELAY), measured in blocks between the row's samples (after every 50),
+            so that floor and row see the same stretch of a noisy machine. The floor of the Jacobi row is the
             same loop run by one process on private memory; its speedup is floor/median.
             Each Jacobi job also runs the same split with no shared memory at all (each
             process sweeps its rows of private grids, no halos, no barriers): the ceiling
@@ -40,7 +41,7 @@ struct Bench: ParsableCommand {
     @Option(name: .long, help: "Samples per latency row (pages per round for the page rows).")
     var samples: Int = 2000
 
-    @Option(name: .long, help: "TCP round trips measured for the floor before each latency row.")
+    @Option(name: .long, help: "TCP round trips measured for the floor of each latency row, in blocks between its samples.")
     var floorSamples: Int = 2000
 
     @Option(name: .long, help: "Rounds of the page rows. Round 0 places the pages and takes each page's first read miss; later rounds give the remote read miss and write rows ((rounds-1) x samples each).")
@@ -169,7 +170,7 @@ struct Bench: ParsableCommand {
                     : String(repeating: " ", count: widths[c] - v.count) + v
             }.joined(separator: "  ") + "\n"
         }
-        s += "floor: TCP 16 B -> 4 KiB round trip between the two processes, measured before each row;\n"
+        s += "floor: TCP 16 B -> 4 KiB round trip between the two processes, measured between each row's samples;\n"
         s += "       for jacobi, one process running the same loop on private memory (target is on speedup).\n"
         s += "ceiling: each process sweeps its rows of private grids at the same time, no halos, no barriers:\n"
         s += "       the most this machine gives two processes that share nothing (jacobi's speedup / this one's\n"
@@ -230,24 +231,28 @@ struct BenchWorker: ParsableCommand {
     }
 
     /// The latency rows (a collective: both ranks run it; rank 0 measures).
+    /// Each row's floor is measured in blocks between its samples (every
+    /// `block` operations; `InterleavedFloor`), `floorSamples` round trips
+    /// in all; the page rows share one.
     private func latencyRows(_ px: Plexus, progress: (String) -> Void) throws -> [BenchmarkRow] {
-        let floor = try TCPFloor(px)
-        func floorMedian(_ what: String) -> Double {
-            progress("floor before \(what): \(floorSamples) TCP round trips")
-            return Summary(floor.measure(samples: floorSamples)).median
+        let tcp = try TCPFloor(px)
+        let block = 50
+        func floor(over operations: Int) -> InterleavedFloor {
+            InterleavedFloor(tcp, total: floorSamples, blocks: (operations + block - 1) / block)
         }
         var rows: [BenchmarkRow] = []
 
-        var f = floorMedian("message row")
-        progress("message row: \(samples) Plexus.send/receive round trips, 16 B -> 4 KiB")
-        rows.append(BenchmarkRow(name: "plexus message round trip", unit: "us",
-                                 samples: try Microbenchmarks.messageRoundTrip(px, samples: samples), floor: f))
+        progress("message row: \(samples) Plexus.send/receive round trips, 16 B -> 4 KiB, floor between every \(block)")
+        var f = floor(over: samples)
+        let messages = try Microbenchmarks.messageRoundTrip(px, samples: samples, block: block, between: f.measureBlock)
+        rows.append(BenchmarkRow(name: "plexus message round trip", unit: "us", samples: messages, floor: f.median))
 
-        f = floorMedian("page rows")
-        progress("page rows: \(rounds) rounds over \(samples) pages")
-        let pages = try Microbenchmarks.pages(px, pages: samples, rounds: rounds)
+        progress("page rows: \(rounds) rounds over \(samples) pages, floor between every \(block)")
+        // Blocks per round: the two write lists and the reads, each cut in blocks.
+        f = floor(over: rounds * 2 * samples)
+        let pages = try Microbenchmarks.pages(px, pages: samples, rounds: rounds, block: block, between: f.measureBlock)
         func pageRow(_ name: String, _ values: [Double], phase k: Int, target: String? = nil) -> BenchmarkRow {
-            var r = BenchmarkRow(name: name, unit: "us", samples: values, floor: f, target: target)
+            var r = BenchmarkRow(name: name, unit: "us", samples: values, floor: f.median, target: target)
             r.messagesPerOp = Double(pages.traffic[k].messages) / Double(max(1, values.count))
             r.pagesPerOp = Double(pages.traffic[k].pages) / Double(max(1, values.count))
             r.engineMicrosPerOp = pages.engineMicros[k] / Double(max(1, values.count))
@@ -259,15 +264,15 @@ struct BenchWorker: ParsableCommand {
         let w2 = pageRow("same, remote page manager", pages.writeRemoteManager, phase: 2)
         rows += [read, first, w1, w2]
 
-        f = floorMedian("lock row")
-        progress("lock row: \(samples) acquire+release of a lock managed by the other process")
-        rows.append(BenchmarkRow(name: "remote lock acquire+release", unit: "us",
-                                 samples: try Microbenchmarks.lock(px, samples: samples), floor: f, target: "<= 3"))
+        progress("lock row: \(samples) acquire+release of a lock managed by the other process, floor between every \(block)")
+        f = floor(over: samples)
+        let locks = try Microbenchmarks.lock(px, samples: samples, block: block, between: f.measureBlock)
+        rows.append(BenchmarkRow(name: "remote lock acquire+release", unit: "us", samples: locks, floor: f.median, target: "<= 3"))
 
-        f = floorMedian("barrier row")
-        progress("barrier row: \(samples) barriers")
-        rows.append(BenchmarkRow(name: "barrier, 2 processes", unit: "us",
-                                 samples: try Microbenchmarks.barrier(px, samples: samples), floor: f, target: "<= 2"))
+        progress("barrier row: \(samples) barriers, floor between every \(block)")
+        f = floor(over: samples)
+        let barriers = try Microbenchmarks.barrier(px, samples: samples, block: block, between: f.measureBlock)
+        rows.append(BenchmarkRow(name: "barrier, 2 processes", unit: "us", samples: barriers, floor: f.median, target: "<= 2"))
         return rows
     }
 }
