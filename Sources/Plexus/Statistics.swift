@@ -78,8 +78,9 @@ public enum FaultWaits {
     }
 
     /// The upper bound, in µs, of the bucket holding the `q`-quantile wait
-    /// (nil for the open last bucket or no faults): "half the faults waited
-    /// less than this". The histogram's buckets are powers of two.
+    /// ("half the faults waited less than this" for q = 0.5), or the lower
+    /// bound with `open` set when that is the open last bucket; nil without
+    /// faults. The histogram's buckets are powers of two.
     public static func quantileBound(_ histogram: [[String: Int]], _ q: Double) -> (micros: Int, open: Bool)? {
         let total = histogram.reduce(0) { $0 + ($1["faults"] ?? 0) }
         guard total > 0 else { return nil }

@@ -20,8 +20,9 @@ struct Bench: ParsableCommand {
             The floor of a latency row is a 16 B request -> 4 KiB reply round trip over a
             plain TCP connection between the same two processes (blocking reads,
             TCP_NODELAY), measured in blocks between the row's samples (after every 50),
-            so that floor and row see the same stretch of a noisy machine. The floor of the Jacobi row is the
-            same loop run by one process on private memory; its speedup is floor/median.
+            so that floor and row see the same stretch of a noisy machine. The floor of
+            the Jacobi row is the same loop run by one process on private memory; its
+            speedup is floor/median.
             Each Jacobi job also runs the same split with no shared memory at all (each
             process sweeps its rows of private grids, no halos, no barriers): the ceiling
             of what two processes gain on this machine, whose two vCPUs give about 1.5
