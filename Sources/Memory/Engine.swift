@@ -120,10 +120,14 @@ public final class MemoryEngine: @unchecked Sendable {
         step { core.onPlacement(pages: pages, home: home) }
     }
 
-    /// Performs the core's start effects and starts the fault thread.
-    public func start() {
+    /// Performs the core's start effects and starts the fault thread, which
+    /// runs `threadStart` first (to set its scheduling, for example).
+    public func start(threadStart: (@Sendable () -> Void)? = nil) {
         step { core.start() }
-        let t = Thread { [self] in faultLoop() }
+        let t = Thread { [self] in
+            threadStart?()
+            faultLoop()
+        }
         t.name = "plexus-faults"
         t.qualityOfService = .userInteractive
         faultThread = t

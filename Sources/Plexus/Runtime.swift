@@ -76,6 +76,10 @@ public final class Plexus: @unchecked Sendable {
     let heap: Heap?
     let locks: LockService
     let pageStats = PageStatsCollector()
+    let serving: ServingScheduler
+    /// How this process's serving threads (transport readers, fault thread)
+    /// are scheduled: "realtime", "normal", or "normal (why)"; see `ServingPriority`.
+    public var servingScheduling: String { serving.outcome }
     private let lostPeers = Locked<[Int: String]>([:])
     /// Ranks that said goodbye in `finalize`: their disconnection is orderly.
     private let departed = Locked<Set<Int>>([])
@@ -107,6 +111,8 @@ public final class Plexus: @unchecked Sendable {
         self.size = size
         self.pid = pid
         self.job = job
+        let serving = try ServingScheduler(ServingPriority.fromEnvironment(ProcessInfo.processInfo.environment))
+        self.serving = serving
         let box = FrameGate()
         let peers = PeerTable()
         locks = LockService(rank: rank, size: size)
@@ -135,6 +141,7 @@ public final class Plexus: @unchecked Sendable {
         do {
             transport = try TCPTransport(
                 job: job, localID: pid, bind: SocketAddress(host: host, port: 0), connectTimeoutMillis: 20_000,
+                readerStart: { serving.applyToCurrentThread() },
                 handler: TransportHandler(
                     onFrame: { from, f in box.deliver(from, f) },
                     onPeerLost: { from, why in box.lost(from, why) }))
@@ -163,7 +170,7 @@ public final class Plexus: @unchecked Sendable {
                     let start = h.collectiveLimit + r * h.arenaSize
                     m.place(pages: (start / ps)..<((start + h.arenaSize) / ps), home: r)
                 }
-                m.start()
+                m.start(threadStart: { serving.applyToCurrentThread() })
             }
             box.open(self)
             transport.updateDirectory(dir)

@@ -117,13 +117,16 @@ public final class Connection: @unchecked Sendable {
         return try receive()
     }
 
-    /// Starts the reader thread. `onFrame` runs on it for every frame, in order;
-    /// `onClose` runs once, last, with the reason. The descriptor is closed after.
+    /// Starts the reader thread. `onStart` runs on it first (to set its
+    /// scheduling, for example); `onFrame` runs on it for every frame, in
+    /// order; `onClose` runs once, last, with the reason. The descriptor is
+    /// closed after.
     public func startReader(
-        name: String, onFrame: @escaping @Sendable (Frame) -> Void,
+        name: String, onStart: (@Sendable () -> Void)? = nil, onFrame: @escaping @Sendable (Frame) -> Void,
         onClose: @escaping @Sendable (String) -> Void
     ) {
         let t = Thread { [self] in
+            onStart?()
             var reason = "closed by peer"
             while true {
                 do throws(TransportError) {

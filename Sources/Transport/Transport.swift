@@ -49,6 +49,7 @@ public final class TCPTransport: Transport, @unchecked Sendable {
     public let connectTimeoutMillis: Int32
 
     private let handler: TransportHandler
+    private let readerStart: (@Sendable () -> Void)?
     private var listener: Listener!
     private let state = Mutex(State())
     private let changed = NSCondition()
@@ -59,13 +60,16 @@ public final class TCPTransport: Transport, @unchecked Sendable {
         var closed = false
     }
 
+    /// `readerStart` runs first on every reader thread (the threads that run
+    /// `handler`), for example to give them a scheduling priority.
     public init(
         job: String, localID: ProcessID, bind: SocketAddress, connectTimeoutMillis: Int32 = 5000,
-        handler: TransportHandler
+        readerStart: (@Sendable () -> Void)? = nil, handler: TransportHandler
     ) throws(TransportError) {
         self.job = job
         self.localID = localID
         self.handler = handler
+        self.readerStart = readerStart
         self.connectTimeoutMillis = connectTimeoutMillis
         let me = Hello(job: job, sender: localID, role: "process")
         listener = try Listener(
@@ -150,6 +154,7 @@ public final class TCPTransport: Transport, @unchecked Sendable {
         let handler = self.handler
         c.startReader(
             name: "plexus-recv \(peer)",
+            onStart: readerStart,
             onFrame: { f in handler.onFrame(peer, f) },
             onClose: { [weak self] reason in
                 guard let self else { return }

@@ -21,6 +21,11 @@ struct MemoryOptions: ParsableArguments {
     @Flag(name: .long, help: "Print a short shared-memory summary at the end of the job.")
     var summary = false
 
+    @Option(name: .long, help: ArgumentHelp(
+        "How the threads that serve peers (message readers, the fault thread) are scheduled: realtime lets a request preempt computation at once; auto uses it where permitted (root, CAP_SYS_NICE, ulimit -r); normal never does.",
+        valueName: ServingPriority.allCases.map(\.rawValue).joined(separator: "|")))
+    var servingPriority: ServingPriority = .auto
+
     func validate() throws {
         guard let n = parseSize(sharedMemory) else {
             throw ValidationError("--shared-memory '\(sharedMemory)' is not a size: use bytes or a K/M/G suffix, e.g. 512M")
@@ -38,6 +43,7 @@ struct MemoryOptions: ParsableArguments {
 
     func environment() throws -> [String: String] {
         var env = ["PLEXUS_SHARED_MEMORY": "\(parseSize(sharedMemory) ?? 0)", "PLEXUS_PROTOCOL": `protocol`, "PLEXUS_PAGE_SIZE": "\(pageSize)"]
+        env["PLEXUS_SERVING_PRIORITY"] = servingPriority.rawValue
         if stats != nil || summary { env["PLEXUS_STATS"] = "1" }
         return env
     }
@@ -83,7 +89,12 @@ struct MemoryOptions: ParsableArguments {
             }
             s += "\n"
         }
+        let serving = reports.map { "rank \($0["rank"] as? Int ?? -1) \($0["servingThreads"] as? String ?? "unknown")" }
+        s += "serving threads: " + serving.joined(separator: "; ") + "\n"
         s += FalseSharingReport.text(FalseSharingReport.pages(reports))
         return s
     }
 }
+
+
+extension ServingPriority: ExpressibleByArgument {}
