@@ -1,7 +1,7 @@
 // The SIGSEGV fault path. Everything reachable from cfault_handler is
 // async-signal-safe: C11 atomics on preallocated static memory and the raw
-// system calls write (doorbell), futex, clock_gettime, gettid, sched_yield
-// and sigaction. No allocation, no locks, no Swift.
+// system calls write (doorbell), futex, clock_gettime, gettid, getcpu,
+// sched_yield and sigaction. No allocation, no locks, no Swift.
 //
 // Hand-off protocol, per slot of a fixed table:
 //
@@ -69,6 +69,10 @@ typedef struct slot {
     _Atomic uint64_t offset;
     _Atomic uint64_t instruction;
     _Atomic int32_t thread;
+    // The CPU a waiter was last seen on while it waited (set when the
+    // fault is published, refreshed while waiters spin), for
+    // cfault_complete_page's caller: see there.
+    _Atomic int32_t spin_cpu;
 } __attribute__((aligned(64))) slot;
 
 _Static_assert(sizeof(slot) == 64, "one slot per cache line");
@@ -92,6 +96,12 @@ static _Atomic uint64_t stat_faults, stat_coalesced, stat_sleeps, stat_chained;
 static inline void count(_Atomic uint64_t *counter) { atomic_fetch_add_explicit(counter, 1, memory_order_relaxed); }
 
 static inline void cpu_relax(void) { __builtin_ia32_pause(); }
+
+// The raw system call, not glibc's sched_getcpu: async-signal-safe.
+static int32_t current_cpu(void) {
+    unsigned cpu = 0;
+    return syscall(SYS_getcpu, &cpu, NULL, NULL) == 0 ? (int32_t)cpu : -1;
+}
 
 static long futex(_Atomic uint32_t *word, int op, uint32_t value) {
     return syscall(SYS_futex, word, op, value, NULL, NULL, 0);
@@ -162,6 +172,7 @@ static int claim_free(uint64_t page, bool is_write, origin from) {
         atomic_store_explicit(&s->offset, from.offset, memory_order_relaxed);
         atomic_store_explicit(&s->instruction, from.instruction, memory_order_relaxed);
         atomic_store_explicit(&s->thread, thread_id(), memory_order_relaxed);
+        atomic_store_explicit(&s->spin_cpu, current_cpu(), memory_order_relaxed);
         uint32_t used = atomic_load_explicit(&slots_used, memory_order_relaxed);
         while (used < (uint32_t)i + 1 &&
                !atomic_compare_exchange_weak_explicit(&slots_used, &used, (uint32_t)i + 1, memory_order_release, memory_order_relaxed)) {
@@ -192,6 +203,7 @@ static void wait_done(slot *s) {
     for (unsigned spins = 0; spin > 0 && atomic_load_explicit(&s->done, memory_order_acquire) == 0; spins++) {
         cpu_relax();
         if ((spins & 63) != 0) continue;
+        atomic_store_explicit(&s->spin_cpu, current_cpu(), memory_order_relaxed);
         uint64_t now = now_nanoseconds();
         if (deadline == 0) deadline = now + spin;
         else if (now >= deadline) break;
@@ -281,6 +293,8 @@ static void cfault_handler(int signo, siginfo_t *info, void *context) {
 
 // --- Engine side --------------------------------------------------------------
 
+int32_t cfault_current_cpu(void) { return current_cpu(); }
+
 int cfault_install(uintptr_t base, uint64_t size, uint64_t page_size) {
     if (page_size == 0 || (page_size & (page_size - 1)) != 0 || size == 0 || size % page_size != 0 || base % page_size != 0) {
         return EINVAL;
@@ -366,7 +380,8 @@ bool cfault_next_fault(cfault_fault *fault) {
     return false;
 }
 
-void cfault_complete_page(uint64_t page_index) {
+int32_t cfault_complete_page(uint64_t page_index) {
+    int32_t spinning_on = -1;
     int used = (int)atomic_load_explicit(&slots_used, memory_order_acquire);
     for (int i = 0; i < used; i++) {
         slot *s = &slots[i];
@@ -374,14 +389,20 @@ void cfault_complete_page(uint64_t page_index) {
         while (waiting_phase(w)) {
             if (atomic_load_explicit(&s->page, memory_order_relaxed) != page_index) break;
             if (!atomic_compare_exchange_weak_explicit(&s->state, &w, with_phase(w, DONE), memory_order_acq_rel, memory_order_acquire)) continue;
+            // Read before `done`: once a waiter sees it, it may leave and
+            // the slot be reused.
+            int32_t cpu = atomic_load_explicit(&s->spin_cpu, memory_order_relaxed);
             atomic_store_explicit(&s->done, 1, memory_order_seq_cst);
             // Only pay for the wake system call if a waiter went to sleep.
             if (atomic_load_explicit(&s->sleepers, memory_order_seq_cst) != 0) {
                 futex(&s->done, FUTEX_WAKE_PRIVATE, INT_MAX);
+            } else if (spinning_on < 0) {
+                spinning_on = cpu;
             }
             break;
         }
     }
+    return spinning_on;
 }
 
 void cfault_get_statistics(cfault_statistics *out) {

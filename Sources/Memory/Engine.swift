@@ -156,8 +156,8 @@ public final class MemoryEngine: @unchecked Sendable {
             note("dropped a malformed memory message from rank \(peer): \(error)")
             return
         }
-        let effects = step { core.onMessage(message, from: peer) }
-        if effects.contains(where: { if case .completeFaults = $0 { return true } else { return false } }) {
+        let (effects, waiterHere) = step { core.onMessage(message, from: peer) }
+        if !waiterHere, effects.contains(where: { if case .completeFaults = $0 { return true } else { return false } }) {
             takeFaultsBriefly()
         }
     }
@@ -168,6 +168,13 @@ public final class MemoryEngine: @unchecked Sendable {
     /// thread's wake-up (about 7 µs here, a third of a round trip; see
     /// MEASUREMENTS.md). The window is short and bounded, so an idle
     /// process does not burn a core.
+    ///
+    /// It is skipped when the faulting thread was spinning on this thread's
+    /// CPU: then it is not running but waiting for this CPU, and a poll here
+    /// would only delay the fault it is about to take (by the whole window
+    /// when this thread is real-time; see `ServingPriority` in Plexus). An
+    /// in-run A/B of `plexus bench` measured the read miss 4-16 % faster with
+    /// the skip (Papers/ivy-remote-fault.md, eleventh session).
     private func takeFaultsBriefly() {
         guard Self.faultSpinNanos > 0 else { return }
         let deadline = DispatchTime.now().uptimeNanoseconds + Self.faultSpinNanos
@@ -219,18 +226,22 @@ public final class MemoryEngine: @unchecked Sendable {
     /// Runs `body` (which asks the core for effects) and performs the effects
     /// under the lock, then writes the messages they queued. Every input goes
     /// through here, so no message is left in the outbox without a writer.
+    /// Returns the effects, and whether a thread whose fault they completed
+    /// was spinning on this thread's CPU (so it is waiting for this CPU).
     @discardableResult
-    private func step(_ body: () -> [MemoryEffect]) -> [MemoryEffect] {
+    private func step(_ body: () -> [MemoryEffect]) -> (effects: [MemoryEffect], waiterOnThisCPU: Bool) {
         lock.lock()
         let effects = body()
-        perform(effects)
+        let cpu = perform(effects)
         lock.unlock()
         flush()
-        return effects
+        return (effects, cpu.map { $0 == cfault_current_cpu() } ?? false)
     }
 
-    /// Performs effects in order. Caller holds `lock`.
-    private func perform(_ effects: [MemoryEffect]) {
+    /// Performs effects in order; returns the CPU on which a thread whose
+    /// fault was completed was last seen spinning, if any. Caller holds `lock`.
+    private func perform(_ effects: [MemoryEffect]) -> Int32? {
+        var spinningOn: Int32? = nil
         for e in effects {
             switch e {
             case .send(let to, let message):
@@ -247,7 +258,7 @@ public final class MemoryEngine: @unchecked Sendable {
                     fatalError("plexus: \(error)")
                 }
             case .completeFaults(let page):
-                channel.complete(page: page)
+                if let cpu = channel.complete(page: page), spinningOn == nil { spinningOn = cpu }
                 if let (t0, fault) = faultStarted.removeValue(forKey: page) {
                     let dt = DispatchTime.now().uptimeNanoseconds &- t0
                     blockedNanos &+= dt
@@ -262,6 +273,7 @@ public final class MemoryEngine: @unchecked Sendable {
                 for o in observers.pages { o.pageEvent(stat) }
             }
         }
+        return spinningOn
     }
 
     /// Queues a message. Caller holds `lock`, so the outbox is in the core's order.

@@ -84,8 +84,14 @@ public final class FaultChannel: Sendable {
                      origin: FaultOrigin(offset: Int(f.offset), instruction: UInt(f.instruction), thread: f.thread))
     }
 
-    /// Wakes every thread waiting on `page`.
-    public func complete(page: Int) { cfault_complete_page(UInt64(page)) }
+    /// Wakes every thread waiting on `page`. Returns the CPU on which one of
+    /// them was last seen spinning for it (rather than sleeping), if any:
+    /// see `cfault_complete_page`.
+    @discardableResult
+    public func complete(page: Int) -> Int32? {
+        let cpu = cfault_complete_page(UInt64(page))
+        return cpu >= 0 ? cpu : nil
+    }
 
     /// Process-wide counters of the fault path.
     public static var statistics: cfault_statistics {

@@ -277,9 +277,51 @@ private let chainedSignals = Atomic<Int>(0)
         #expect(throws: MemoryError.faultHandlerBusy) { try channel.uninstall() }
 
         try region.setProtection(pages: 1..<2, .read)
-        channel.complete(page: 1)
+        #expect(channel.complete(page: 1) == nil, "the waiters slept, so none spins on a CPU")
         for _ in 0..<readers { readersDone.wait() }
         #expect(seen.load(ordering: .relaxed) == readers)
+        try channel.uninstall()
+    }
+
+    /// Completing a fault whose waiter is still spinning in the handler names
+    /// the waiter's CPU (the engine skips its poll for the next fault when
+    /// that is its own CPU). The waiter is pinned to one CPU and spins for
+    /// up to 30 s, so it cannot have slept or moved.
+    @Test func completingASpinningWaiterNamesItsCPU() throws {
+        let region = try SharedRegion(base: 0x2200_0000_0000, size: 2 * Self.pageSize, pageSize: Self.pageSize)
+        let channel = try FaultChannel(region: region)
+        cfault_set_spin_nanoseconds(30_000_000_000)
+        defer { cfault_set_spin_nanoseconds(50_000) }
+        let cpu = Int32(sysconf(Int32(_SC_NPROCESSORS_ONLN)) - 1)
+        let before = FaultChannel.statistics
+        region.systemPage(0).storeBytes(of: 0xbeef, as: UInt32.self)
+        let done = DispatchSemaphore(value: 0)
+        let pinned = Atomic<Bool>(false)
+        let value = Atomic<UInt32>(0)
+        let page = region.applicationAddress(ofPage: 0)
+        Thread {
+            var set = cpu_set_t()
+            withUnsafeMutableBytes(of: &set) { $0.storeBytes(of: UInt64(1) << UInt64(cpu), as: UInt64.self) }
+            // sched_setaffinity is a GNU extension that Glibc's module hides.
+            typealias SetAffinity = @convention(c) (pid_t, Int, UnsafeRawPointer) -> Int32
+            if let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "sched_setaffinity") {
+                let setAffinity = unsafeBitCast(symbol, to: SetAffinity.self)
+                pinned.store(withUnsafeBytes(of: &set) { setAffinity(0, $0.count, $0.baseAddress!) } == 0, ordering: .releasing)
+            }
+            value.store(UnsafeRawPointer(bitPattern: page)!.load(as: UInt32.self), ordering: .releasing)
+            done.signal()
+        }.start()
+        var fault: Fault?
+        while fault == nil { fault = channel.nextFault(); if fault == nil { sched_yield() } }
+        #expect(fault?.page == 0)
+        try region.setProtection(pages: 0..<1, .read)
+        let reported = channel.complete(page: 0)
+        done.wait()
+        let wasPinned = pinned.load(ordering: .acquiring)
+        #expect(wasPinned, "could not pin the waiter to CPU \(cpu)")
+        #expect(reported == cpu, "the waiter spun on CPU \(cpu), complete reported \(String(describing: reported))")
+        #expect(value.load(ordering: .acquiring) == 0xbeef)
+        #expect(FaultChannel.statistics.sleeps == before.sleeps, "the waiter slept instead of spinning")
         try channel.uninstall()
     }
 

@@ -108,8 +108,15 @@ typedef struct cfault_fault {
 bool cfault_next_fault(cfault_fault *fault);
 
 /// Wakes every thread waiting on `page_index` (pending or in service). Their
-/// accesses re-execute; one that still lacks access faults again.
-void cfault_complete_page(uint64_t page_index);
+/// accesses re-execute; one that still lacks access faults again. Returns
+/// the CPU on which a waiter that had not gone to sleep was last seen
+/// spinning, or -1 if every waiter had gone to sleep.
+/// If that is the caller's own CPU, the waiter is not running now: the
+/// caller holds its CPU, and should give it up rather than poll.
+int32_t cfault_complete_page(uint64_t page_index);
+
+/// The CPU the calling thread runs on (-1 if unknown).
+int32_t cfault_current_cpu(void);
 
 /// How long a faulting thread spins for its page before it sleeps on a
 /// futex (default 50 us; 0: sleep at once). Call before faults happen.
