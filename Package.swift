@@ -59,6 +59,7 @@ let package = Package(
         .executableTarget(name: "dsm-check", dependencies: ["Plexus", "Workloads", "Transport"], path: "Tests/Workers/dsm-check", swiftSettings: strict),
         .testTarget(name: "MemoryIntegrationTests", dependencies: ["TestSupport", "Plexus"], swiftSettings: strict),
         .testTarget(name: "NamesTests", dependencies: ["Names"], swiftSettings: strict),
-        .testTarget(name: "NameServiceTests", dependencies: ["NameService", "Names", "Lincheck", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "NameServiceTests", dependencies: ["NameService", "Names", "Lincheck", "TestSupport", "Cluster", "Transport",
+                                                           .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
     ]
 )

@@ -423,17 +423,24 @@ final class ProcessRegistry: Sendable {
         self.ttlMillis = ttlMillis
     }
 
+    /// Held while the job's lease is looked up or granted, so that callers
+    /// on several threads share one lease instead of each granting one.
+    private let granting = NSLock()
+
     /// A fresh global PID for a process about to start on `node`, bound to the job's lease.
     func allocate(node: String) throws(NameServiceError) -> UInt64 {
-        let jobLease: LeaseID
-        if let held = lease.value {
-            jobLease = held
-        } else {
-            jobLease = try client.grantLease(ttlMillis: ttlMillis)
-            lease.withLock { $0 = jobLease }
-            keeper.hold(jobLease, ttlMillis: ttlMillis)
-        }
-        return try client.allocatePID(node: node, address: "", parent: nil, lease: jobLease).rawValue
+        return try client.allocatePID(node: node, address: "", parent: nil, lease: try jobLease()).rawValue
+    }
+
+    /// The job's lease, granted (and kept alive) on first use.
+    private func jobLease() throws(NameServiceError) -> LeaseID {
+        granting.lock()
+        defer { granting.unlock() }
+        if let held = lease.value { return held }
+        let granted = try client.grantLease(ttlMillis: ttlMillis)
+        lease.withLock { $0 = granted }
+        keeper.hold(granted, ttlMillis: ttlMillis)
+        return granted
     }
 
     /// The process started: it is running, whether or not it uses the runtime.
