@@ -39,6 +39,8 @@ public final class NodeDaemon: @unchecked Sendable {
     }
 
     private let guardian: GroupGuard?
+    /// One cgroup per job process, where this node may make them.
+    private let cgroups: ProcessCgroups?
 
     public init(listen: SocketAddress, trampoline: String, logger: Logger) throws(TransportError) {
         self.trampoline = trampoline
@@ -46,6 +48,15 @@ public final class NodeDaemon: @unchecked Sendable {
         do { guardian = try GroupGuard(trampoline: trampoline) } catch {
             logger.warning("no process-group guard (\(error)): if this node is SIGKILLed, what its job processes started may survive")
             guardian = nil
+        }
+        switch ProcessCgroups.make() {
+        case .success(let c):
+            cgroups = c
+            // If this daemon dies, its guard removes the directory.
+            guardian?.add(cgroup: c.root)
+        case .failure(let why):
+            logger.notice("no per-process cgroups (\(why)): a job process that leaves its process group (setsid) can outlive its job")
+            cgroups = nil
         }
         let box = Locked<NodeDaemon?>(nil)
         let identity = Hello(job: controlJob, sender: 0, role: "node")
@@ -80,10 +91,11 @@ public final class NodeDaemon: @unchecked Sendable {
         listener.close()
         for s in sessions.withLock({ Array($0.values) }) { s.end(reason: "node stopping") }
         guardian?.close()
+        cgroups?.removeAll()
     }
 
     private func serve(_ c: Connection) {
-        let session = Session(connection: c, trampoline: trampoline, guardian: guardian, log: log)
+        let session = Session(connection: c, trampoline: trampoline, guardian: guardian, cgroups: cgroups, log: log)
         let key = ObjectIdentifier(session)
         sessions.withLock { $0[key] = session }
         // Spawning happens on this reader thread, which lives exactly as long
@@ -122,19 +134,22 @@ final class Session: @unchecked Sendable {
     let connection: Connection
     let trampoline: String
     let guardian: GroupGuard?
+    let cgroups: ProcessCgroups?
     let log: Logger
     private let children = Locked<[Int: ChildState]>([:])
     private let ended = AtomicFlag()
 
     struct ChildState: Sendable {
         var pid: pid_t
+        var cgroup: String?
         var reaped = false
     }
 
-    init(connection: Connection, trampoline: String, guardian: GroupGuard?, log: Logger) {
+    init(connection: Connection, trampoline: String, guardian: GroupGuard?, cgroups: ProcessCgroups?, log: Logger) {
         self.connection = connection
         self.trampoline = trampoline
         self.guardian = guardian
+        self.cgroups = cgroups
         self.log = log
     }
 
@@ -148,20 +163,26 @@ final class Session: @unchecked Sendable {
             try? connection.send(ControlMessage.spawnFailed(rank: req.rank, reason: error.description).frame())
             return
         }
-        let argv = [trampoline, "_exec", "--cwd", req.workingDirectory, "--", program] + req.arguments
+        let cgroup = cgroups?.create(label: "\(req.job)-rank\(req.rank)")
+        let argv = [trampoline, "_exec", "--cwd", req.workingDirectory] + (cgroup.map { ["--cgroup", $0] } ?? [])
+            + ["--", program] + req.arguments
         let child: Child
         do {
             child = try spawnChild(argv: argv, environment: env)
         } catch {
+            if let cgroup { ProcessCgroups.kill(cgroup) }
             try? connection.send(ControlMessage.spawnFailed(rank: req.rank, reason: error.description).frame())
             return
         }
-        children.withLock { $0[req.rank] = ChildState(pid: child.pid) }
-        guardian?.add(child.pid)
+        children.withLock { $0[req.rank] = ChildState(pid: child.pid, cgroup: cgroup) }
+        guardian?.add(child.pid, cgroup: cgroup)
         log.debug("started rank \(req.rank) of \(req.job) as pid \(child.pid)")
         try? connection.send(ControlMessage.spawned(rank: req.rank, osPID: child.pid).frame())
-        if ended.isSet { kill(-child.pid, SIGKILL) }
-        let t = Thread { [self] in watch(rank: req.rank, child: child) }
+        if ended.isSet {
+            kill(-child.pid, SIGKILL)
+            if let cgroup { ProcessCgroups.signalKill(cgroup) }
+        }
+        let t = Thread { [self] in watch(rank: req.rank, child: child, cgroup: cgroup) }
         t.name = "plexus-watch \(req.rank)"
         t.start()
     }
@@ -169,7 +190,7 @@ final class Session: @unchecked Sendable {
     /// Forwards the child's output until its pipes close, then reports its exit.
     /// If the child has exited but something it started still holds the pipes,
     /// forwarding stops shortly after and the group is killed.
-    private func watch(rank: Int, child: Child) {
+    private func watch(rank: Int, child: Child, cgroup: String?) {
         var fds = [pollfd(fd: child.stdout, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: child.stderr, events: Int16(POLLIN), revents: 0)]
         var open = 2
@@ -206,9 +227,14 @@ final class Session: @unchecked Sendable {
             while waitpid(child.pid, &st, 0) < 0 && errno == EINTR {}
             status = exitStatus(fromWait: st)
         }
-        // Whatever the process left behind in its group goes with it.
+        // Whatever the process left behind in its group goes with it, and
+        // with a cgroup also what left the group; the exit is reported once
+        // they are gone.
         kill(-child.pid, SIGKILL)
-        guardian?.remove(child.pid)
+        if let cgroup, !ProcessCgroups.kill(cgroup) {
+            log.warning("processes started by rank \(rank) (pid \(child.pid)) were still in \(cgroup) 2 s after SIGKILL")
+        }
+        guardian?.remove(child.pid, cgroup: cgroup)
         children.withLock { $0[rank]?.reaped = true }
         try? connection.send(ControlMessage.exited(rank: rank, osPID: child.pid, status: status!).frame())
     }
@@ -228,6 +254,9 @@ final class Session: @unchecked Sendable {
     }
 
     private func signalAll(_ sig: Int32) {
-        for c in children.value.values where !c.reaped { kill(-c.pid, sig) }
+        for c in children.value.values where !c.reaped {
+            kill(-c.pid, sig)
+            if sig == SIGKILL, let cgroup = c.cgroup { ProcessCgroups.signalKill(cgroup) }
+        }
     }
 }

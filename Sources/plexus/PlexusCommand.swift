@@ -279,16 +279,21 @@ struct Guard: ParsableCommand {
     func run() throws { runProcessGroupGuard() }
 }
 
-/// `plexus _exec --cwd DIR -- PROGRAM ARGS`: the trampoline every job process
-/// starts through. It makes the kernel kill the process if the node daemon
-/// dies, enters the working directory, then becomes PROGRAM (same pid).
+/// `plexus _exec --cwd DIR [--cgroup PATH] -- PROGRAM ARGS`: the trampoline
+/// every job process starts through. It moves itself into the process's
+/// cgroup (when the node has them), makes the kernel kill the process if the
+/// node daemon dies, enters the working directory, then becomes PROGRAM
+/// (same pid).
 struct Exec: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "_exec", shouldDisplay: false)
 
     @Option var cwd: String
+    @Option var cgroup: String?
     @Argument(parsing: .captureForPassthrough) var command: [String] = []
 
     func run() throws {
+        // Without it, the process group still guards the job's processes.
+        if let cgroup { _ = enterProcessCgroup(cgroup) }
         let parent = getppid()
         _ = cfaultSetParentDeathSignal()
         // The parent may have died before the request took effect.

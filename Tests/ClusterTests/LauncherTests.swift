@@ -94,6 +94,44 @@ import TestSupport
         #expect(processes(containing: marker).isEmpty, "leftover processes")
     }
 
+    /// A rank starts a process that leaves its process group and session
+    /// (`setsid`), and the rank exits. The node's per-process cgroup still
+    /// holds it: the job ends only once it and its child are gone.
+    @Test(.enabled(if: cgroupsWritable(), "needs write access to a cgroup2 mount (root)"))
+    func aProcessThatLeftItsGroupEndsWithTheJob() throws {
+        let marker = uniqueMarker()
+        // The fifo makes the rank wait until the escaped shell runs, that is
+        // after setsid(2), before it exits.
+        let script = "f=/tmp/\(marker).fifo; mkfifo $f; setsid sh -c 'echo $$ > '$f'; sleep 60; true' \(marker)-escaped & "
+            + "read p < $f; rm -f $f; echo escaped $p"
+        let job = try Child(try product("plexus"), ["run", "-n", "1", "sh", "-c", script, marker])
+        let status = try job.wait(timeout: 20)
+        #expect(status == 0, "\(job.stderr)")
+        let line = try #require(job.stdout.split(separator: "\n").first { $0.contains("escaped ") }, "\(job.stdout)")
+        let session = try #require(Int32(line.split(separator: " ").last!), "\(line)")
+        #expect(runningProcesses(inSession: session).isEmpty, "processes of session \(session) outlived the job")
+        #expect(processes(containing: marker).isEmpty, "leftover processes")
+    }
+
+    /// The same escaped process, but `plexus run` is SIGKILLed: the node's
+    /// guard kills the rank's cgroup, and the escaped process goes too.
+    @Test(.enabled(if: cgroupsWritable(), "needs write access to a cgroup2 mount (root)"))
+    func aProcessThatLeftItsGroupDiesWithAKilledLauncher() throws {
+        let marker = uniqueMarker()
+        let script = "f=/tmp/\(marker).fifo; mkfifo $f; setsid sh -c 'echo $$ > '$f'; sleep 60; true' \(marker)-escaped & "
+            + "read p < $f; rm -f $f; echo escaped $p; wait"
+        let job = try Child(try product("plexus"), ["run", "-n", "1", "sh", "-c", script, marker])
+        let line = try job.waitForLine(containing: "escaped ")
+        let session = try #require(Int32(line.split(separator: " ").last!), "\(line)")
+        #expect(!runningProcesses(inSession: session).isEmpty, "the escaped process is not running")
+        job.kill()
+        _ = try job.wait(timeout: 10)
+        let deadline = Date().addingTimeInterval(10)
+        while !runningProcesses(inSession: session).isEmpty && Date() < deadline { usleep(10_000) }
+        #expect(runningProcesses(inSession: session).isEmpty, "processes of session \(session) outlived the launcher")
+        #expect(processes(containing: marker).isEmpty, "leftover processes")
+    }
+
     @Test(arguments: [
         (["run", "-n", "2"], "no program given"),
         (["run", "-n", "0", "true"], "-n must be at least 1"),
@@ -238,5 +276,31 @@ import TestSupport
         let r = try runPlexus(args, timeout: 20)
         #expect(r.status == 0)
         for m in mentions { #expect(r.stdout.contains(m), "help for \(args) lacks '\(m)'") }
+    }
+}
+
+
+/// Whether this process may create a cgroup under the cgroup2 mount (what a
+/// node needs for per-process cgroups).
+func cgroupsWritable() -> Bool {
+    guard let mounts = try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8),
+          let line = mounts.split(separator: "\n").first(where: { $0.split(separator: " ").count > 2 && $0.split(separator: " ")[2] == "cgroup2" })
+    else { return false }
+    let probe = "\(line.split(separator: " ")[1])/plexus-probe-\(getpid())"
+    guard mkdir(probe, 0o755) == 0 else { return false }
+    rmdir(probe)
+    return true
+}
+
+/// Processes (not zombies) whose session id is `session`.
+func runningProcesses(inSession session: Int32) -> [Int32] {
+    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+    return entries.compactMap { e -> Int32? in
+        guard let pid = Int32(e), let stat = try? String(contentsOfFile: "/proc/\(e)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return nil }
+        // After the command name: state, ppid, pgrp, session, ...
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 3, fields[0] != "Z", Int32(fields[3]) == session else { return nil }
+        return pid
     }
 }
