@@ -100,11 +100,7 @@ import TestSupport
     @Test(.enabled(if: cgroupsWritable(), "needs write access to a cgroup2 mount (root)"))
     func aProcessThatLeftItsGroupEndsWithTheJob() throws {
         let marker = uniqueMarker()
-        // The fifo makes the rank wait until the escaped shell runs, that is
-        // after setsid(2), before it exits.
-        let script = "f=/tmp/\(marker).fifo; mkfifo $f; setsid sh -c 'echo $$ > '$f'; sleep 60; true' \(marker)-escaped & "
-            + "read p < $f; rm -f $f; echo escaped $p"
-        let job = try Child(try product("plexus"), ["run", "-n", "1", "sh", "-c", script, marker])
+        let job = try Child(try product("plexus"), ["run", "-n", "1", "sh", "-c", escapingScript(marker, then: ""), marker])
         let status = try job.wait(timeout: 20)
         #expect(status == 0, "\(job.stderr)")
         let line = try #require(job.stdout.split(separator: "\n").first { $0.contains("escaped ") }, "\(job.stdout)")
@@ -118,9 +114,7 @@ import TestSupport
     @Test(.enabled(if: cgroupsWritable(), "needs write access to a cgroup2 mount (root)"))
     func aProcessThatLeftItsGroupDiesWithAKilledLauncher() throws {
         let marker = uniqueMarker()
-        let script = "f=/tmp/\(marker).fifo; mkfifo $f; setsid sh -c 'echo $$ > '$f'; sleep 60; true' \(marker)-escaped & "
-            + "read p < $f; rm -f $f; echo escaped $p; wait"
-        let job = try Child(try product("plexus"), ["run", "-n", "1", "sh", "-c", script, marker])
+        let job = try Child(try product("plexus"), ["run", "-n", "1", "sh", "-c", escapingScript(marker, then: "; wait"), marker])
         let line = try job.waitForLine(containing: "escaped ")
         let session = try #require(Int32(line.split(separator: " ").last!), "\(line)")
         #expect(!runningProcesses(inSession: session).isEmpty, "the escaped process is not running")
@@ -279,6 +273,14 @@ import TestSupport
     }
 }
 
+
+/// A rank's script that starts `sleep 60` in a new session (setsid), waits
+/// until it runs (a fifo: so after setsid(2)), prints "escaped SID", then
+/// runs `rest`.
+func escapingScript(_ marker: String, then rest: String) -> String {
+    "f=/tmp/\(marker).fifo; mkfifo $f; setsid sh -c 'echo $$ > '$f'; sleep 60; true' \(marker)-escaped & "
+        + "read p < $f; rm -f $f; echo escaped $p" + rest
+}
 
 /// Whether this process may create a cgroup under the cgroup2 mount (what a
 /// node needs for per-process cgroups).
