@@ -20,7 +20,7 @@ import Synchronization
 /// subtree); without it `make` says why and the node falls back to process
 /// groups alone.
 final class ProcessCgroups: Sendable {
-    /// This daemon's directory, e.g. /sys/fs/cgroup/unified/plexus-node-1234.
+    /// This daemon's directory, e.g. /sys/fs/cgroup/unified/plexus-node-1234-1.
     let root: String
     private let counter = Mutex(0)
 
@@ -33,7 +33,8 @@ final class ProcessCgroups: Sendable {
             return .failure(CgroupUnavailable("\(mount) has no cgroup.procs"))
         }
         removeStale(in: mount)
-        let root = "\(mount)/\(prefix)\(getpid())"
+        // Unique per daemon object: a process may host more than one node.
+        let root = "\(mount)/\(prefix)\(getpid())-\(instances.withLock { n -> Int in n += 1; return n })"
         if mkdir(root, 0o755) != 0 && errno != EEXIST {
             return .failure(CgroupUnavailable("cannot create \(root): \(String(cString: strerror(errno)))"))
         }
@@ -45,14 +46,17 @@ final class ProcessCgroups: Sendable {
         return .success(ProcessCgroups(root: root))
     }
 
+    /// Directory names are `plexus-node-PID-N`: the daemon's process and
+    /// which of its nodes.
     static let prefix = "plexus-node-"
+    private static let instances = Mutex(0)
 
     /// Removes the directories of node daemons that died without removing
     /// their own (SIGKILLed, with their guard killed too): a directory whose
     /// daemon's pid no longer exists, after killing what is still in it.
     private static func removeStale(in mount: String) {
         for name in (try? FileManager.default.contentsOfDirectory(atPath: mount)) ?? [] where name.hasPrefix(prefix) {
-            guard let pid = pid_t(name.dropFirst(prefix.count)), pid != getpid(),
+            guard let pid = name.dropFirst(prefix.count).split(separator: "-").first.flatMap({ pid_t($0) }), pid != getpid(),
                   Glibc.kill(pid, 0) != 0 && errno == ESRCH else { continue }
             let dir = "\(mount)/\(name)"
             for child in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] where isDirectory("\(dir)/\(child)") {
