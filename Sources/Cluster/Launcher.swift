@@ -107,6 +107,8 @@ public final class Launcher: @unchecked Sendable {
         case nodeLost(node: Int, String)
         case registered(rank: Int, pid: ProcessID, address: String, Connection)
         case report(rank: Int, [UInt8])
+        /// A registered process's connection to the launcher ended.
+        case processClosed(rank: Int)
         case peerLost(rank: Int, lost: Int)
         case interrupt(Int32)
     }
@@ -187,11 +189,13 @@ public final class Launcher: @unchecked Sendable {
                 identity: Hello(job: job, sender: 0, role: "launcher"),
                 admit: { [job] in $0.refusal(expectedJob: job) },
                 onConnection: { [events] c in
+                    let registeredRank = Locked<Int?>(nil)
                     c.startReader(
                         name: "plexus-launcher-process",
                         onFrame: { f in
                             switch try? ControlMessage(frame: f) {
                             case .register(let rank, let pid, let address)?:
+                                registeredRank.withLock { $0 = rank }
                                 events.put(.registered(rank: rank, pid: pid, address: address, c))
                             case .processReport(let rank, let json)?:
                                 events.put(.report(rank: rank, json))
@@ -200,7 +204,9 @@ public final class Launcher: @unchecked Sendable {
                             default: break
                             }
                         },
-                        onClose: { _ in })
+                        onClose: { _ in
+                            if let rank = registeredRank.value { events.put(.processClosed(rank: rank)) }
+                        })
                 })
         } catch { throw .rendezvous(error) }
         defer { rendezvous.close() }
@@ -254,6 +260,7 @@ public final class Launcher: @unchecked Sendable {
         var osPIDs: [Int: Int32] = [:]
         var registered: [Int: (ProcessID, String, Connection)] = [:]
         var reports: [Int: [UInt8]] = [:]
+        var closed = Set<Int>()
         var failures: [String] = []
         var status: Int32 = 0
         var stopping = false
@@ -356,11 +363,26 @@ public final class Launcher: @unchecked Sendable {
                 }
             case .report(let rank, let json):
                 reports[rank] = json
+            case .processClosed(let rank):
+                closed.insert(rank)
             case .peerLost(let rank, let lost):
                 if lostBy[lost] == nil { lostBy[lost] = rank }
                 if lostOf[rank] == nil { lostOf[rank] = lost }
             case .interrupt(let sig):
                 stop("interrupted by \(signalName(sig))", status: 128 + sig)
+            }
+        }
+        // A process's report travels on its own connection, which can be
+        // read after its node has reported the exit: wait briefly until each
+        // registered process's connection has ended (it does when the process
+        // does), so that no report is lost.
+        let drainDeadline = Date().addingTimeInterval(2)
+        while registered.keys.contains(where: { !closed.contains($0) }),
+              let ev = events.take(timeout: max(0, drainDeadline.timeIntervalSinceNow)) {
+            switch ev {
+            case .report(let rank, let json): reports[rank] = json
+            case .processClosed(let rank): closed.insert(rank)
+            default: break
             }
         }
         if stoppedByRank, !rankFailures.isEmpty {
