@@ -112,7 +112,7 @@ final class ProcessCgroups: Sendable {
         return events.split(separator: "\n").contains { $0 == "populated 1" }
     }
 
-    private static func write(_ value: String, to file: String) -> Bool {
+    fileprivate static func write(_ value: String, to file: String) -> Bool {
         let fd = open(file, O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else { return false }
         defer { close(fd) }
@@ -139,9 +139,4 @@ struct CgroupUnavailable: Error, CustomStringConvertible {
 
 /// Moves the calling process into the cgroup at `path` (the `plexus _exec`
 /// trampoline, before it execs a job program; see `ProcessCgroups`).
-public func enterProcessCgroup(_ path: String) -> Bool {
-    let fd = open(path + "/cgroup.procs", O_WRONLY | O_CLOEXEC)
-    guard fd >= 0 else { return false }
-    defer { close(fd) }
-    return Glibc.write(fd, "0", 1) == 1
-}
+public func enterProcessCgroup(_ path: String) -> Bool { ProcessCgroups.write("0", to: path + "/cgroup.procs") }
