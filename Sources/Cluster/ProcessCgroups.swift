@@ -58,12 +58,17 @@ final class ProcessCgroups: Sendable {
         for name in (try? FileManager.default.contentsOfDirectory(atPath: mount)) ?? [] where name.hasPrefix(prefix) {
             guard let pid = name.dropFirst(prefix.count).split(separator: "-").first.flatMap({ pid_t($0) }), pid != getpid(),
                   Glibc.kill(pid, 0) != 0 && errno == ESRCH else { continue }
-            let dir = "\(mount)/\(name)"
-            for child in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] where isDirectory("\(dir)/\(child)") {
-                kill("\(dir)/\(child)")
-            }
-            rmdir(dir)
+            removeTree("\(mount)/\(name)")
         }
+    }
+
+    /// Kills and removes every process cgroup in a node's directory `dir`,
+    /// then `dir` itself.
+    private static func removeTree(_ dir: String) {
+        for child in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] where isDirectory("\(dir)/\(child)") {
+            kill("\(dir)/\(child)")
+        }
+        rmdir(dir)
     }
 
     private static func isDirectory(_ path: String) -> Bool {
@@ -99,13 +104,7 @@ final class ProcessCgroups: Sendable {
 
     /// Kills and removes every process cgroup of this daemon, then its own
     /// directory (when the daemon stops).
-    func removeAll() {
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [] where Self.isDirectory("\(root)/\(name)") {
-            Self.kill("\(root)/\(name)")
-        }
-        rmdir(root)
-    }
-
+    func removeAll() { Self.removeTree(root) }
 
     private static func isPopulated(_ path: String) -> Bool {
         guard let events = try? String(contentsOfFile: path + "/cgroup.events", encoding: .utf8) else { return false }

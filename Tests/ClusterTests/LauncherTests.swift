@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+@testable import Cluster
 import Testing
 import TestSupport
 
@@ -285,10 +286,8 @@ func escapingScript(_ marker: String, then rest: String) -> String {
 /// Whether this process may create a cgroup under the cgroup2 mount (what a
 /// node needs for per-process cgroups).
 func cgroupsWritable() -> Bool {
-    guard let mounts = try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8),
-          let line = mounts.split(separator: "\n").first(where: { $0.split(separator: " ").count > 2 && $0.split(separator: " ")[2] == "cgroup2" })
-    else { return false }
-    let probe = "\(line.split(separator: " ")[1])/plexus-probe-\(getpid())"
+    guard let mount = ProcessCgroups.cgroup2Mount() else { return false }
+    let probe = "\(mount)/plexus-probe-\(getpid())"
     guard mkdir(probe, 0o755) == 0 else { return false }
     rmdir(probe)
     return true

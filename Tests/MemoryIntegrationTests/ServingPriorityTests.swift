@@ -4,6 +4,7 @@ import Glibc
 import Foundation
 @testable import Plexus
 import Testing
+import Transport
 
 @Suite struct ServingPriorityParsingTests {
     @Test func environmentChoosesThePriority() throws {
@@ -32,23 +33,16 @@ import Testing
 
 /// Whether this process may use SCHED_FIFO (tries it on a thread of its own).
 func realtimePermitted() -> Bool {
-    let result = Guarded(false)
+    let result = Locked(false)
     let done = DispatchSemaphore(value: 0)
     Thread {
         var p = sched_param(sched_priority: 1)
-        result.set(pthread_setschedparam(pthread_self(), SCHED_FIFO, &p) == 0)
+        let ok = pthread_setschedparam(pthread_self(), SCHED_FIFO, &p) == 0
+        result.withLock { $0 = ok }
         done.signal()
     }.start()
     done.wait()
-    return result.get()
-}
-
-final class Guarded<T>: @unchecked Sendable {
-    private var value: T
-    private let lock = NSLock()
-    init(_ v: T) { value = v }
-    func set(_ v: T) { lock.lock(); value = v; lock.unlock() }
-    func get() -> T { lock.lock(); defer { lock.unlock() }; return value }
+    return result.value
 }
 
 /// `--serving-priority` on a real 3-process job: which threads end up
