@@ -6,14 +6,20 @@ public struct CoherenceConfiguration: Sendable, Equatable {
     public var pageCount: Int
     /// The coherence unit in bytes; page contents in messages have this size.
     public var pageSize: Int
+    /// Pages past a faulting one that a protocol may serve in the same
+    /// transaction, when its history says they will be needed (sc's
+    /// look-ahead); 0 turns it off.
+    public var lookAhead: Int
 
-    public init(rank: Int, rankCount: Int, pageCount: Int, pageSize: Int) {
+    public init(rank: Int, rankCount: Int, pageCount: Int, pageSize: Int, lookAhead: Int = 0) {
         precondition(rankCount > 0 && (0..<rankCount).contains(rank), "rank \(rank) outside 0..<\(rankCount)")
         precondition(pageCount > 0 && pageSize > 0, "empty region")
+        precondition(lookAhead >= 0, "negative look-ahead \(lookAhead)")
         self.rank = rank
         self.rankCount = rankCount
         self.pageCount = pageCount
         self.pageSize = pageSize
+        self.lookAhead = lookAhead
     }
 
     /// The limits a decoded message must respect for this job.
@@ -89,6 +95,11 @@ public protocol CoherenceProtocol: Sendable {
     /// barrier after), so no message is needed.
     mutating func onPlacement(pages: Range<Int>, home: Int) -> [MemoryEffect]
 
+    /// Changes how many pages past a fault the core may serve ahead (see
+    /// `CoherenceConfiguration.lookAhead`). Look-ahead is a rank's own
+    /// decision, so ranks may differ and it may change at any time.
+    mutating func setLookAhead(_ pages: Int)
+
     /// The access the application view should have for `page` now (what the
     /// core's protection effects have set so far).
     func access(ofPage page: Int) -> PageAccess
@@ -117,6 +128,9 @@ extension CoherenceProtocol {
     }
 
     public mutating func start() -> [MemoryEffect] { [] }
+
+    /// Protocols without look-ahead ignore it.
+    public mutating func setLookAhead(_ pages: Int) {}
 
     /// Protocols without a notion of home ignore placement.
     public mutating func onPlacement(pages: Range<Int>, home: Int) -> [MemoryEffect] { [] }

@@ -120,6 +120,15 @@ public final class MemoryEngine: @unchecked Sendable {
         step { core.onPlacement(pages: pages, home: home) }
     }
 
+    /// How many pages past a fault the core may serve ahead from now on
+    /// (`CoherenceConfiguration.lookAhead`); a decision of this rank alone.
+    public func setLookAhead(_ pages: Int) {
+        step {
+            core.setLookAhead(pages)
+            return []
+        }
+    }
+
     /// Performs the core's start effects and starts the fault thread, which
     /// runs `threadStart` first (to set its scheduling, for example).
     public func start(threadStart: (@Sendable () -> Void)? = nil) {
@@ -147,16 +156,23 @@ public final class MemoryEngine: @unchecked Sendable {
 
     // MARK: Inputs
 
-    /// A protocol message from the peer with rank `peer` (a transport thread).
+    /// A frame of protocol messages (one, or a batch) from the peer with
+    /// rank `peer` (a transport thread). A batch is handled in one step, so
+    /// its effects are coalesced (see `perform`).
     public func onMessage(from peer: Int, _ bytes: [UInt8]) {
-        let message: MemoryMessage
+        let messages: [MemoryMessage]
         do {
-            message = try MemoryMessage(decoding: bytes, limits: configuration.messageLimits)
+            messages = try MemoryMessage.decodeAll(bytes, limits: configuration.messageLimits)
         } catch {
             note("dropped a malformed memory message from rank \(peer): \(error)")
             return
         }
-        let (effects, waiterHere) = step { core.onMessage(message, from: peer) }
+        let (effects, waiterHere) = step {
+            if messages.count == 1 { return core.onMessage(messages[0], from: peer) }
+            var all: [MemoryEffect] = []
+            for m in messages { all += core.onMessage(m, from: peer) }
+            return all
+        }
         if !waiterHere, effects.contains(where: { if case .completeFaults = $0 { return true } else { return false } }) {
             takeFaultsBriefly()
         }
@@ -238,42 +254,55 @@ public final class MemoryEngine: @unchecked Sendable {
         return (effects, cpu.map { $0 == cfault_current_cpu() } ?? false)
     }
 
-    /// Performs effects in order; returns the CPU on which a thread whose
-    /// fault was completed was last seen spinning, if any. Caller holds `lock`.
+    /// Performs effects, in the order `PlannedOperation.plan` gives them
+    /// (the listed order, with protections merged into runs and messages
+    /// and wake-ups deferred behind them); returns the CPU on which a thread
+    /// whose fault was completed was last seen spinning, if any. Caller
+    /// holds `lock`.
     private func perform(_ effects: [MemoryEffect]) -> Int32? {
         var spinningOn: Int32? = nil
-        for e in effects {
-            switch e {
-            case .send(let to, let message):
-                send(message.encoded(), to: to)
-            case .sendWithPage(let to, let page, let message):
-                send(message.encoded(attaching: UnsafeRawBufferPointer(region.systemPage(page))), to: to)
-            case .installPage(let page, let contents):
-                let dst = region.systemPage(page)
-                contents.withUnsafeBytes { dst.copyMemory(from: $0) }
-            case .setProtection(let pages, let access):
-                do { try region.setProtection(pages: pages, access) } catch {
-                    // Out of mappings (vm.max_map_count) or memory: the
-                    // process cannot continue coherently.
-                    fatalError("plexus: \(error)")
-                }
-            case .completeFaults(let page):
+        for operation in PlannedOperation.plan(effects) {
+            switch operation {
+            case .protect(let pages, let access, _):
+                protect(pages, access)
+            case .complete(let i):
+                guard case .completeFaults(let page) = effects[i] else { preconditionFailure("plan: effect \(i) is not a completion") }
                 if let cpu = channel.complete(page: page), spinningOn == nil { spinningOn = cpu }
                 if let (t0, fault) = faultStarted.removeValue(forKey: page) {
                     let dt = DispatchTime.now().uptimeNanoseconds &- t0
                     blockedNanos &+= dt
                     for o in observers.pages { o.faultServed(fault, nanoseconds: dt) }
                 }
-            case .syncReady(let ticket, let payload):
-                readyChanged.lock()
-                ready[ticket.id] = payload
-                readyChanged.broadcast()
-                readyChanged.unlock()
-            case .record(let stat):
-                for o in observers.pages { o.pageEvent(stat) }
+            case .perform(let i):
+                switch effects[i] {
+                case .send(let to, let message):
+                    send(message.encoded(), to: to)
+                case .sendWithPage(let to, let page, let message):
+                    send(message.encoded(attaching: UnsafeRawBufferPointer(region.systemPage(page))), to: to)
+                case .installPage(let page, let contents):
+                    let dst = region.systemPage(page)
+                    contents.withUnsafeBytes { dst.copyMemory(from: $0) }
+                case .setProtection, .completeFaults:
+                    preconditionFailure("plan: effect \(i) planned as a plain effect")
+                case .syncReady(let ticket, let payload):
+                    readyChanged.lock()
+                    ready[ticket.id] = payload
+                    readyChanged.broadcast()
+                    readyChanged.unlock()
+                case .record(let stat):
+                    for o in observers.pages { o.pageEvent(stat) }
+                }
             }
         }
         return spinningOn
+    }
+
+    private func protect(_ pages: Range<Int>, _ access: PageAccess) {
+        do { try region.setProtection(pages: pages, access) } catch {
+            // Out of mappings (vm.max_map_count) or memory: the
+            // process cannot continue coherently.
+            fatalError("plexus: \(error)")
+        }
     }
 
     /// Queues a message. Caller holds `lock`, so the outbox is in the core's order.
@@ -307,15 +336,29 @@ public final class MemoryEngine: @unchecked Sendable {
                 return q
             }
             if batch.isEmpty { return }
-            for m in batch {
-                do { try link.sendMemory(m.bytes, to: m.to) } catch {
+            // Consecutive messages for one peer go as one batch (FIFO per
+            // pair is kept: a batch is handled in its order).
+            var i = 0
+            while i < batch.count {
+                let to = batch[i].to
+                var j = i + 1, bytes = batch[i].bytes.count
+                while j < batch.count, batch[j].to == to, j - i < MemoryMessage.maxBatchCount, bytes + batch[j].bytes.count <= Self.batchBytes {
+                    bytes += batch[j].bytes.count
+                    j += 1
+                }
+                let frame = j == i + 1 ? batch[i].bytes : MemoryMessage.batch(batch[i..<j].map(\.bytes))
+                do { try link.sendMemory(frame, to: to) } catch {
                     // The peer is gone; the launcher ends the job when it
                     // sees a process fail, so report and carry on.
-                    note("cannot send to rank \(m.to): \(error)")
+                    note("cannot send to rank \(to): \(error)")
                 }
+                i = j
             }
         }
     }
+
+    /// Bytes of messages joined into one batch at most (far below a frame's limit).
+    static let batchBytes = 1 << 20
 
     private func note(_ s: String) {
         let line = "plexus[\(configuration.rank)]: \(s)\n"

@@ -78,6 +78,8 @@ extension MemoryMessage {
         case copysetTooLarge(UInt32)
         case copysetNotAscending
         case trailingBytes(Int)
+        /// A batch must hold 2...`maxBatchCount` messages.
+        case batchCount(UInt16)
     }
 
     private enum Tag: UInt8 {
@@ -200,6 +202,52 @@ extension MemoryMessage {
     }
 }
 
+// MARK: - Batches
+
+extension MemoryMessage {
+    /// Tag of a batch: several messages for one peer in one frame. The
+    /// engine's writer joins the messages one input produced for a peer, so
+    /// the receiver reads, handles and answers them in one pass (one read,
+    /// one engine step, one `mprotect` for a run of pages, one reply).
+    static let batchTag: UInt8 = 0x80
+    /// Most messages in one batch; the writer starts a new batch beyond it.
+    public static let maxBatchCount = 64
+
+    /// Joins encoded messages: tag u8, count u16, then per message its
+    /// length u32 and its bytes. One message is sent as itself.
+    public static func batch(_ encoded: [[UInt8]]) -> [UInt8] {
+        precondition((1...maxBatchCount).contains(encoded.count), "a batch holds 1...\(maxBatchCount) messages, not \(encoded.count)")
+        if encoded.count == 1 { return encoded[0] }
+        var out: [UInt8] = [batchTag]
+        out.reserveCapacity(3 + encoded.reduce(0) { $0 + 4 + $1.count })
+        withUnsafeBytes(of: UInt16(encoded.count).littleEndian) { out.append(contentsOf: $0) }
+        for m in encoded {
+            withUnsafeBytes(of: UInt32(m.count).littleEndian) { out.append(contentsOf: $0) }
+            out.append(contentsOf: m)
+        }
+        return out
+    }
+
+    /// Decodes a frame's messages: one message, or a batch of them (never
+    /// nested). Never traps; every inner message is checked against `limits`.
+    public static func decodeAll(_ bytes: [UInt8], limits: Limits) throws(DecodingError) -> [MemoryMessage] {
+        guard bytes.first == batchTag else { return [try MemoryMessage(decoding: bytes, limits: limits)] }
+        var reader = Reader(bytes: bytes)
+        _ = try reader.u8()
+        let count = try reader.u16()
+        guard count >= 2, count <= UInt16(maxBatchCount) else { throw .batchCount(count) }
+        var messages: [MemoryMessage] = []
+        messages.reserveCapacity(Int(count))
+        for _ in 0..<count {
+            let length = try reader.u32()
+            guard UInt64(length) <= UInt64(reader.remaining) else { throw .truncated }
+            messages.append(try MemoryMessage(decoding: try reader.bytes(Int(length)), limits: limits))
+        }
+        guard reader.remaining == 0 else { throw .trailingBytes(reader.remaining) }
+        return messages
+    }
+}
+
 /// Bounds-checked little-endian reads; every read checks before it touches.
 private struct Reader {
     let bytes: [UInt8]
@@ -219,6 +267,7 @@ private struct Reader {
         return byte == 1
     }
 
+    mutating func u16() throws(MemoryMessage.DecodingError) -> UInt16 { try integer(UInt16.self) }
     mutating func u32() throws(MemoryMessage.DecodingError) -> UInt32 { try integer(UInt32.self) }
     mutating func u64() throws(MemoryMessage.DecodingError) -> UInt64 { try integer(UInt64.self) }
 

@@ -10,6 +10,10 @@ public struct PageStatistics: Sendable, Equatable {
     /// (`sc`; the read is asked for again). Their pages count in
     /// `pagesReceived` too: they did travel.
     public var staleGrantsDiscarded = 0
+    /// Requests for this page made ahead of a fault on an earlier page
+    /// (look-ahead; not counted in `readFaults` or `writeFaults`).
+    public var readsAhead = 0
+    public var writesAhead = 0
     public init() {}
 }
 
@@ -23,6 +27,8 @@ public enum MemoryStatistic: Sendable, Equatable {
     case invalidationSent(page: Int)
     case invalidationReceived(page: Int)
     case staleGrantDiscarded(page: Int)
+    case readAhead(page: Int)
+    case writeAhead(page: Int)
     /// A message left for a peer: its encoded size, page contents included.
     case messageSent(bytes: Int)
     case messageReceived(bytes: Int)
@@ -51,6 +57,8 @@ public struct MemoryStatistics: Sendable, Equatable {
         case let .invalidationSent(page): bump(page, \.invalidationsSent)
         case let .invalidationReceived(page): bump(page, \.invalidationsReceived)
         case let .staleGrantDiscarded(page): bump(page, \.staleGrantsDiscarded)
+        case let .readAhead(page): bump(page, \.readsAhead)
+        case let .writeAhead(page): bump(page, \.writesAhead)
         case let .messageSent(bytes):
             messagesSent += 1
             bytesSent += bytes

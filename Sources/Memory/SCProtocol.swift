@@ -92,7 +92,7 @@ public struct SCProtocol: CoherenceProtocol {
     public static let name = "sc"
     public static let model = MemoryModel.sequential
 
-    public let configuration: CoherenceConfiguration
+    public private(set) var configuration: CoherenceConfiguration
     public private(set) var statistics = MemoryStatistics()
 
     /// Per-page state of this rank as a node (requester, owner, copy holder).
@@ -115,6 +115,10 @@ public struct SCProtocol: CoherenceProtocol {
         /// An invalidation found this rank waiting for a read grant: the
         /// grant on its way is stale and is discarded when it comes.
         var grantIsStale = false
+        /// This rank has had read (write) access to the page at some time;
+        /// look-ahead serves only pages held before.
+        var heldBefore = false
+        var wroteBefore = false
     }
 
     enum Request: Sendable, Equatable {
@@ -198,6 +202,11 @@ public struct SCProtocol: CoherenceProtocol {
         return []
     }
 
+    public mutating func setLookAhead(_ pages: Int) {
+        precondition(pages >= 0, "negative look-ahead \(pages)")
+        configuration.lookAhead = pages
+    }
+
     public mutating func onReadFault(page: Int) -> [MemoryEffect] {
         checkPage(page)
         record(.readFault(page: page))
@@ -211,6 +220,11 @@ public struct SCProtocol: CoherenceProtocol {
             effects.append(.completeFaults(page: page))
         } else {
             sendRequest(page, .read)
+            // The requests leave in page order, the faulting page's first,
+            // also where this rank is the manager (its forward is a
+            // loopback message), so the owner serves them in that order.
+            runLoopback()
+            readAhead(after: page)
         }
         return takeEffects()
     }
@@ -228,10 +242,8 @@ public struct SCProtocol: CoherenceProtocol {
             setAccess(page, .readWrite)
             effects.append(.completeFaults(page: page))
         } else if state.isOwner {
-            pages[page].request = .write
-            pages[page].upgradingLocally = true
-            pages[page].copyset = RankSet()
-            beginWrite(page, invalidating: state.copyset)
+            upgradeLocally(page, invalidating: state.copyset)
+            writeAhead(after: page, copyset: state.copyset)
         } else {
             sendRequest(page, .write)
         }
@@ -325,6 +337,51 @@ public struct SCProtocol: CoherenceProtocol {
                 sendPage(page, .writeGrant(page: page, copyset: others, contents: []), to: requester)
             }
         }
+    }
+
+    // MARK: Look-ahead
+
+    /// After a read fault that needs another rank: the following pages
+    /// (at most `lookAhead`) that this rank held before and lost, and
+    /// whose probable owner is the same, are requested at once too, as if
+    /// the application had faulted on them. Iterative programs read the
+    /// same runs again after their writers invalidated them (a stencil's
+    /// boundary row); the requests travel in one batch to one owner, which
+    /// answers them in one step. A page never held is never fetched, so a
+    /// neighbour's next row, which it is writing, stays with it.
+    private mutating func readAhead(after page: Int) {
+        let owner = pages[page].probableOwner
+        for q in page + 1..<min(page + 1 + configuration.lookAhead, configuration.pageCount) {
+            let s = pages[q]
+            guard s.heldBefore, !s.isOwner, s.access == .none, s.request == nil, s.probableOwner == owner else { return }
+            record(.readAhead(page: q))
+            sendRequest(q, .read)
+            runLoopback()
+        }
+    }
+
+    /// After a write fault that upgrades this owner past its readers: the
+    /// following pages (at most `lookAhead`) that it owns read-only, wrote
+    /// before, and shares with exactly the same readers are upgraded at
+    /// once too, as if faulted on; each reader gets their invalidations in
+    /// one batch and acknowledges them in one.
+    private mutating func writeAhead(after page: Int, copyset: RankSet) {
+        for q in page + 1..<min(page + 1 + configuration.lookAhead, configuration.pageCount) {
+            let s = pages[q]
+            guard s.wroteBefore, s.isOwner, s.access == .read, s.copyset == copyset, s.request == nil,
+                  s.acksOutstanding == 0, s.heldForwards.isEmpty else { return }
+            record(.writeAhead(page: q))
+            upgradeLocally(q, invalidating: copyset)
+        }
+    }
+
+    /// An owner with readers takes write access by invalidating them,
+    /// without its manager (see the opening comment).
+    private mutating func upgradeLocally(_ page: Int, invalidating copyset: RankSet) {
+        pages[page].request = .write
+        pages[page].upgradingLocally = true
+        pages[page].copyset = RankSet()
+        beginWrite(page, invalidating: copyset)
     }
 
     // MARK: Requester
@@ -462,6 +519,8 @@ public struct SCProtocol: CoherenceProtocol {
 
     private mutating func setAccess(_ page: Int, _ access: PageAccess) {
         pages[page].access = access
+        if access != .none { pages[page].heldBefore = true }
+        if access == .readWrite { pages[page].wroteBefore = true }
         effects.append(.setProtection(pages: page..<page + 1, access))
     }
 
@@ -479,12 +538,16 @@ public struct SCProtocol: CoherenceProtocol {
         precondition((0..<configuration.pageCount).contains(page), "page \(page) outside 0..<\(configuration.pageCount)")
     }
 
-    /// Runs the loopback messages the input produced, then hands out the effects.
-    private mutating func takeEffects() -> [MemoryEffect] {
+    private mutating func runLoopback() {
         while !loopback.isEmpty {
             let message = loopback.removeFirst()
             handle(message, from: rank)
         }
+    }
+
+    /// Runs the loopback messages the input produced, then hands out the effects.
+    private mutating func takeEffects() -> [MemoryEffect] {
+        runLoopback()
         defer { effects = [] }
         return effects
     }

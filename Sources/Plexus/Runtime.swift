@@ -130,7 +130,8 @@ public final class Plexus: @unchecked Sendable {
                 let observers = MemoryEngine.Observers()
                 observers.pages.append(pageStats)
                 memory = try MemoryEngine(
-                    configuration: CoherenceConfiguration(rank: rank, rankCount: size, pageCount: region.pageCount, pageSize: mc.pageSize),
+                    configuration: CoherenceConfiguration(rank: rank, rankCount: size, pageCount: region.pageCount, pageSize: mc.pageSize,
+                                                          lookAhead: mc.lookAhead),
                     protocolName: mc.protocolName, region: region, link: peers, observers: observers)
                 heap = Heap(size: mc.size, ranks: size, rank: rank, pageSize: mc.pageSize)
             } catch { throw .memory(error) }

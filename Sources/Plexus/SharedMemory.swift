@@ -7,7 +7,7 @@ import Transport
 import Wire
 
 /// Settings of a job's shared region, from the environment `plexus run` sets
-/// (`--shared-memory`, `--protocol`, `--page-size`).
+/// (`--shared-memory`, `--protocol`, `--page-size`, `--look-ahead`).
 public struct SharedMemoryConfiguration: Sendable, Equatable {
     /// The same virtual address in every process: pointers into the region
     /// are valid cluster-wide. 0x5000_0000_0000 lies between the PIE area
@@ -19,11 +19,16 @@ public struct SharedMemoryConfiguration: Sendable, Equatable {
     public var size: Int = defaultSize
     public var pageSize: Int = 4096
     public var protocolName: String = "sc"
+    /// Pages past a fault the protocol may serve ahead (`--look-ahead`).
+    public var lookAhead: Int = SharedMemoryConfiguration.defaultLookAhead
+    public static let defaultLookAhead = 3
+    /// One batch must hold a fault's request and its look-ahead's.
+    public static let maxLookAhead = MemoryMessage.maxBatchCount - 1
 
     public init() {}
 
     /// Reads PLEXUS_SHARED_MEMORY (bytes, or with K/M/G suffix; 0 = none),
-    /// PLEXUS_PROTOCOL, PLEXUS_PAGE_SIZE and PLEXUS_SHARED_BASE (hex).
+    /// PLEXUS_PROTOCOL, PLEXUS_PAGE_SIZE, PLEXUS_LOOK_AHEAD and PLEXUS_SHARED_BASE (hex).
     static func fromEnvironment(_ env: [String: String]) throws(PlexusError) -> SharedMemoryConfiguration? {
         var c = SharedMemoryConfiguration()
         if let s = env["PLEXUS_SHARED_MEMORY"] {
@@ -35,6 +40,12 @@ public struct SharedMemoryConfiguration: Sendable, Equatable {
         if let s = env["PLEXUS_PAGE_SIZE"] {
             guard let n = parseSize(s) else { throw .join("PLEXUS_PAGE_SIZE='\(s)' is not a size") }
             c.pageSize = n
+        }
+        if let s = env["PLEXUS_LOOK_AHEAD"] {
+            guard let n = Int(s), (0...SharedMemoryConfiguration.maxLookAhead).contains(n) else {
+                throw .join("PLEXUS_LOOK_AHEAD='\(s)' is not a page count in 0...\(SharedMemoryConfiguration.maxLookAhead)")
+            }
+            c.lookAhead = n
         }
         if let s = env["PLEXUS_SHARED_BASE"] {
             let hex = s.hasPrefix("0x") ? String(s.dropFirst(2)) : s

@@ -153,7 +153,8 @@ extension Plexus {
         func counters(_ p: PageStatistics) -> [String: Int] {
             ["readFaults": p.readFaults, "writeFaults": p.writeFaults, "pagesReceived": p.pagesReceived,
              "pagesSent": p.pagesSent, "invalidationsSent": p.invalidationsSent,
-             "invalidationsReceived": p.invalidationsReceived, "staleGrantsDiscarded": p.staleGrantsDiscarded]
+             "invalidationsReceived": p.invalidationsReceived, "staleGrantsDiscarded": p.staleGrantsDiscarded,
+             "readsAhead": p.readsAhead, "writesAhead": p.writesAhead]
         }
         let pageSize = m.region.pageSize
         let pages: [[String: Any]] = s.pages.keys.sorted().map { p in

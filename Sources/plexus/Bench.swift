@@ -28,6 +28,8 @@ struct Bench: ParsableCommand {
             of what two processes gain on this machine, whose two vCPUs give about 1.5
             times one even to processes that share nothing.
 
+            The page rows run with look-ahead off (--look-ahead), so that each sample is
+            one fault; the Jacobi rows use --look-ahead.
             Jacobi runs twice: in the same job at --page-size, then in a second job whose
             coherence unit is one grid row (--jacobi-page-size), where a boundary row moves
             as one page instead of several. --stats and --summary cover the first job.
@@ -249,10 +251,15 @@ struct BenchWorker: ParsableCommand {
         let messages = try Microbenchmarks.messageRoundTrip(px, samples: samples, block: block, between: f.measureBlock)
         rows.append(BenchmarkRow(name: "plexus message round trip", unit: "us", samples: messages, floor: f.median))
 
-        progress("page rows: \(rounds) rounds over \(samples) pages, floor between every \(block)")
+        progress("page rows: \(rounds) rounds over \(samples) pages, floor between every \(block), look-ahead off")
         // Blocks per round: the two write lists and the reads, each cut in blocks.
         f = floor(over: rounds * 2 * samples)
+        // Each sample is to cost one fault: the rows touch consecutive pages
+        // they held before, which look-ahead would serve ahead of their faults.
+        // Both ranks switch it (the pages' barriers order the switch).
+        px.memory?.setLookAhead(0)
         let pages = try Microbenchmarks.pages(px, pages: samples, rounds: rounds, block: block, between: f.measureBlock)
+        px.memory.map { $0.setLookAhead($0.configuration.lookAhead) }
         func pageRow(_ name: String, _ values: [Double], phase k: Int, target: String? = nil) -> BenchmarkRow {
             var r = BenchmarkRow(name: name, unit: "us", samples: values, floor: f.median, target: target)
             r.messagesPerOp = Double(pages.traffic[k].messages) / Double(max(1, values.count))

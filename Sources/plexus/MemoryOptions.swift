@@ -18,6 +18,11 @@ struct MemoryOptions: ParsableArguments {
     @Option(name: .long, help: "Write every process's shared-memory statistics (per process and per page) to this JSON file.")
     var stats: String?
 
+    @Option(name: .long, help: ArgumentHelp(
+        "Pages past a fault that sc also serves in the same exchange, when this process held them before (a read fault also fetches the next pages it lost, with the same owner; an owner's write fault also invalidates the next pages it wrote before and shares with the same readers). 0 turns it off.",
+        valueName: "pages"))
+    var lookAhead: Int = SharedMemoryConfiguration.defaultLookAhead
+
     @Flag(name: .long, help: "Print a short shared-memory summary at the end of the job.")
     var summary = false
 
@@ -27,6 +32,9 @@ struct MemoryOptions: ParsableArguments {
     var servingPriority: ServingPriority = .auto
 
     func validate() throws {
+        guard (0...SharedMemoryConfiguration.maxLookAhead).contains(lookAhead) else {
+            throw ValidationError("--look-ahead \(lookAhead) must be a page count in 0...\(SharedMemoryConfiguration.maxLookAhead)")
+        }
         guard let n = parseSize(sharedMemory) else {
             throw ValidationError("--shared-memory '\(sharedMemory)' is not a size: use bytes or a K/M/G suffix, e.g. 512M")
         }
@@ -44,6 +52,7 @@ struct MemoryOptions: ParsableArguments {
     func environment() throws -> [String: String] {
         var env = ["PLEXUS_SHARED_MEMORY": "\(parseSize(sharedMemory) ?? 0)", "PLEXUS_PROTOCOL": `protocol`, "PLEXUS_PAGE_SIZE": "\(pageSize)"]
         env["PLEXUS_SERVING_PRIORITY"] = servingPriority.rawValue
+        env["PLEXUS_LOOK_AHEAD"] = "\(lookAhead)"
         if stats != nil || summary { env["PLEXUS_STATS"] = "1" }
         return env
     }
@@ -52,7 +61,7 @@ struct MemoryOptions: ParsableArguments {
     func writeStatistics(_ result: JobResult) throws {
         let reports = Self.reports(of: result)
         if let path = stats {
-            let doc: [String: Any] = ["protocol": `protocol`, "pageSize": pageSize, "processes": reports,
+            let doc: [String: Any] = ["protocol": `protocol`, "pageSize": pageSize, "lookAhead": lookAhead, "processes": reports,
                                       "seconds": result.seconds]
             do {
                 let data = try JSONSerialization.data(withJSONObject: doc, options: [.prettyPrinted, .sortedKeys])
@@ -91,6 +100,14 @@ struct MemoryOptions: ParsableArguments {
         }
         let serving = reports.map { "rank \($0["rank"] as? Int ?? -1) \($0["servingThreads"] as? String ?? "unknown")" }
         s += "serving threads: " + serving.joined(separator: "; ") + "\n"
+        let ahead = reports.map { r -> (Int, Int, Int) in
+            let t = r["totals"] as? [String: Any] ?? [:]
+            return (r["rank"] as? Int ?? -1, t["readsAhead"] as? Int ?? 0, t["writesAhead"] as? Int ?? 0)
+        }
+        if ahead.contains(where: { $0.1 + $0.2 > 0 }) {
+            s += "look-ahead (pages requested ahead of a fault, read/write): "
+                + ahead.map { "rank \($0.0) \($0.1)/\($0.2)" }.joined(separator: "; ") + "\n"
+        }
         s += FalseSharingReport.text(FalseSharingReport.pages(reports))
         return s
     }

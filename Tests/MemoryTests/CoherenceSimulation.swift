@@ -33,6 +33,8 @@ struct CoherenceSimulation {
         var pageCount: Int
         var operations: Int
         var threadsPerRank = 2
+        /// `CoherenceConfiguration.lookAhead` of every core.
+        var lookAhead = 0
         /// If set, rank r performs exactly `scripts[r]`, in order (each start
         /// takes the next operation), instead of random operations; then
         /// `operations` is ignored.
@@ -97,6 +99,8 @@ struct CoherenceSimulation {
     private(set) var completedReads = 0
     private(set) var completedWrites = 0
     private(set) var messagesDelivered = 0
+    /// Each core's own counters.
+    var coreStatistics: [MemoryStatistics] { cores.map(\.statistics) }
 
     init(seed: UInt64, parameters: Parameters, keepTrace: Bool = false) throws {
         self.seed = seed
@@ -105,7 +109,8 @@ struct CoherenceSimulation {
         rng = SplitMix64(seed: seed)
         let n = parameters.rankCount, pages = parameters.pageCount
         cores = try (0..<n).map { rank in
-            let configuration = CoherenceConfiguration(rank: rank, rankCount: n, pageCount: pages, pageSize: CoherenceSimulation.pageSize)
+            let configuration = CoherenceConfiguration(rank: rank, rankCount: n, pageCount: pages, pageSize: CoherenceSimulation.pageSize,
+                                                       lookAhead: parameters.lookAhead)
             if let make = parameters.makeCore { return make(configuration) }
             return try ProtocolRegistry.make(parameters.protocolName, configuration: configuration)
         }

@@ -181,6 +181,19 @@ struct ExhaustiveExploration {
         #expect(outcome.terminalStates > 1, "\(name): \(outcome.terminalStates) terminal states")
     }
 
+    /// Look-ahead on: rank 1 rereads two pages it lost, so a read of page 0
+    /// also requests page 1; rank 0 owns both with rank 1 reading, so a
+    /// write of page 0 also invalidates page 1. Every interleaving of those
+    /// extra requests with the faults keeps the model and completes.
+    @Test func everyInterleavingWithLookAheadKeepsTheModel() throws {
+        var parameters = CoherenceSimulation.Parameters(protocolName: "sc", rankCount: 2, pageCount: 2, operations: 0)
+        parameters.threadsPerRank = 1
+        parameters.lookAhead = 1
+        parameters.scripts = [[.write(0), .write(1), .write(0), .write(1)], [.read(0), .read(1), .read(0), .read(1)]]
+        let outcome = try ExhaustiveExploration.explore(parameters, stateLimit: 400_000)
+        #expect(outcome.states > 50 && outcome.terminalStates > 1)
+    }
+
     /// Ivy has no minimum time a page stays put (Mirage added one, the Δ
     /// window): two writers can hand one page back and forth forever, each
     /// woken thread losing the page before it re-runs. The exploration shows

@@ -131,4 +131,75 @@ import Transport
         // verified each of those re-encodes to the same bytes.
         #expect(decoded > 100)
     }
+
+    // MARK: Batches
+
+    @Test func batchesRoundTripAndOneMessageTravelsAsItself() throws {
+        var rng = SplitMix64(seed: 4)
+        for _ in 0..<500 {
+            let messages = (0..<Int.random(in: 1...MemoryMessage.maxBatchCount, using: &rng)).map { _ in Self.randomMessage(using: &rng) }
+            let bytes = MemoryMessage.batch(messages.map { $0.encoded() })
+            if messages.count == 1 { #expect(bytes == messages[0].encoded()) }
+            #expect(try MemoryMessage.decodeAll(bytes, limits: Self.limits) == messages)
+        }
+    }
+
+    @Test func malformedBatchesAreRejected() throws {
+        let a = MemoryMessage.invalidate(page: 3).encoded(), b = MemoryMessage.invalidateAck(page: 4).encoded()
+        let good = MemoryMessage.batch([a, b])
+        for length in 0..<good.count {
+            #expect(throws: MemoryMessage.DecodingError.self) {
+                try MemoryMessage.decodeAll(Array(good.prefix(length)), limits: Self.limits)
+            }
+        }
+        #expect(throws: MemoryMessage.DecodingError.trailingBytes(1)) {
+            try MemoryMessage.decodeAll(good + [0], limits: Self.limits)
+        }
+        // Counts of 0, 1 and past the limit.
+        for count: UInt16 in [0, 1, UInt16(MemoryMessage.maxBatchCount + 1), 0xffff] {
+            var bytes = good
+            bytes[1] = UInt8(count & 0xff); bytes[2] = UInt8(count >> 8)
+            #expect(throws: MemoryMessage.DecodingError.batchCount(count)) {
+                try MemoryMessage.decodeAll(bytes, limits: Self.limits)
+            }
+        }
+        // An inner length past the end is refused before any copy.
+        var long = good
+        long[3] = 0xff; long[4] = 0xff; long[5] = 0xff; long[6] = 0xff
+        #expect(throws: MemoryMessage.DecodingError.truncated) {
+            try MemoryMessage.decodeAll(long, limits: Self.limits)
+        }
+        // No batch inside a batch.
+        let nested = MemoryMessage.batch([good, a])
+        #expect(throws: MemoryMessage.DecodingError.unknownTag(0x80)) {
+            try MemoryMessage.decodeAll(nested, limits: Self.limits)
+        }
+        // Every inner message is checked against the limits.
+        let far = MemoryMessage.batch([a, MemoryMessage.invalidate(page: 5000).encoded()])
+        #expect(throws: MemoryMessage.DecodingError.pageOutOfRange(5000)) {
+            try MemoryMessage.decodeAll(far, limits: Self.limits)
+        }
+    }
+
+    @Test func mutatedBatchesNeverCrashTheDecoder() {
+        var rng = SplitMix64(seed: 5)
+        var decoded = 0
+        for _ in 0..<20_000 {
+            let messages = (0..<Int.random(in: 2...6, using: &rng)).map { _ in Self.randomMessage(using: &rng).encoded() }
+            var bytes = MemoryMessage.batch(messages)
+            for _ in 0..<Int.random(in: 1...3, using: &rng) {
+                let at = Int.random(in: 0..<bytes.count, using: &rng)
+                switch Int.random(in: 0..<3, using: &rng) {
+                case 0: bytes[at] = UInt8.random(in: 0...255, using: &rng)
+                case 1: bytes.insert(UInt8.random(in: 0...255, using: &rng), at: at)
+                default: if bytes.count > 1 { bytes.remove(at: at) }
+                }
+            }
+            if let all = try? MemoryMessage.decodeAll(bytes, limits: Self.limits) {
+                decoded += 1
+                if all.count > 1 { #expect(MemoryMessage.batch(all.map { $0.encoded() }) == bytes) }
+            }
+        }
+        #expect(decoded > 100)
+    }
 }

@@ -43,6 +43,37 @@ import Glibc
         #expect(messages > 10 * Self.schedulesPerShape)
     }
 
+    /// sc with look-ahead: faults also start requests for pages nobody
+    /// waits for, which must keep the model as the faults themselves do.
+    @Test(arguments: [2, 3, 4])
+    func lookAheadSchedulesKeepTheMemoryModel(rankCount: Int) throws {
+        var ahead = (reads: 0, writes: 0), operations = 0
+        for pageCount in 2...4 {
+            for index in 0..<150 {
+                let seed = 0x1a << 56 | UInt64(rankCount) << 48 | UInt64(pageCount) << 40 | UInt64(index)
+                var parameters = CoherenceSimulation.Parameters(protocolName: "sc", rankCount: rankCount, pageCount: pageCount, operations: 60)
+                parameters.lookAhead = 2
+                var simulation = try CoherenceSimulation(seed: seed, parameters: parameters)
+                do {
+                    try simulation.run()
+                } catch {
+                    var traced = try CoherenceSimulation(seed: seed, parameters: parameters, keepTrace: true)
+                    do { try traced.run() } catch { Issue.record("sc, look-ahead 2, \(rankCount) ranks, \(pageCount) pages: \(error)"); return }
+                    Issue.record("sc, look-ahead 2, \(rankCount) ranks, \(pageCount) pages: \(error) (not reproduced with tracing)")
+                    return
+                }
+                for s in simulation.coreStatistics {
+                    ahead.reads += s.total.readsAhead
+                    ahead.writes += s.total.writesAhead
+                }
+                operations += simulation.completedReads + simulation.completedWrites
+            }
+        }
+        // Look-ahead must actually have run, both kinds, not only been allowed.
+        #expect(ahead.reads > 100 && ahead.writes > 10, "reads ahead \(ahead.reads), writes ahead \(ahead.writes)")
+        #expect(operations == 3 * 150 * 60)
+    }
+
     @Test func replay() throws {
         guard let seedText = getenv("PLEXUS_SIM_SEED").map({ String(cString: $0) }), let seed = UInt64(seedText) else {
             return // Only on demand; see the suite's comment.
