@@ -258,43 +258,54 @@ public final class MemoryEngine: @unchecked Sendable {
     /// (the listed order, with protections merged into runs and messages
     /// and wake-ups deferred behind them); returns the CPU on which a thread
     /// whose fault was completed was last seen spinning, if any. Caller
-    /// holds `lock`.
+    /// holds `lock`. With fewer than two protection changes there is
+    /// nothing to merge, and the listed order is performed as it is: a
+    /// single page's fault, grant or invalidation pays nothing for planning.
     private func perform(_ effects: [MemoryEffect]) -> Int32? {
         var spinningOn: Int32? = nil
+        var protections = 0
+        for e in effects { if case .setProtection = e { protections += 1 } }
+        if protections < 2 {
+            for e in effects { perform(e, &spinningOn) }
+            return spinningOn
+        }
         for operation in PlannedOperation.plan(effects) {
             switch operation {
-            case .protect(let pages, let access, _):
-                protect(pages, access)
-            case .complete(let i):
-                guard case .completeFaults(let page) = effects[i] else { preconditionFailure("plan: effect \(i) is not a completion") }
-                if let cpu = channel.complete(page: page), spinningOn == nil { spinningOn = cpu }
-                if let (t0, fault) = faultStarted.removeValue(forKey: page) {
-                    let dt = DispatchTime.now().uptimeNanoseconds &- t0
-                    blockedNanos &+= dt
-                    for o in observers.pages { o.faultServed(fault, nanoseconds: dt) }
-                }
-            case .perform(let i):
-                switch effects[i] {
-                case .send(let to, let message):
-                    send(message.encoded(), to: to)
-                case .sendWithPage(let to, let page, let message):
-                    send(message.encoded(attaching: UnsafeRawBufferPointer(region.systemPage(page))), to: to)
-                case .installPage(let page, let contents):
-                    let dst = region.systemPage(page)
-                    contents.withUnsafeBytes { dst.copyMemory(from: $0) }
-                case .setProtection, .completeFaults:
-                    preconditionFailure("plan: effect \(i) planned as a plain effect")
-                case .syncReady(let ticket, let payload):
-                    readyChanged.lock()
-                    ready[ticket.id] = payload
-                    readyChanged.broadcast()
-                    readyChanged.unlock()
-                case .record(let stat):
-                    for o in observers.pages { o.pageEvent(stat) }
-                }
+            case .protect(let pages, let access, _): protect(pages, access)
+            case .complete(let i), .perform(let i): perform(effects[i], &spinningOn)
             }
         }
         return spinningOn
+    }
+
+    /// Performs one effect; notes in `spinningOn` the CPU of the first
+    /// completed waiter found spinning. Caller holds `lock`.
+    private func perform(_ effect: MemoryEffect, _ spinningOn: inout Int32?) {
+        switch effect {
+        case .send(let to, let message):
+            send(message.encoded(), to: to)
+        case .sendWithPage(let to, let page, let message):
+            send(message.encoded(attaching: UnsafeRawBufferPointer(region.systemPage(page))), to: to)
+        case .installPage(let page, let contents):
+            let dst = region.systemPage(page)
+            contents.withUnsafeBytes { dst.copyMemory(from: $0) }
+        case .setProtection(let pages, let access):
+            protect(pages, access)
+        case .completeFaults(let page):
+            if let cpu = channel.complete(page: page), spinningOn == nil { spinningOn = cpu }
+            if let (t0, fault) = faultStarted.removeValue(forKey: page) {
+                let dt = DispatchTime.now().uptimeNanoseconds &- t0
+                blockedNanos &+= dt
+                for o in observers.pages { o.faultServed(fault, nanoseconds: dt) }
+            }
+        case .syncReady(let ticket, let payload):
+            readyChanged.lock()
+            ready[ticket.id] = payload
+            readyChanged.broadcast()
+            readyChanged.unlock()
+        case .record(let stat):
+            for o in observers.pages { o.pageEvent(stat) }
+        }
     }
 
     private func protect(_ pages: Range<Int>, _ access: PageAccess) {

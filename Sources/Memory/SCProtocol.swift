@@ -88,6 +88,17 @@
 /// - A fault on a page with a request in flight waits for that request; a
 ///   write fault behind a read request re-faults when the read completes and
 ///   then asks for write access.
+/// - Look-ahead (`CoherenceConfiguration.lookAhead`, off at 0): a read fault
+///   that asks another rank also asks for the following pages this rank
+///   held before and lost, with the same probable owner; an owner's local
+///   upgrade also upgrades the following pages it wrote before and shares
+///   with exactly the same readers. Each extra page is exactly the
+///   transaction its own fault would have started, with no thread waiting
+///   for it, so the protocol's correctness argument is unchanged; what it
+///   buys is that the messages of a run travel together (the engine sends
+///   one batch per peer and step, and the receiver answers a batch in one
+///   step), so a stencil's boundary row costs one exchange instead of one
+///   per page.
 public struct SCProtocol: CoherenceProtocol {
     public static let name = "sc"
     public static let model = MemoryModel.sequential

@@ -21,7 +21,7 @@ public struct SharedMemoryConfiguration: Sendable, Equatable {
     public var protocolName: String = "sc"
     /// Pages past a fault the protocol may serve ahead (`--look-ahead`).
     public var lookAhead: Int = SharedMemoryConfiguration.defaultLookAhead
-    public static let defaultLookAhead = 3
+    public static let defaultLookAhead = 7
     /// One batch must hold a fault's request and its look-ahead's.
     public static let maxLookAhead = MemoryMessage.maxBatchCount - 1
 
