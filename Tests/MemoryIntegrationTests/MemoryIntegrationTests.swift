@@ -192,6 +192,7 @@ extension MemoryFailureTests {
         let doc = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
         #expect(doc["protocol"] as? String == `protocol`)
         #expect(doc["pageSize"] as? Int == 4096)
+        #expect(doc["lookAhead"] as? Int == SharedMemoryConfiguration.defaultLookAhead)
         let processes = try #require(doc["processes"] as? [[String: Any]])
         #expect(processes.compactMap { $0["rank"] as? Int }.sorted() == [0, 1], "\(processes.map { $0["rank"] ?? "?" })")
         var counterTransfers = 0
@@ -199,7 +200,7 @@ extension MemoryFailureTests {
         for p in processes {
             let totals = try #require(p["totals"] as? [String: Any])
             for key in ["readFaults", "writeFaults", "pagesReceived", "pagesSent", "invalidationsSent", "invalidationsReceived", "staleGrantsDiscarded",
-                        "messagesSent", "messagesReceived", "bytesSent", "bytesReceived"] {
+                        "readsAhead", "writesAhead", "messagesSent", "messagesReceived", "bytesSent", "bytesReceived"] {
                 #expect(totals[key] is Int, "totals.\(key) missing in \(totals)")
             }
             #expect(totals["blockedMicros"] is Double, "\(totals)")
@@ -260,5 +261,36 @@ extension MemoryFailureTests {
         let page = try #require(report.first { $0.name.hasPrefix("counter[") }, "no report for the counter page: \(report)")
         #expect(page.verdict.shared.contains("counter[0]"), "\(page.verdict)")
         #expect(page.verdict.kind == .trueSharing, "\(page.verdict)")
+    }
+
+    /// Look-ahead in a real job: Jacobi's boundary rows (2 pages each at
+    /// 1024 doubles) are re-read and rewritten every iteration, so with
+    /// look-ahead each row's second page travels with its first, both ways;
+    /// without it, none does. The result matches the sequential run in both.
+    @Test func jacobiRowsTravelAheadOfTheirFaultsOnlyWithLookAhead() throws {
+        func run(_ lookAhead: Int) throws -> (reads: Int, writes: Int, readFaults: Int) {
+            let file = FileManager.default.temporaryDirectory.appendingPathComponent("plexus-stats-\(UInt32.random(in: 0...UInt32.max)).json")
+            defer { try? FileManager.default.removeItem(at: file) }
+            let job = try runJob(ranks: 2, protocol: "sc", ["1024", "12"], plexusOptions: ["--look-ahead", "\(lookAhead)", "--stats", file.path],
+                                 program: "jacobi")
+            #expect(job.status == 0 && job.stdout.contains("PASS"), "\(job.output)")
+            let doc = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [String: Any])
+            #expect(doc["lookAhead"] as? Int == lookAhead)
+            let processes = try #require(doc["processes"] as? [[String: Any]])
+            var sum = (reads: 0, writes: 0, readFaults: 0)
+            for p in processes {
+                let totals = try #require(p["totals"] as? [String: Any])
+                sum.reads += totals["readsAhead"] as? Int ?? -1000
+                sum.writes += totals["writesAhead"] as? Int ?? -1000
+                sum.readFaults += totals["readFaults"] as? Int ?? -1000
+            }
+            return sum
+        }
+        let off = try run(0), on = try run(1)
+        #expect(off.reads == 0 && off.writes == 0, "\(off)")
+        // From the second iteration on, each rank's boundary row comes in one
+        // fault and goes out in one: about one page ahead per row and iteration.
+        #expect(on.reads >= 10 && on.writes >= 10, "\(on)")
+        #expect(on.readFaults <= off.readFaults - 10, "read faults \(on.readFaults) with look-ahead, \(off.readFaults) without")
     }
 }
