@@ -159,3 +159,24 @@ func spawnGuard(trampoline: String) throws(SpawnError) -> (pid: pid_t, control: 
     }
     return (pid, fds[1])
 }
+
+/// Marks every descriptor above standard error close-on-exec, so the
+/// program the `plexus _exec` trampoline becomes starts with 0, 1 and 2
+/// only. posix_spawn passes on every descriptor its caller did not mark,
+/// and the launcher cannot mark what the process that started it left
+/// open: a test harness's pipe that reaches a job process keeps the harness
+/// waiting for an end of file after the job has ended. Reads /proc/self/fd;
+/// without /proc, tries every descriptor below the open-files limit.
+public func closeInheritedDescriptorsOnExec() {
+    var fds: [Int32] = []
+    if let names = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") {
+        fds = names.compactMap { Int32($0) }
+    } else {
+        var limit = rlimit()
+        let top = getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 ? min(Int(limit.rlim_cur), 1 << 16) : 1024
+        fds = (3..<Int32(top)).map { $0 }
+    }
+    // The directory's own descriptor is in the list and already closed,
+    // which fcntl reports as EBADF: harmless.
+    for fd in fds where fd > 2 { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+}

@@ -283,7 +283,7 @@ struct Guard: ParsableCommand {
 /// every job process starts through. It moves itself into the process's
 /// cgroup (when the node has them), makes the kernel kill the process if the
 /// node daemon dies, enters the working directory, then becomes PROGRAM
-/// (same pid).
+/// (same pid) with no descriptor but standard input, output and error.
 struct Exec: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "_exec", shouldDisplay: false)
 
@@ -306,6 +306,7 @@ struct Exec: ParsableCommand {
         if argv.first == "--" { argv.removeFirst() }
         guard let program = argv.first else { _exit(127) }
         let cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        closeInheritedDescriptorsOnExec()
         execv(program, cArgs)
         writeAll(2, "plexus: cannot execute \(program): \(String(cString: strerror(errno)))\n")
         _exit(127)

@@ -21,6 +21,20 @@ import TestSupport
         for rank in 0..<3 { #expect(r.stdout.contains("[\(rank)] R=\(rank) S=3")) }
     }
 
+    /// A job process starts with standard input, output and error only:
+    /// no descriptor of the launcher, the node, or whoever started them
+    /// (a test harness's pipes held by a job process keep the harness
+    /// waiting for an end of file after the job has finished).
+    @Test func jobProcessesInheritNoStrayDescriptors() throws {
+        let r = try runPlexus(["run", "-n", "2", "ls", "/proc/self/fd"])
+        #expect(r.status == 0, "\(r.stderr)")
+        for rank in 0..<2 {
+            // ls itself opens fd 3 to read the directory.
+            let fds = r.stdout.split(separator: "\n").filter { $0.hasPrefix("[\(rank)] ") }.map { $0.dropFirst(4) }
+            #expect(fds.sorted() == ["0", "1", "2", "3"], "rank \(rank) has descriptors \(fds)")
+        }
+    }
+
     @Test func failingRankEndsTheJobWithItsStatus() throws {
         let marker = uniqueMarker()
         let r = try runPlexus(["run", "-n", "3", "sh", "-c",
