@@ -6,9 +6,9 @@ public struct CoherenceConfiguration: Sendable, Equatable {
     public var pageCount: Int
     /// The coherence unit in bytes; page contents in messages have this size.
     public var pageSize: Int
-    /// Pages past a faulting one that a protocol may serve in the same
-    /// transaction, when its history says they will be needed (sc's
-    /// look-ahead); 0 turns it off.
+    /// Pages past a faulting one that a protocol may also serve, in the same
+    /// exchange, when its history says they will be needed (sc's
+    /// look-ahead); 0 turns it off. A rank's own choice: ranks may differ.
     public var lookAhead: Int
 
     public init(rank: Int, rankCount: Int, pageCount: Int, pageSize: Int, lookAhead: Int = 0) {

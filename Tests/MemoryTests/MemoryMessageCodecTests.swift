@@ -22,6 +22,18 @@ import Transport
         }
     }
 
+    /// Changes, inserts or removes one to three bytes.
+    static func mutate(_ bytes: inout [UInt8], using rng: inout SplitMix64) {
+        for _ in 0..<Int.random(in: 1...3, using: &rng) {
+            let at = Int.random(in: 0..<bytes.count, using: &rng)
+            switch Int.random(in: 0..<3, using: &rng) {
+            case 0: bytes[at] = UInt8.random(in: 0...255, using: &rng)
+            case 1: bytes.insert(UInt8.random(in: 0...255, using: &rng), at: at)
+            default: if bytes.count > 1 { bytes.remove(at: at) }
+            }
+        }
+    }
+
     /// Decodes, and if that succeeds checks the encoding is canonical.
     static func decodeChecked(_ bytes: [UInt8]) -> MemoryMessage? {
         guard let message = try? MemoryMessage(decoding: bytes, limits: limits) else { return nil }
@@ -117,14 +129,7 @@ import Transport
         for _ in 0..<20_000 {
             // A valid message with one to three bytes changed, inserted or removed.
             var bytes = Self.randomMessage(using: &rng).encoded()
-            for _ in 0..<Int.random(in: 1...3, using: &rng) {
-                let at = Int.random(in: 0..<bytes.count, using: &rng)
-                switch Int.random(in: 0..<3, using: &rng) {
-                case 0: bytes[at] = UInt8.random(in: 0...255, using: &rng)
-                case 1: bytes.insert(UInt8.random(in: 0...255, using: &rng), at: at)
-                default: if bytes.count > 1 { bytes.remove(at: at) }
-                }
-            }
+            Self.mutate(&bytes, using: &rng)
             if Self.decodeChecked(bytes) != nil { decoded += 1 }
         }
         // Some mutations (a flipped content byte) still decode; the check above
@@ -187,14 +192,7 @@ import Transport
         for _ in 0..<20_000 {
             let messages = (0..<Int.random(in: 2...6, using: &rng)).map { _ in Self.randomMessage(using: &rng).encoded() }
             var bytes = MemoryMessage.batch(messages)
-            for _ in 0..<Int.random(in: 1...3, using: &rng) {
-                let at = Int.random(in: 0..<bytes.count, using: &rng)
-                switch Int.random(in: 0..<3, using: &rng) {
-                case 0: bytes[at] = UInt8.random(in: 0...255, using: &rng)
-                case 1: bytes.insert(UInt8.random(in: 0...255, using: &rng), at: at)
-                default: if bytes.count > 1 { bytes.remove(at: at) }
-                }
-            }
+            Self.mutate(&bytes, using: &rng)
             if let all = try? MemoryMessage.decodeAll(bytes, limits: Self.limits) {
                 decoded += 1
                 if all.count > 1 { #expect(MemoryMessage.batch(all.map { $0.encoded() }) == bytes) }
