@@ -125,7 +125,11 @@ public enum Jacobi {
     /// two processes that share nothing still slow each other down (the
     /// two vCPUs give about 1.5 times one), so this, not the rank count,
     /// is the ceiling of the parallel version's speedup.
-    public static func privateHalves(_ px: Plexus, n: Int, iterations: Int) throws -> Double {
+    ///
+    /// With `barriers`, a barrier ends every iteration, as in the parallel
+    /// version: then it is the ceiling of any memory system for this
+    /// program, which pays for the ranks' uneven sweeps at every barrier.
+    public static func privateHalves(_ px: Plexus, n: Int, iterations: Int, barriers: Bool = false) throws -> Double {
         let mine = rows(n: n, rank: px.rank, size: px.size)
         let a = UnsafeMutablePointer<Double>.allocate(capacity: n * n)
         let b = UnsafeMutablePointer<Double>.allocate(capacity: n * n)
@@ -143,6 +147,7 @@ public enum Jacobi {
         let t0 = DispatchTime.now().uptimeNanoseconds
         for _ in 0..<iterations {
             sweep(src, dst, n: n, rows: mine)
+            if barriers { try px.barrier() }
             swap(&src, &dst)
         }
         try px.barrier()
@@ -152,14 +157,15 @@ public enum Jacobi {
     /// The Jacobi rows of `plexus bench` (a collective): `runs` times, rank 0
     /// runs the sequential version on private memory while the others wait
     /// in a barrier, then all ranks run the parallel version on freshly
-    /// initialised shared grids, then `privateHalves`. Returns, on rank 0,
-    /// the seconds of each run of all three, and the largest difference
-    /// between the last results of the first two.
+    /// initialised shared grids, then `privateHalves` without and with a
+    /// barrier per iteration. Returns, on rank 0, the seconds of each run of
+    /// all four, and the largest difference between the last results of the
+    /// first two.
     public static func benchmark(_ px: Plexus, n: Int, iterations: Int, runs: Int,
                                  progress: (String) -> Void = { _ in })
-        throws -> (parallel: [Double], sequential: [Double], privateHalves: [Double], maxDifference: Double) {
+        throws -> (parallel: [Double], sequential: [Double], privateHalves: [Double], privateWithBarriers: [Double], maxDifference: Double) {
         let grids = try allocate(px, n: n)
-        var par: [Double] = [], seq: [Double] = [], halves: [Double] = []
+        var par: [Double] = [], seq: [Double] = [], halves: [Double] = [], halvesWithBarriers: [Double] = []
         var reference: [Double] = []
         var mine = rows(n: n, rank: px.rank, size: px.size)
         if px.rank == 0 { mine = 0..<mine.upperBound }
@@ -180,10 +186,12 @@ public enum Jacobi {
             par.append(try parallel(px, grids: grids, iterations: iterations))
             if px.rank == 0 { progress("jacobi run \(run + 1)/\(runs): \(px.size) processes on private halves, no shared memory") }
             halves.append(try privateHalves(px, n: n, iterations: iterations))
+            if px.rank == 0 { progress("jacobi run \(run + 1)/\(runs): \(px.size) processes on private halves with a barrier per iteration") }
+            halvesWithBarriers.append(try privateHalves(px, n: n, iterations: iterations, barriers: true))
         }
         let diff = px.rank == 0 ? maxAbsDifference(grids.result(after: iterations), reference) : 0
         try px.barrier()
-        return (par, seq, halves, diff)
+        return (par, seq, halves, halvesWithBarriers, diff)
     }
 }
 

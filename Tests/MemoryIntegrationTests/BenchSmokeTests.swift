@@ -1,0 +1,33 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// `plexus bench` is not a test, but what it prints is part of the product:
+/// every row with its floor and ratio, and the same rows as JSON. A tiny
+/// run checks the shape, never the figures.
+@Suite struct BenchSmokeTests {
+    @Test func everyRowHasItsFloorAndRatioInTheTableAndTheJSON() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("plexus-bench-\(UInt32.random(in: 0...UInt32.max)).json")
+        defer { try? FileManager.default.removeItem(at: file) }
+        let c = try Child(try product("plexus"), ["bench", "--samples", "20", "--floor-samples", "20", "--jacobi-size", "128",
+                                                  "--jacobi-iterations", "2", "--jacobi-runs", "1", "--json", file.path])
+        let status = try c.wait(timeout: 120)
+        #expect(status == 0, "\(c.stderr)")
+        let rows = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [[String: Any]])
+        let names = rows.compactMap { $0["name"] as? String }
+        for expected in ["plexus message round trip", "remote read miss", "first read miss of a page", "write fault, invalidate 1 reader",
+                         "same, remote page manager", "remote lock acquire+release", "barrier, 2 processes", "jacobi 128x128",
+                         "same split on private memory, no DSM (ceiling)", "same, with a barrier per iteration (no DSM)"] {
+            #expect(names.contains { $0.hasPrefix(expected) }, "no row '\(expected)' in \(names)")
+        }
+        for row in rows {
+            for key in ["unit", "median", "p99", "floor", "ratio"] { #expect(row[key] != nil, "\(key) missing in \(row)") }
+            // The Jacobi rows (in ms) also give their speedup.
+            if row["unit"] as? String == "ms" { #expect(row["speedup"] is Double, "\(row)") }
+            // Each printed line names the row and shows its ratio.
+            let name = try #require(row["name"] as? String)
+            #expect(c.stdout.split(separator: "\n").contains { $0.hasPrefix(name) }, "row '\(name)' not printed:\n\(c.stdout)")
+        }
+        #expect(c.stdout.contains("floor") && c.stdout.contains("ratio"), "\(c.stdout)")
+    }
+}
