@@ -19,13 +19,14 @@ public enum MemoryMessage: Sendable, Equatable, CustomStringConvertible {
     case invalidate(page: Int)
     /// Copy holder -> new owner.
     case invalidateAck(page: Int)
-    /// Requester -> manager: my request is complete; release the next one.
-    case confirm(page: Int, isWrite: Bool)
+    /// Requester -> manager: my write is complete (I own the page now);
+    /// release the next request. Reads are not confirmed.
+    case confirm(page: Int)
 
     public var page: Int {
         switch self {
         case let .request(page, _), let .forward(page, _, _), let .readGrant(page, _), let .writeGrant(page, _, _),
-             let .invalidate(page), let .invalidateAck(page), let .confirm(page, _):
+             let .invalidate(page), let .invalidateAck(page), let .confirm(page):
             page
         }
     }
@@ -47,7 +48,7 @@ public enum MemoryMessage: Sendable, Equatable, CustomStringConvertible {
         case let .writeGrant(page, cs, c): "writeGrant(page \(page), copyset \(cs), \(c.map { "\($0.count) bytes" } ?? "no contents"))"
         case let .invalidate(page): "invalidate(page \(page))"
         case let .invalidateAck(page): "invalidateAck(page \(page))"
-        case let .confirm(page, w): "confirm(page \(page), \(w ? "write" : "read"))"
+        case let .confirm(page): "confirm(page \(page))"
         }
     }
 }
@@ -133,8 +134,8 @@ extension MemoryMessage {
             put(Tag.invalidate.rawValue); put(UInt64(page))
         case let .invalidateAck(page):
             put(Tag.invalidateAck.rawValue); put(UInt64(page))
-        case let .confirm(page, isWrite):
-            put(Tag.confirm.rawValue); put(UInt64(page)); putFlag(isWrite)
+        case let .confirm(page):
+            put(Tag.confirm.rawValue); put(UInt64(page))
         }
         return out
     }
@@ -143,11 +144,11 @@ extension MemoryMessage {
     public var encodedCount: Int {
         let header = 1 + 8
         switch self {
-        case .request, .confirm: return header + 1
+        case .request: return header + 1
         case .forward: return header + 4 + 1
         case let .readGrant(_, contents): return header + 4 + contents.count
         case let .writeGrant(_, copyset, contents): return header + 4 + 4 * copyset.count + 1 + (contents.map { 4 + $0.count } ?? 0)
-        case .invalidate, .invalidateAck: return header
+        case .invalidate, .invalidateAck, .confirm: return header
         }
     }
 
@@ -196,7 +197,7 @@ extension MemoryMessage {
         case .invalidateAck:
             self = .invalidateAck(page: page)
         case .confirm:
-            self = .confirm(page: page, isWrite: try reader.flag())
+            self = .confirm(page: page)
         }
         guard reader.remaining == 0 else { throw .trailingBytes(reader.remaining) }
     }

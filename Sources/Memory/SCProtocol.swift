@@ -294,9 +294,9 @@ public struct SCProtocol: CoherenceProtocol {
         send(.forward(page: page, requester: requester, isWrite: isWrite), to: managed[index].owner)
     }
 
-    private mutating func onConfirm(page: Int, requester: Int, isWrite: Bool) {
+    private mutating func onConfirm(page: Int, requester: Int) {
         let index = managedIndex(page)
-        guard isWrite, managed[index].inFlight == requester else {
+        guard managed[index].inFlight == requester else {
             preconditionFailure("confirm of page \(page) from rank \(requester) matches no write in flight")
         }
         managed[index].owner = requester
@@ -464,7 +464,7 @@ public struct SCProtocol: CoherenceProtocol {
             pages[page].heldForwards = []
             for f in held { onForward(page: page, requester: f.requester, isWrite: f.isWrite) }
         } else {
-            send(.confirm(page: page, isWrite: true), to: manager(ofPage: page))
+            send(.confirm(page: page), to: manager(ofPage: page))
         }
     }
 
@@ -500,9 +500,9 @@ public struct SCProtocol: CoherenceProtocol {
             onInvalidate(page: page, from: peer)
         case let .invalidateAck(page):
             onInvalidateAck(page: page)
-        case let .confirm(page, isWrite):
+        case let .confirm(page):
             precondition(manager(ofPage: page) == rank, "confirm for page \(page) sent to rank \(rank), not its manager")
-            onConfirm(page: page, requester: peer, isWrite: isWrite)
+            onConfirm(page: page, requester: peer)
         }
     }
 

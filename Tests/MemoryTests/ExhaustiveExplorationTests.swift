@@ -307,7 +307,7 @@ struct PlantedBug: CoherenceProtocol {
             switch (bug, effect) {
             case let (.skipsInvalidations, .send(to, .invalidate(page))):
                 out += broken(inner.onMessage(.invalidateAck(page: page), from: to))
-            case (.losesWriteConfirmations, .send(_, .confirm(_, isWrite: true))):
+            case (.losesWriteConfirmations, .send(_, .confirm)):
                 break
             default:
                 out.append(effect)

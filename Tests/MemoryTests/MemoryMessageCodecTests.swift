@@ -18,7 +18,7 @@ import Transport
         case 4: return .writeGrant(page: page, copyset: copyset, contents: nil)
         case 5: return .invalidate(page: page)
         case 6: return .invalidateAck(page: page)
-        default: return .confirm(page: page, isWrite: Bool.random(using: &rng))
+        default: return .confirm(page: page)
         }
     }
 

@@ -82,7 +82,7 @@ import Testing
         #expect(acts(rank0.onReadFault(page: 0)).isEmpty)
         #expect(rank0.queueDepth(ofPage: 0) == 2)
         // The write confirmation records the new owner and releases both reads together.
-        #expect(acts(rank0.onMessage(.confirm(page: 0, isWrite: true), from: 2)) == [
+        #expect(acts(rank0.onMessage(.confirm(page: 0), from: 2)) == [
             .send(to: 2, .forward(page: 0, requester: 1, isWrite: false)),
             .send(to: 2, .forward(page: 0, requester: 0, isWrite: false)),
         ])
@@ -96,11 +96,11 @@ import Testing
         _ = rank0.onMessage(.request(page: 0, isWrite: false), from: 3)
         #expect(rank0.queueDepth(ofPage: 0) == 2)
         // Rank 1's confirmation releases rank 2's write only; rank 3's read waits behind it.
-        #expect(acts(rank0.onMessage(.confirm(page: 0, isWrite: true), from: 1)) == [
+        #expect(acts(rank0.onMessage(.confirm(page: 0), from: 1)) == [
             .send(to: 1, .forward(page: 0, requester: 2, isWrite: true)),
         ])
         #expect(rank0.queueDepth(ofPage: 0) == 1)
-        #expect(acts(rank0.onMessage(.confirm(page: 0, isWrite: true), from: 2)) == [
+        #expect(acts(rank0.onMessage(.confirm(page: 0), from: 2)) == [
             .send(to: 2, .forward(page: 0, requester: 3, isWrite: false)),
         ])
     }
@@ -175,7 +175,7 @@ import Testing
         #expect(acts(rank3.onMessage(.invalidateAck(page: 0), from: 1)) == [
             .setProtection(pages: 0..<1, .readWrite),
             .completeFaults(page: 0),
-            .send(to: 0, .confirm(page: 0, isWrite: true)),
+            .send(to: 0, .confirm(page: 0)),
         ])
         #expect(rank3.isQuiescent)
     }
