@@ -207,9 +207,10 @@ extension MemoryMessage {
 
 extension MemoryMessage {
     /// Tag of a batch: several messages for one peer in one frame. The
-    /// engine's writer joins the messages one input produced for a peer, so
-    /// the receiver reads, handles and answers them in one pass (one read,
-    /// one engine step, one `mprotect` for a run of pages, one reply).
+    /// engine's writer joins consecutive outbox messages for one peer (such
+    /// as the requests of a look-ahead run), so the receiver reads, handles
+    /// and answers them in one pass (one read, one engine step, one
+    /// `mprotect` for a run of pages, one reply).
     static let batchTag: UInt8 = 0x80
     /// Most messages in one batch; the writer starts a new batch beyond it.
     public static let maxBatchCount = 64
