@@ -155,7 +155,13 @@ extension MemoryMessage {
     /// Decodes one whole message. Never traps: any byte array either decodes
     /// to a message within `limits` or throws.
     public init(decoding bytes: [UInt8], limits: Limits) throws(DecodingError) {
-        var reader = Reader(bytes: bytes)
+        try self.init(decoding: bytes, in: bytes.indices, limits: limits)
+    }
+
+    /// Decodes the message in `bytes[range]`, nothing outside it (a batch's
+    /// inner messages, without copying them out first).
+    init(decoding bytes: [UInt8], in range: Range<Int>, limits: Limits) throws(DecodingError) {
+        var reader = Reader(bytes: bytes, offset: range.lowerBound, end: range.upperBound)
         let tagByte = try reader.u8()
         guard let tag = Tag(rawValue: tagByte) else { throw .unknownTag(tagByte) }
         let rawPage = try reader.u64()
@@ -234,7 +240,7 @@ extension MemoryMessage {
     /// nested). Never traps; every inner message is checked against `limits`.
     public static func decodeAll(_ bytes: [UInt8], limits: Limits) throws(DecodingError) -> [MemoryMessage] {
         guard bytes.first == batchTag else { return [try MemoryMessage(decoding: bytes, limits: limits)] }
-        var reader = Reader(bytes: bytes)
+        var reader = Reader(bytes: bytes, offset: 0, end: bytes.count)
         _ = try reader.u8()
         let count = try reader.u16()
         guard count >= 2, count <= UInt16(maxBatchCount) else { throw .batchCount(count) }
@@ -242,8 +248,9 @@ extension MemoryMessage {
         messages.reserveCapacity(Int(count))
         for _ in 0..<count {
             let length = try reader.u32()
-            guard UInt64(length) <= UInt64(reader.remaining) else { throw .truncated }
-            messages.append(try MemoryMessage(decoding: try reader.bytes(Int(length)), limits: limits))
+            let start = reader.offset
+            try reader.skip(Int(length))
+            messages.append(try MemoryMessage(decoding: bytes, in: start..<reader.offset, limits: limits))
         }
         guard reader.remaining == 0 else { throw .trailingBytes(reader.remaining) }
         return messages
@@ -253,9 +260,11 @@ extension MemoryMessage {
 /// Bounds-checked little-endian reads; every read checks before it touches.
 private struct Reader {
     let bytes: [UInt8]
-    var offset = 0
+    var offset: Int
+    /// Reads stop here (the end of the message being decoded).
+    let end: Int
 
-    var remaining: Int { bytes.count - offset }
+    var remaining: Int { end - offset }
 
     mutating func u8() throws(MemoryMessage.DecodingError) -> UInt8 {
         guard remaining >= 1 else { throw .truncated }
@@ -286,5 +295,10 @@ private struct Reader {
         guard count >= 0, remaining >= count else { throw .truncated }
         defer { offset += count }
         return Array(bytes[offset..<offset + count])
+    }
+
+    mutating func skip(_ count: Int) throws(MemoryMessage.DecodingError) {
+        guard count >= 0, remaining >= count else { throw .truncated }
+        offset += count
     }
 }
