@@ -95,6 +95,13 @@ public protocol CoherenceProtocol: Sendable {
     /// barrier after), so no message is needed.
     mutating func onPlacement(pages: Range<Int>, home: Int) -> [MemoryEffect]
 
+    /// `pages` belong to a collective allocation that every rank has placed
+    /// (the engine calls this after the allocation's barrier): the core may
+    /// request them before anyone touched them (sc's look-ahead of a
+    /// sequential first read). Pages outside every allocation never are:
+    /// a later allocation's placement needs them untouched.
+    mutating func onAllocated(pages: Range<Int>)
+
     /// Changes how many pages past a fault the core may serve ahead (see
     /// `CoherenceConfiguration.lookAhead`). Look-ahead is a rank's own
     /// decision, so ranks may differ and it may change at any time.
@@ -131,6 +138,8 @@ extension CoherenceProtocol {
 
     /// Protocols without look-ahead ignore it.
     public mutating func setLookAhead(_ pages: Int) {}
+
+    public mutating func onAllocated(pages: Range<Int>) {}
 
     /// Protocols without a notion of home ignore placement.
     public mutating func onPlacement(pages: Range<Int>, home: Int) -> [MemoryEffect] { [] }

@@ -120,6 +120,17 @@ public final class MemoryEngine: @unchecked Sendable {
         step { core.onPlacement(pages: pages, home: home) }
     }
 
+    /// Tells the core that `pages` belong to a collective allocation every
+    /// rank has placed (`CoherenceProtocol.onAllocated`); call it after the
+    /// allocation's barrier.
+    public func allocated(pages: Range<Int>) {
+        guard !pages.isEmpty else { return }
+        step {
+            core.onAllocated(pages: pages)
+            return []
+        }
+    }
+
     /// How many pages past a fault the core may serve ahead from now on
     /// (`CoherenceConfiguration.lookAhead`); a decision of this rank alone.
     public func setLookAhead(_ pages: Int) {

@@ -90,7 +90,8 @@
 ///   then asks for write access.
 /// - Look-ahead (`CoherenceConfiguration.lookAhead`, off at 0): a read fault
 ///   that asks another rank also asks for the following pages this rank
-///   held before and lost, with the same probable owner; an owner's local
+///   faulted on before and has lost (or, continuing a sequential stream,
+///   pages of a collective allocation), with the same probable owner; an owner's local
 ///   upgrade also upgrades the following pages it wrote before and shares
 ///   with exactly the same readers. Each extra page is exactly the
 ///   transaction its own fault would have started, with no thread waiting
@@ -126,10 +127,16 @@ public struct SCProtocol: CoherenceProtocol {
         /// An invalidation found this rank waiting for a read grant: the
         /// grant on its way is stale and is discarded when it comes.
         var grantIsStale = false
-        /// This rank has had read (write) access to the page at some time;
-        /// look-ahead serves only pages held before.
-        var heldBefore = false
+        /// This rank's application has faulted on the page at some time
+        /// (look-ahead fetches such pages again; a page fetched ahead but
+        /// never faulted on does not count, so one stream that ran past what
+        /// the application reads does not repeat every iteration).
+        var faultedBefore = false
+        /// This rank has had write access to the page at some time.
         var wroteBefore = false
+        /// Inside a collective allocation every rank has placed
+        /// (`onAllocated`): a sequential first read may fetch it ahead.
+        var allocated = false
     }
 
     enum Request: Sendable, Equatable {
@@ -154,6 +161,11 @@ public struct SCProtocol: CoherenceProtocol {
     /// Messages to this very rank (manager, owner and requester can coincide);
     /// handled before the input returns, in order, without the network.
     private var loopback: [MemoryMessage] = []
+    /// The pages that sequential read streams will fault on next, most
+    /// recent last (at most `maxStreams`): a read miss on one of them
+    /// continues its stream, and look-ahead may then fetch pages never held.
+    private var streams: [Int] = []
+    static let maxStreams = 4
     /// Longest manager queue seen so far, for tests and reports.
     public private(set) var maxQueueDepth = 0
 
@@ -213,6 +225,13 @@ public struct SCProtocol: CoherenceProtocol {
         return []
     }
 
+    public mutating func onAllocated(pages range: Range<Int>) {
+        for page in range {
+            checkPage(page)
+            pages[page].allocated = true
+        }
+    }
+
     public mutating func setLookAhead(_ pages: Int) {
         precondition(pages >= 0, "negative look-ahead \(pages)")
         configuration.lookAhead = pages
@@ -221,6 +240,7 @@ public struct SCProtocol: CoherenceProtocol {
     public mutating func onReadFault(page: Int) -> [MemoryEffect] {
         checkPage(page)
         record(.readFault(page: page))
+        pages[page].faultedBefore = true
         if pages[page].access >= .read {
             // Raced with a grant that arrived after the fault was taken.
             effects.append(.completeFaults(page: page))
@@ -230,12 +250,13 @@ public struct SCProtocol: CoherenceProtocol {
             setAccess(page, .read)
             effects.append(.completeFaults(page: page))
         } else {
+            let sequential = continuesStream(at: page)
             sendRequest(page, .read)
             // The requests leave in page order, the faulting page's first,
             // also where this rank is the manager (its forward is a
             // loopback message), so the owner serves them in that order.
             runLoopback()
-            readAhead(after: page)
+            startStream(at: readAhead(after: page, sequential: sequential))
         }
         return takeEffects()
     }
@@ -243,6 +264,7 @@ public struct SCProtocol: CoherenceProtocol {
     public mutating func onWriteFault(page: Int) -> [MemoryEffect] {
         checkPage(page)
         record(.writeFault(page: page))
+        pages[page].faultedBefore = true
         let state = pages[page]
         if state.access == .readWrite {
             effects.append(.completeFaults(page: page))
@@ -353,22 +375,45 @@ public struct SCProtocol: CoherenceProtocol {
     // MARK: Look-ahead
 
     /// After a read fault that needs another rank: the following pages
-    /// (at most `lookAhead`) that this rank held before and lost, and
-    /// whose probable owner is the same, are requested at once too, as if
-    /// the application had faulted on them. Iterative programs read the
-    /// same runs again after their writers invalidated them (a stencil's
-    /// boundary row); the requests travel in one batch to one owner, which
-    /// answers them in one step. A page never held is never fetched, so a
-    /// neighbour's next row, which it is writing, stays with it.
-    private mutating func readAhead(after page: Int) {
+    /// (at most `lookAhead`) that this rank's application faulted on before
+    /// and that it has lost, and whose probable owner is the same, are
+    /// requested at once too, as if the application had faulted on them.
+    /// Iterative programs read the same runs again after their writers
+    /// invalidated them (a stencil's boundary row); the requests travel in
+    /// one batch to one owner, which answers them in one step. A page never
+    /// faulted on is not fetched, so a neighbour's next row, which it is
+    /// writing, stays with it; unless the fault continues a sequential
+    /// stream (it is on the page right after the last run this rank asked
+    /// for) and the page is inside a collective allocation: a first scan of
+    /// an array another rank filled. Such a stream may run past what the
+    /// application reads, once: pages fetched ahead and never faulted on
+    /// make no history. Returns the first page after the run requested.
+    private mutating func readAhead(after page: Int, sequential: Bool) -> Int {
         let owner = pages[page].probableOwner
         for q in page + 1..<min(page + 1 + configuration.lookAhead, configuration.pageCount) {
             let s = pages[q]
-            guard s.heldBefore, !s.isOwner, s.access == .none, s.request == nil, s.probableOwner == owner else { return }
+            guard s.faultedBefore || (sequential && s.allocated), !s.isOwner, s.access == .none, s.request == nil,
+                  s.probableOwner == owner else { return q }
             record(.readAhead(page: q))
             sendRequest(q, .read)
             runLoopback()
         }
+        return min(page + 1 + configuration.lookAhead, configuration.pageCount)
+    }
+
+    /// A read miss on `page` continues a stream if `page` is where one
+    /// expected the next miss.
+    private mutating func continuesStream(at page: Int) -> Bool {
+        guard let i = streams.firstIndex(of: page) else { return false }
+        streams.remove(at: i)
+        return true
+    }
+
+    /// The next read miss of this stream is expected at `next`.
+    private mutating func startStream(at next: Int) {
+        streams.removeAll { $0 == next }
+        streams.append(next)
+        if streams.count > Self.maxStreams { streams.removeFirst() }
     }
 
     /// After a write fault that upgrades this owner past its readers: the
@@ -530,7 +575,6 @@ public struct SCProtocol: CoherenceProtocol {
 
     private mutating func setAccess(_ page: Int, _ access: PageAccess) {
         pages[page].access = access
-        if access != .none { pages[page].heldBefore = true }
         if access == .readWrite { pages[page].wroteBefore = true }
         effects.append(.setProtection(pages: page..<page + 1, access))
     }

@@ -71,6 +71,8 @@ extension Plexus {
                 m.place(pages: first..<end, home: r)
             }
             try barrier()
+            // Now every rank has placed them: look-ahead may fetch them.
+            m.allocated(pages: first..<end)
         }
         return UnsafeMutableRawPointer(bitPattern: m.region.applicationBase + UInt(offset))!
     }

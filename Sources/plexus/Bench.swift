@@ -260,7 +260,8 @@ struct BenchWorker: ParsableCommand {
         // Blocks per round: the two write lists and the reads, each cut in blocks.
         f = floor(over: rounds * 2 * samples)
         // Each sample is to cost one fault: the rows touch consecutive pages
-        // they held before, which look-ahead would serve ahead of their faults.
+        // (faulted on before, and in a stream), which look-ahead would serve
+        // ahead of their faults.
         // Both ranks switch it (the pages' barriers order the switch).
         px.memory?.setLookAhead(0)
         let pages = try Microbenchmarks.pages(px, pages: samples, rounds: rounds, block: block, between: f.measureBlock)

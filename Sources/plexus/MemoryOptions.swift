@@ -19,7 +19,7 @@ struct MemoryOptions: ParsableArguments {
     var stats: String?
 
     @Option(name: .long, help: ArgumentHelp(
-        "Pages past a fault that sc also serves in the same exchange, when this process held them before (a read fault also fetches the next pages it lost, with the same owner; an owner's write fault also invalidates the next pages it wrote before and shares with the same readers). 0 turns it off.",
+        "Pages past a fault that sc also serves in the same exchange: a read fault also fetches the next pages this process faulted on before and lost, from the same owner (in a sequential first scan of a collective allocation, any of its pages); an owner's write fault also invalidates the next pages it wrote before and shares with the same readers. 0 turns it off.",
         valueName: "pages"))
     var lookAhead: Int = SharedMemoryConfiguration.defaultLookAhead
 

@@ -112,7 +112,11 @@ struct CoherenceSimulation {
             let configuration = CoherenceConfiguration(rank: rank, rankCount: n, pageCount: pages, pageSize: CoherenceSimulation.pageSize,
                                                        lookAhead: parameters.lookAhead)
             if let make = parameters.makeCore { return make(configuration) }
-            return try ProtocolRegistry.make(parameters.protocolName, configuration: configuration)
+            var core = try ProtocolRegistry.make(parameters.protocolName, configuration: configuration)
+            // Every page is one collective allocation every rank has placed,
+            // so look-ahead may also fetch pages never held.
+            core.onAllocated(pages: 0..<pages)
+            return core
         }
         model = type(of: cores[0]).model
         contents = Array(repeating: Array(repeating: Array(repeating: 0, count: CoherenceSimulation.pageSize), count: pages), count: n)

@@ -134,4 +134,32 @@ import Testing
         job.iteration()
         #expect(job.cores[0].statistics.total.readsAhead == 3 && job.cores[1].statistics.total.writesAhead == 3)
     }
+
+    /// A first scan of an array another rank filled: the first miss fetches
+    /// one page, the second (the next page: a stream) fetches the next run
+    /// too, though rank 0 never held those pages; outside an allocation, or
+    /// when the misses are not consecutive, nothing is fetched ahead.
+    @Test func aSequentialFirstScanOfAnAllocationStreamsAhead() {
+        var job = Job(pages: 16, lookAhead: 3)
+        for r in 0..<2 { job.cores[r].onAllocated(pages: 0..<12) }
+        job.read(0, at: 0)
+        #expect(job.cores[0].statistics.total.readsAhead == 0)
+        job.read(1, at: 0)
+        #expect(job.cores[0].statistics.total.readsAhead == 3)
+        for p in 1...4 { #expect(job.cores[0].access(ofPage: p) == .read, "page \(p)") }
+        // The stream goes on at page 5, and stops at the allocation's end.
+        job.read(5, at: 0)
+        job.read(9, at: 0)
+        #expect(job.cores[0].statistics.total.readsAhead == 3 + 3 + 2)
+        #expect(job.cores[0].access(ofPage: 12) == .none, "page 12 is outside the allocation")
+        job.read(12, at: 0)
+        #expect(job.cores[0].access(ofPage: 13) == .none)
+        // A miss that is not where a stream expected one fetches nothing never held.
+        var other = Job(pages: 16, lookAhead: 3)
+        for r in 0..<2 { other.cores[r].onAllocated(pages: 0..<16) }
+        other.read(0, at: 0)
+        other.read(2, at: 0)
+        other.read(6, at: 0)
+        #expect(other.cores[0].statistics.total.readsAhead == 0)
+    }
 }
