@@ -390,7 +390,8 @@ public struct SCProtocol: CoherenceProtocol {
     /// make no history. Returns the first page after the run requested.
     private mutating func readAhead(after page: Int, sequential: Bool) -> Int {
         let owner = pages[page].probableOwner
-        for q in page + 1..<min(page + 1 + configuration.lookAhead, configuration.pageCount) {
+        let end = min(page + 1 + configuration.lookAhead, configuration.pageCount)
+        for q in page + 1..<end {
             let s = pages[q]
             guard s.faultedBefore || (sequential && s.allocated), !s.isOwner, s.access == .none, s.request == nil,
                   s.probableOwner == owner else { return q }
@@ -398,7 +399,7 @@ public struct SCProtocol: CoherenceProtocol {
             sendRequest(q, .read)
             runLoopback()
         }
-        return min(page + 1 + configuration.lookAhead, configuration.pageCount)
+        return end
     }
 
     /// A read miss on `page` continues a stream if `page` is where one
