@@ -163,7 +163,8 @@ public struct SCProtocol: CoherenceProtocol {
     private var loopback: [MemoryMessage] = []
     /// The pages that sequential read streams will fault on next, most
     /// recent last (at most `maxStreams`): a read miss on one of them
-    /// continues its stream, and look-ahead may then fetch pages never held.
+    /// continues its stream, and look-ahead may then fetch pages of a
+    /// collective allocation never faulted on.
     private var streams: [Int] = []
     static let maxStreams = 4
     /// Longest manager queue seen so far, for tests and reports.
@@ -390,8 +391,8 @@ public struct SCProtocol: CoherenceProtocol {
     /// make no history. Returns the first page after the run requested.
     private mutating func readAhead(after page: Int, sequential: Bool) -> Int {
         let owner = pages[page].probableOwner
-        let end = min(page + 1 + configuration.lookAhead, configuration.pageCount)
-        for q in page + 1..<end {
+        let window = aheadWindow(after: page)
+        for q in window {
             let s = pages[q]
             guard s.faultedBefore || (sequential && s.allocated), !s.isOwner, s.access == .none, s.request == nil,
                   s.probableOwner == owner else { return q }
@@ -399,7 +400,12 @@ public struct SCProtocol: CoherenceProtocol {
             sendRequest(q, .read)
             runLoopback()
         }
-        return end
+        return window.upperBound
+    }
+
+    /// The pages look-ahead may serve after a fault on `page`.
+    private func aheadWindow(after page: Int) -> Range<Int> {
+        page + 1..<min(page + 1 + configuration.lookAhead, configuration.pageCount)
     }
 
     /// A read miss on `page` continues a stream if `page` is where one
@@ -423,7 +429,7 @@ public struct SCProtocol: CoherenceProtocol {
     /// once too, as if faulted on; each reader gets their invalidations in
     /// one batch and acknowledges them in one.
     private mutating func writeAhead(after page: Int, copyset: RankSet) {
-        for q in page + 1..<min(page + 1 + configuration.lookAhead, configuration.pageCount) {
+        for q in aheadWindow(after: page) {
             let s = pages[q]
             guard s.wroteBefore, s.isOwner, s.access == .read, s.copyset == copyset, s.request == nil,
                   s.acksOutstanding == 0, s.heldForwards.isEmpty else { return }
