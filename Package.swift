@@ -57,7 +57,7 @@ let package = Package(
         .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Plexus", "TestSupport"], swiftSettings: strict),
         // Shared-memory tests with real processes; dsm-check is their job program.
         .executableTarget(name: "dsm-check", dependencies: ["Plexus", "Workloads", "Transport"], path: "Tests/Workers/dsm-check", swiftSettings: strict),
-        .testTarget(name: "MemoryIntegrationTests", dependencies: ["TestSupport", "Plexus"], swiftSettings: strict),
+        .testTarget(name: "MemoryIntegrationTests", dependencies: ["TestSupport", "Plexus", "CFault"], swiftSettings: strict),
         .testTarget(name: "NamesTests", dependencies: ["Names"], swiftSettings: strict),
         .testTarget(name: "NameServiceTests", dependencies: ["NameService", "Names", "Lincheck", "TestSupport", "Cluster", "Transport",
                                                            .product(name: "Logging", package: "swift-log")], swiftSettings: strict),

@@ -237,6 +237,15 @@ public final class Launcher: @unchecked Sendable {
         }
         defer { registry?.finish() }
         var placement: [Int] = []
+        // The host each rank runs on, and its index among the ranks on that
+        // host (several node daemons may share one): processes bind to
+        // CPUs by it (PLEXUS_BIND).
+        let hostOf = (0..<n).map { rank in
+            let node = rank % nodes.count
+            return nodeAddresses[node].host == "0.0.0.0" ? launcherHost : nodeAddresses[node].host
+        }
+        var ranksOn: [String: [Int]] = [:]
+        for rank in 0..<n { ranksOn[hostOf[rank], default: []].append(rank) }
         for rank in 0..<n {
             let node = rank % nodes.count
             placement.append(node)
@@ -247,7 +256,10 @@ public final class Launcher: @unchecked Sendable {
             env["PLEXUS_PID"] = "\(globalPIDs[rank])"
             if !names.isEmpty { env["PLEXUS_NAMES"] = names.joined(separator: ",") }
             env["PLEXUS_LAUNCHER"] = "\(launcherHost):\(rendezvous.address.port)"
-            env["PLEXUS_NODE"] = nodeAddresses[node].host == "0.0.0.0" ? launcherHost : nodeAddresses[node].host
+            env["PLEXUS_NODE"] = hostOf[rank]
+            let local = ranksOn[hostOf[rank]]!
+            env["PLEXUS_LOCAL_RANK"] = "\(local.firstIndex(of: rank)!)"
+            env["PLEXUS_LOCAL_SIZE"] = "\(local.count)"
             let req = SpawnRequest(job: job, rank: rank, size: n, pid: globalPIDs[rank], program: spec.program,
                                    arguments: spec.arguments, environment: env, workingDirectory: spec.workingDirectory)
             do { try nodes[node].send(ControlMessage.spawn(req).frame()) } catch {

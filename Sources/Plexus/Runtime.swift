@@ -77,6 +77,10 @@ public final class Plexus: @unchecked Sendable {
     let locks: LockService
     let pageStats = PageStatsCollector()
     let serving: ServingScheduler
+    let binding: CPUBinding
+    /// The CPU this process's application thread is bound to ("CPU 1"), or
+    /// "none (why)"; see `CPUBindingMode`.
+    public var cpuBinding: String { binding.report }
     /// How this process's serving threads (transport readers, fault thread)
     /// are scheduled: "realtime", "normal", or "normal (why)"; see `ServingPriority`.
     public var servingScheduling: String { serving.outcome }
@@ -113,6 +117,8 @@ public final class Plexus: @unchecked Sendable {
         self.job = job
         let serving = try ServingScheduler(ServingPriority.fromEnvironment(ProcessInfo.processInfo.environment))
         self.serving = serving
+        let binding = try CPUBinding(environment: ProcessInfo.processInfo.environment)
+        self.binding = binding
         let box = FrameGate()
         let peers = PeerTable()
         locks = LockService(rank: rank, size: size)
@@ -171,11 +177,18 @@ public final class Plexus: @unchecked Sendable {
                     let start = h.collectiveLimit + r * h.arenaSize
                     m.place(pages: (start / ps)..<((start + h.arenaSize) / ps), home: r)
                 }
-                m.start(threadStart: { serving.applyToCurrentThread() })
+                // The fault thread runs while the application thread waits
+                // for a page: on the same CPU, it takes that CPU's idle time.
+                m.start(threadStart: {
+                    serving.applyToCurrentThread()
+                    binding.applyToCurrentThread()
+                })
             }
             box.open(self)
             transport.updateDirectory(dir)
             try transport.connect(to: pids)
+            // Bound last: the reader threads started above stay free.
+            binding.applyToCurrentThread()
         } catch let e as PlexusError {
             throw e
         } catch let e as TransportError {

@@ -208,7 +208,7 @@ struct BenchWorker: ParsableCommand {
         guard px.size == 2 else { throw ValidationError("_bench-worker runs in a job of exactly 2 processes") }
         func progress(_ s: String) { if px.rank == 0 { writeAll(2, "bench: \(s)\n") } }
         var rows: [BenchmarkRow] = []
-        progress("serving threads: \(px.servingScheduling) (--serving-priority)")
+        progress("serving threads: \(px.servingScheduling) (--serving-priority); application thread bound to: \(px.cpuBinding) (--bind)")
         if !jacobiOnly { rows = try latencyRows(px, progress: progress) }
         if !skipJacobi {
             let n = jacobiSize

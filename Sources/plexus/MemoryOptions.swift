@@ -31,6 +31,11 @@ struct MemoryOptions: ParsableArguments {
         valueName: ServingPriority.allCases.map(\.rawValue).joined(separator: "|")))
     var servingPriority: ServingPriority = .auto
 
+    @Option(name: .long, help: ArgumentHelp(
+        "Whether each process's application thread (and threads it starts) and its fault thread are bound to one CPU of the node: auto binds when the job's processes on a node fit the CPUs they may use, one CPU each in rank order (as MPI's bind-to-core), so that two computing processes never share a CPU while another idles; none leaves scheduling to the kernel, for processes that run several computing threads.",
+        valueName: CPUBindingMode.allCases.map(\.rawValue).joined(separator: "|")))
+    var bind: CPUBindingMode = .auto
+
     func validate() throws {
         guard (0...SharedMemoryConfiguration.maxLookAhead).contains(lookAhead) else {
             throw ValidationError("--look-ahead \(lookAhead) must be a page count in 0...\(SharedMemoryConfiguration.maxLookAhead)")
@@ -52,6 +57,7 @@ struct MemoryOptions: ParsableArguments {
     func environment() throws -> [String: String] {
         var env = ["PLEXUS_SHARED_MEMORY": "\(parseSize(sharedMemory) ?? 0)", "PLEXUS_PROTOCOL": `protocol`, "PLEXUS_PAGE_SIZE": "\(pageSize)"]
         env["PLEXUS_SERVING_PRIORITY"] = servingPriority.rawValue
+        env["PLEXUS_BIND"] = bind.rawValue
         env["PLEXUS_LOOK_AHEAD"] = "\(lookAhead)"
         if stats != nil || summary { env["PLEXUS_STATS"] = "1" }
         return env
@@ -100,6 +106,8 @@ struct MemoryOptions: ParsableArguments {
         }
         let serving = reports.map { "rank \($0["rank"] as? Int ?? -1) \($0["servingThreads"] as? String ?? "unknown")" }
         s += "serving threads: " + serving.joined(separator: "; ") + "\n"
+        let bound = reports.map { "rank \($0["rank"] as? Int ?? -1) \($0["cpuBinding"] as? String ?? "unknown")" }
+        s += "application threads bound to: " + bound.joined(separator: "; ") + "\n"
         let ahead = reports.map { r -> (Int, Int, Int) in
             let t = r["totals"] as? [String: Any] ?? [:]
             return (r["rank"] as? Int ?? -1, t["readsAhead"] as? Int ?? 0, t["writesAhead"] as? Int ?? 0)
@@ -115,3 +123,4 @@ struct MemoryOptions: ParsableArguments {
 
 
 extension ServingPriority: ExpressibleByArgument {}
+extension CPUBindingMode: ExpressibleByArgument {}

@@ -1,10 +1,20 @@
 #ifndef CFAULT_PROCESS_H
 #define CFAULT_PROCESS_H
-/* Process-lifetime signal set-up that Swift cannot call itself (prctl is variadic). */
+/* Process set-up that Swift cannot call itself (prctl is variadic; the
+   cpu_set_t macros are not imported). */
 
 /* Asks the kernel to send `sig` to this process when its parent thread exits,
    so a job process never outlives the node daemon that started it.
    Returns 0, or -1 with errno set. */
 int cfault_set_parent_death_signal(int sig);
+
+/* The CPUs the calling thread may run on, in increasing order: writes at most
+   `capacity` of them to `cpus` and returns how many it wrote, or -1 with
+   errno set. */
+int cfault_allowed_cpus(int *cpus, int capacity);
+
+/* Restricts the calling thread (not the whole process) to CPU `cpu`; threads
+   it creates afterwards inherit that. Returns 0, or -1 with errno set. */
+int cfault_bind_current_thread(int cpu);
 
 #endif

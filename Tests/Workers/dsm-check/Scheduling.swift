@@ -36,3 +36,34 @@ func threadPolicies() -> [Int] {
         return fields.count > 38 ? Int(fields[38]) : nil
     }
 }
+
+/// `binding`: reports which threads of each rank are bound to a CPU, for
+/// the `--bind` tests. After a barrier (every thread has started), each rank
+/// reads the CPUs every thread may use (Cpus_allowed_list in
+/// /proc/self/task/*/status). Rank 0 prints one line per rank:
+/// "rank R: binding=OUTCOME app=CPUS single=N threads=M", where CPUS is the
+/// application thread's list, N the threads allowed on one CPU only and M
+/// all threads; then PASS.
+func binding(_ px: Plexus, _ o: Options) throws -> Bool {
+    try px.barrier()
+    let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+    let lists = tasks.compactMap { allowedCPUs(status: "/proc/self/task/\($0)/status") }
+    let app = allowedCPUs(status: "/proc/thread-self/status") ?? "?"
+    let single = lists.filter { !$0.contains(",") && !$0.contains("-") }.count
+    let line = "rank \(px.rank): binding=\(px.cpuBinding) app=\(app) single=\(single) threads=\(lists.count)"
+    let all = try px.allGather(Array(line.utf8))
+    if px.rank == 0 {
+        for l in all { say(String(decoding: l, as: UTF8.self)) }
+        say("PASS binding: \(all.count) ranks reported")
+    }
+    return true
+}
+
+/// The Cpus_allowed_list of a thread's status file, e.g. "0-1" or "1".
+func allowedCPUs(status path: String) -> String? {
+    guard let status = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+    for line in status.split(separator: "\n") where line.hasPrefix("Cpus_allowed_list:") {
+        return line.dropFirst("Cpus_allowed_list:".count).trimmingCharacters(in: .whitespaces)
+    }
+    return nil
+}

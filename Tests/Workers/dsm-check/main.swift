@@ -19,6 +19,7 @@ let scenarios: [(name: String, ranks: String, run: (Plexus, Options) throws -> B
     ("crash-owner", "2+", crashOwner),
     ("segv-outside", "2+", segvOutside),
     ("scheduling", "1+", scheduling),
+    ("binding", "1+", binding),
 ] + litmusTests.map { test in ("litmus-\(test.name)", "\(test.roles)+", { px, o in try litmus(px, test, o) }) }
 
 let options = Options(Array(CommandLine.arguments.dropFirst()))
