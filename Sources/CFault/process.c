@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
+#include <string.h>
 #include <sys/prctl.h>
 #include "CFaultProcess.h"
 
@@ -29,4 +30,31 @@ int cfault_bind_current_thread(int cpu) {
     CPU_ZERO(&set);
     CPU_SET(cpu, &set);
     return sched_setaffinity(0, sizeof set, &set);
+}
+
+#include <stdint.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* struct sched_attr of sched_setattr(2), which glibc does not declare. */
+struct cfault_sched_attr {
+    uint32_t size;
+    uint32_t sched_policy;
+    uint64_t sched_flags;
+    int32_t sched_nice;
+    uint32_t sched_priority;
+    uint64_t sched_runtime;
+    uint64_t sched_deadline;
+    uint64_t sched_period;
+};
+
+int cfault_set_ordinary_thread(int nice, unsigned long long slice_ns) {
+    struct cfault_sched_attr attr;
+    memset(&attr, 0, sizeof attr);
+    attr.size = sizeof attr;
+    attr.sched_policy = SCHED_OTHER;
+    attr.sched_flags = 0x01; /* SCHED_FLAG_RESET_ON_FORK */
+    attr.sched_nice = nice;
+    attr.sched_runtime = slice_ns;
+    return (int)syscall(SYS_sched_setattr, 0, &attr, 0);
 }

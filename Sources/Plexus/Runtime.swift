@@ -148,7 +148,7 @@ public final class Plexus: @unchecked Sendable {
         do {
             transport = try TCPTransport(
                 job: job, localID: pid, bind: SocketAddress(host: host, port: 0), connectTimeoutMillis: 20_000,
-                readerStart: { serving.applyToCurrentThread() },
+                readerStart: { serving.applyToCurrentThread(.reader) },
                 handler: TransportHandler(
                     onFrame: { from, f in box.deliver(from, f) },
                     onPeerLost: { from, why in box.lost(from, why) }))
@@ -180,7 +180,7 @@ public final class Plexus: @unchecked Sendable {
                 // The fault thread runs while the application thread waits
                 // for a page: on the same CPU, it takes that CPU's idle time.
                 m.start(threadStart: {
-                    serving.applyToCurrentThread()
+                    serving.applyToCurrentThread(.faultThread)
                     binding.applyToCurrentThread()
                 })
             }

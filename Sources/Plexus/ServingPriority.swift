@@ -1,3 +1,4 @@
+import CFault
 import Foundation
 import Synchronization
 
@@ -15,19 +16,35 @@ import Glibc
 /// scheduler preempts the computation, often a millisecond or more, while
 /// the peer that sent it sits idle (Papers/ivy-remote-fault.md, tenth and
 /// eleventh sessions). TreadMarks served requests in a SIGIO handler, which
-/// interrupts the computation at once; `realtime` gets the same effect from
-/// the scheduler: a woken serving thread (SCHED_FIFO, lowest priority)
-/// preempts ordinary threads immediately. Its work is short and every wait
-/// in it is bounded, and the kernel's real-time throttling still leaves
-/// ordinary threads 5 % of each CPU if a serving thread ever ran away.
+/// interrupts the computation at once; `realtime` gets that from the
+/// scheduler, in a way that fits each thread's role:
+/// - The fault thread runs `SCHED_FIFO` at the lowest priority. It works
+///   while its own application thread waits for a page, on that thread's
+///   CPU when the process is bound (`CPUBindingMode`), and preempts it at
+///   once.
+/// - The readers are ordinary threads at nice −20, the highest ordinary
+///   priority, with the shortest time slice the kernel allows (100 µs), so
+///   that a woken one preempts the thread on its CPU at once. A woken
+///   real-time thread is placed on the CPU it last ran on whenever that
+///   CPU runs only ordinary threads, even with another CPU idle: a request
+///   preempted one process's computation while the other CPU sat idle,
+///   and the two hops of a miss crossed CPUs and woke an idle one each
+///   time. An ordinary thread is placed on an idle CPU if there is one,
+///   else next to the thread that woke it (Papers/ivy-remote-fault.md,
+///   thirteenth session).
+/// Their work is short and every wait in them is bounded; the kernel's
+/// real-time throttling still leaves ordinary threads 5 % of each CPU if
+/// the fault thread ever ran away.
 public enum ServingPriority: String, Sendable, CaseIterable, CustomStringConvertible {
-    /// Real-time if this process may (root, CAP_SYS_NICE or RLIMIT_RTPRIO
-    /// of at least 1), otherwise ordinary scheduling; `--stats` and
-    /// `--summary` say which one each process got.
+    /// Raised as far as this process may (root or CAP_SYS_NICE: both;
+    /// RLIMIT_RTPRIO of at least 1: the fault thread; RLIMIT_NICE of 40:
+    /// the readers), ordinary scheduling for the rest; `--stats` and
+    /// `--summary` say what each process got.
     case auto
     /// Ordinary scheduling, like the application's threads.
     case normal
-    /// Real-time, and the job fails at start if a process may not use it.
+    /// The fault thread real-time and the readers at nice −20; the job
+    /// fails at start if a process may not have both.
     case realtime
 
     public var description: String { rawValue }
@@ -42,59 +59,104 @@ public enum ServingPriority: String, Sendable, CaseIterable, CustomStringConvert
     }
 }
 
+/// What a serving thread does, which decides how it is raised.
+enum ServingRole: Sendable {
+    /// A transport reader: serves the messages of one peer.
+    case reader
+    /// The engine's fault thread: takes this process's faults.
+    case faultThread
+}
+
 /// The scheduling this process's serving threads get, decided once at start.
 final class ServingScheduler: Sendable {
-    /// True if serving threads are made real-time.
-    let realtime: Bool
-    /// What `--stats` reports: "realtime", "normal", or "normal (…why…)".
+    /// True if the fault thread is made real-time.
+    let realtimeFaultThread: Bool
+    /// True if the readers get nice −20.
+    let raisedReaders: Bool
+    /// What `--stats` reports: "realtime (…)", "normal", or "normal (…why…)".
     let outcome: String
     /// Serving threads whose priority change failed after the probe
     /// succeeded (should stay 0; reported in statistics).
     private let failures = Atomic<Int>(0)
 
     /// SCHED_RESET_ON_FORK from <linux/sched.h>: a child forked by a
-    /// serving thread starts with ordinary scheduling.
+    /// serving thread starts with ordinary scheduling and nice 0.
     private static let resetOnFork: Int32 = 0x4000_0000
+    /// The readers' nice value.
+    static let readerNice: Int32 = -20
+    /// The readers' time slice: the shortest the kernel allows (a reader's
+    /// work is tens of microseconds), so that a woken reader preempts the
+    /// thread on its CPU at once.
+    static let readerSliceNanos: UInt64 = 100_000
 
     init(_ requested: ServingPriority) throws(PlexusError) {
-        switch requested {
-        case .normal:
-            realtime = false
+        guard requested != .normal else {
+            realtimeFaultThread = false
+            raisedReaders = false
             outcome = "normal"
-        case .auto, .realtime:
-            let error = Self.probe()
-            if error == 0 {
-                realtime = true
-                outcome = "realtime"
-            } else if requested == .auto {
-                realtime = false
-                outcome = "normal (real-time scheduling refused: \(String(cString: strerror(error))))"
-            } else {
-                throw .join("--serving-priority realtime: this process may not use real-time scheduling (\(String(cString: strerror(error)))); run as root, grant CAP_SYS_NICE, raise RLIMIT_RTPRIO to at least 1 (ulimit -r 1), or use --serving-priority auto or normal")
-            }
+            return
+        }
+        let fifo = Self.probe(fifo: true), nice = Self.probe(fifo: false)
+        func why(_ e: Int32) -> String { String(cString: strerror(e)) }
+        if requested == .realtime && (fifo != 0 || nice != 0) {
+            let refused = [fifo != 0 ? "real-time scheduling (\(why(fifo)))" : nil, nice != 0 ? "nice \(Self.readerNice) (\(why(nice)))" : nil]
+                .compactMap { $0 }.joined(separator: " and ")
+            throw .join("--serving-priority realtime: this process may not use \(refused); run as root, grant CAP_SYS_NICE, raise RLIMIT_RTPRIO to at least 1 and RLIMIT_NICE to 40 (ulimit -r 1 -e 40), or use --serving-priority auto or normal")
+        }
+        realtimeFaultThread = fifo == 0
+        raisedReaders = nice == 0
+        switch (fifo == 0, nice == 0) {
+        case (true, true): outcome = "realtime (fault thread SCHED_FIFO, readers nice \(Self.readerNice), 100 us slice)"
+        case (true, false): outcome = "partly raised (fault thread SCHED_FIFO; readers normal: nice \(Self.readerNice) refused: \(why(nice)))"
+        case (false, true): outcome = "partly raised (readers nice \(Self.readerNice), 100 us slice; fault thread normal: real-time scheduling refused: \(why(fifo)))"
+        case (false, false): outcome = "normal (real-time scheduling refused: \(why(fifo)))"
         }
     }
 
-    /// Makes the calling thread real-time if the job's serving threads are.
-    func applyToCurrentThread() {
-        guard realtime else { return }
-        if Self.set(fifo: true) != 0 { failures.add(1, ordering: .relaxed) }
+    /// Raises the calling thread as its role says, if this process does.
+    func applyToCurrentThread(_ role: ServingRole) {
+        switch role {
+        case .faultThread:
+            guard realtimeFaultThread else { return }
+            if Self.set(fifo: true) != 0 { failures.add(1, ordering: .relaxed) }
+        case .reader:
+            guard raisedReaders else { return }
+            // Kernels before 6.12 ignore or refuse the slice: then nice alone.
+            if cfault_set_ordinary_thread(Self.readerNice, Self.readerSliceNanos) == 0 { return }
+            if Self.set(fifo: false) != 0 || Self.setNice(Self.readerNice) != 0 { failures.add(1, ordering: .relaxed) }
+        }
     }
 
     var failedThreads: Int { failures.load(ordering: .relaxed) }
 
-    /// Whether real-time scheduling is permitted: switches the calling
-    /// thread to SCHED_FIFO and straight back (going back to ordinary
-    /// scheduling is always permitted). Returns 0 or the errno.
-    private static func probe() -> Int32 {
-        let error = set(fifo: true)
-        if error == 0 { _ = set(fifo: false) }
+    /// Whether the calling thread may be raised (real-time, or to the
+    /// readers' nice value): raises it and puts it straight back (going
+    /// back is always permitted). Returns 0 or the errno.
+    private static func probe(fifo: Bool) -> Int32 {
+        if fifo {
+            let error = set(fifo: true)
+            if error == 0 { _ = set(fifo: false, raised: false) }
+            return error
+        }
+        errno = 0
+        let before = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
+        if before == -1 && errno != 0 { return errno }
+        let error = setNice(readerNice)
+        if error == 0 { _ = setNice(before) }
         return error
     }
 
-    private static func set(fifo: Bool) -> Int32 {
+    /// Sets the calling thread's nice value (on Linux, `setpriority` with
+    /// who 0 changes the calling thread only). Returns 0 or the errno.
+    private static func setNice(_ value: Int32) -> Int32 {
+        setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, value) == 0 ? 0 : errno
+    }
+
+    /// SCHED_FIFO at the lowest priority, or SCHED_OTHER; a raised thread
+    /// also gets SCHED_RESET_ON_FORK.
+    private static func set(fifo: Bool, raised: Bool = true) -> Int32 {
         var param = sched_param(sched_priority: fifo ? sched_get_priority_min(Int32(SCHED_FIFO)) : 0)
-        let policy = fifo ? Int32(SCHED_FIFO) | resetOnFork : Int32(SCHED_OTHER)
+        let policy = (fifo ? Int32(SCHED_FIFO) : Int32(SCHED_OTHER)) | (raised ? resetOnFork : 0)
         return pthread_setschedparam(pthread_self(), policy, &param)
     }
 }

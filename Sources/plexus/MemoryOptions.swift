@@ -27,7 +27,7 @@ struct MemoryOptions: ParsableArguments {
     var summary = false
 
     @Option(name: .long, help: ArgumentHelp(
-        "How the threads that serve peers (message readers, the fault thread) are scheduled: realtime lets a request preempt computation at once; auto uses it where permitted (root, CAP_SYS_NICE, ulimit -r); normal never does.",
+        "How the threads that serve peers are scheduled: realtime runs the fault thread SCHED_FIFO and the message readers at nice -20 with a 100 us slice, so that a request preempts computation at once and a reader still goes to an idle CPU when there is one; auto raises them as far as permitted (root, CAP_SYS_NICE, ulimit -r 1 -e 40); normal never does.",
         valueName: ServingPriority.allCases.map(\.rawValue).joined(separator: "|")))
     var servingPriority: ServingPriority = .auto
 

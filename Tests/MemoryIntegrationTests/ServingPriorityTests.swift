@@ -25,10 +25,60 @@ import Transport
 
     @Test func normalNeverSwitchesTheThread() throws {
         let s = try ServingScheduler(.normal)
-        #expect(!s.realtime && s.outcome == "normal")
-        s.applyToCurrentThread()
+        #expect(!s.realtimeFaultThread && !s.raisedReaders && s.outcome == "normal")
+        s.applyToCurrentThread(.faultThread)
+        s.applyToCurrentThread(.reader)
         #expect(sched_getscheduler(0) == SCHED_OTHER)
+        #expect(getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0) == 0)
     }
+
+    /// A reader gets nice -20 and a fault thread SCHED_FIFO, each on its own
+    /// thread only; the probe leaves the thread that made it as it was.
+    @Test(.enabled(if: realtimePermitted(), "this process may not use SCHED_FIFO (not root, no CAP_SYS_NICE, RLIMIT_RTPRIO 0)"))
+    func rolesAreRaisedOnTheirOwnThreads() throws {
+        let seen = Locked<[String]>([])
+        let done = DispatchSemaphore(value: 0)
+        Thread {
+            let before = (sched_getscheduler(0), getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0))
+            let s: ServingScheduler
+            do { s = try ServingScheduler(.realtime) } catch {
+                seen.withLock { $0.append("init failed: \(error)") }
+                done.signal()
+                return
+            }
+            let after = (sched_getscheduler(0), getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0))
+            let log = Locked(["probe \(before == after) \(s.outcome)"])
+            let inner = DispatchSemaphore(value: 0)
+            for role in [ServingRole.reader, .faultThread] {
+                Thread {
+                    s.applyToCurrentThread(role)
+                    let line = "\(role) \(sched_getscheduler(0) & 0xff) \(getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0))"
+                        + (role == .reader ? " slice \(threadSlice() ?? "none")" : "")
+                    log.withLock { $0.append(line) }
+                    inner.signal()
+                }.start()
+                inner.wait()
+            }
+            let lines = log.value + ["failures \(s.failedThreads)"]
+            seen.withLock { $0 = lines }
+            done.signal()
+        }.start()
+        done.wait()
+        // Kernels that show no slice (before 6.12) do not take one either.
+        let slice = threadSlice() == nil ? "none" : "\(ServingScheduler.readerSliceNanos)"
+        #expect(seen.value == ["probe true realtime (fault thread SCHED_FIFO, readers nice -20, 100 us slice)",
+                               "reader \(SCHED_OTHER) -20 slice \(slice)", "faultThread \(SCHED_FIFO) 0", "failures 0"])
+    }
+}
+
+/// The calling thread's EEVDF slice in nanoseconds (se.slice in
+/// /proc/thread-self/sched), nil where the kernel does not show one.
+func threadSlice() -> String? {
+    guard let sched = try? String(contentsOfFile: "/proc/thread-self/sched", encoding: .utf8) else { return nil }
+    for line in sched.split(separator: "\n") where line.hasPrefix("se.slice") {
+        return line.split(separator: ":").last.map { $0.trimmingCharacters(in: .whitespaces) }
+    }
+    return nil
 }
 
 /// Whether this process may use SCHED_FIFO (tries it on a thread of its own).
@@ -48,11 +98,13 @@ func realtimePermitted() -> Bool {
 /// `--serving-priority` on a real 3-process job: which threads end up
 /// SCHED_FIFO, as each process reads them from /proc.
 @Suite(.serialized) struct ServingPriorityJobTests {
-    /// "rank R: serving=S fifo=N app=P" lines of a `scheduling` job.
-    func ranks(_ job: Job) -> [(serving: String, fifo: Int, app: Int)] {
+    /// "rank R: serving=S fifo=N niced=M app=P/NICE" lines of a `scheduling` job.
+    func ranks(_ job: Job) -> [(serving: String, fifo: Int, niced: Int, app: String)] {
         job.stdout.split(separator: "\n").compactMap { line in
-            guard let r = line.range(of: "serving=") , let f = line.range(of: " fifo="), let a = line.range(of: " app=") else { return nil }
-            return (String(line[r.upperBound..<f.lowerBound]), Int(line[f.upperBound..<a.lowerBound]) ?? -1, Int(line[a.upperBound...]) ?? -1)
+            guard let r = line.range(of: "serving="), let f = line.range(of: " fifo="), let n = line.range(of: " niced="),
+                  let a = line.range(of: " app=") else { return nil }
+            return (String(line[r.upperBound..<f.lowerBound]), Int(line[f.upperBound..<n.lowerBound]) ?? -1,
+                    Int(line[n.upperBound..<a.lowerBound]) ?? -1, String(line[a.upperBound...]))
         }
     }
 
@@ -61,11 +113,12 @@ func realtimePermitted() -> Bool {
         expectPass(job, "scheduling")
         let r = ranks(job)
         #expect(r.count == 3, "\(job.output)")
-        for x in r { #expect(x.serving == "normal" && x.fifo == 0 && x.app == Int(SCHED_OTHER), "\(x)\n\(job.output)") }
+        for x in r { #expect(x.serving == "normal" && x.fifo == 0 && x.niced == 0 && x.app == "\(SCHED_OTHER)/0", "\(x)\n\(job.output)") }
     }
 
-    /// Each process's fault thread and its reader thread for each of the two
-    /// peers are real-time; the application's thread is not.
+    /// Each process's fault thread is real-time and its reader thread for
+    /// each of the two peers has nice -20; the application's thread is
+    /// neither.
     @Test(.enabled(if: realtimePermitted(), "this process may not use SCHED_FIFO (not root, no CAP_SYS_NICE, RLIMIT_RTPRIO 0)"))
     func realtimeServingThreadsAndOrdinaryApplication() throws {
         for option in ["realtime", "auto"] {
@@ -73,7 +126,10 @@ func realtimePermitted() -> Bool {
             expectPass(job, "scheduling")
             let r = ranks(job)
             #expect(r.count == 3, "\(job.output)")
-            for x in r { #expect(x.serving == "realtime" && x.fifo == 3 && x.app == Int(SCHED_OTHER), "\(option): \(x)\n\(job.output)") }
+            for x in r {
+                #expect(x.serving == "realtime (fault thread SCHED_FIFO, readers nice -20, 100 us slice)" && x.fifo == 1 && x.niced == 2
+                        && x.app == "\(SCHED_OTHER)/0", "\(option): \(x)\n\(job.output)")
+            }
         }
     }
 }

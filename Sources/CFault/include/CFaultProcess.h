@@ -17,4 +17,11 @@ int cfault_allowed_cpus(int *cpus, int capacity);
    it creates afterwards inherit that. Returns 0, or -1 with errno set. */
 int cfault_bind_current_thread(int cpu);
 
+/* Makes the calling thread SCHED_OTHER with nice value `nice`, reset on fork,
+   and asks for a time slice of `slice_ns` (sched_setattr's sched_runtime,
+   which Linux 6.12 and later use as the EEVDF slice of an ordinary thread:
+   a shorter slice lets it preempt sooner when it wakes). Returns 0, or -1
+   with errno set. */
+int cfault_set_ordinary_thread(int nice, unsigned long long slice_ns);
+
 #endif

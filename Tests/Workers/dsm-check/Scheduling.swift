@@ -7,14 +7,18 @@ import Plexus
 /// `scheduling`: reports how each rank's threads are scheduled, for the
 /// `--serving-priority` tests. After a barrier (every serving thread has
 /// started and handled messages), each rank counts its threads whose policy
-/// in /proc/self/task/*/stat is SCHED_FIFO and reads the policy of the
-/// calling (application) thread. Rank 0 prints one line per rank:
-/// "rank R: serving=OUTCOME fifo=N app=POLICY", then PASS.
+/// in /proc/self/task/*/stat is SCHED_FIFO, and those with a negative nice
+/// value, and reads the policy and nice value of the calling (application)
+/// thread. Rank 0 prints one line per rank:
+/// "rank R: serving=OUTCOME fifo=N niced=M app=POLICY/NICE", then PASS.
 func scheduling(_ px: Plexus, _ o: Options) throws -> Bool {
     try px.barrier()
-    let fifo = threadPolicies().filter { $0 == Int(SCHED_FIFO) }.count
+    let threads = threadStats()
+    let fifo = threads.filter { $0.policy == Int(SCHED_FIFO) }.count
+    let niced = threads.filter { $0.nice < 0 }.count
     let app = Int(sched_getscheduler(0))
-    let line = "rank \(px.rank): serving=\(px.servingScheduling) fifo=\(fifo) app=\(app)"
+    let appNice = Int(getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0))
+    let line = "rank \(px.rank): serving=\(px.servingScheduling) fifo=\(fifo) niced=\(niced) app=\(app)/\(appNice)"
     let all = try px.allGather(Array(line.utf8))
     if px.rank == 0 {
         for l in all { say(String(decoding: l, as: UTF8.self)) }
@@ -23,17 +27,19 @@ func scheduling(_ px: Plexus, _ o: Options) throws -> Bool {
     return true
 }
 
-/// The scheduling policy of every thread of this process (field 41 of
-/// /proc/self/task/TID/stat, counted after the command name, which is in
-/// parentheses and may itself contain spaces or parentheses).
-func threadPolicies() -> [Int] {
+/// The nice value and scheduling policy of every thread of this process
+/// (fields 19 and 41 of /proc/self/task/TID/stat, counted after the command
+/// name, which is in parentheses and may itself contain spaces or
+/// parentheses).
+func threadStats() -> [(nice: Int, policy: Int)] {
     let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
     return tasks.compactMap { tid in
         guard let stat = try? String(contentsOfFile: "/proc/self/task/\(tid)/stat", encoding: .utf8),
               let close = stat.lastIndex(of: ")") else { return nil }
-        // After ") " come fields 3, 4, ...: field 41 is the 39th of them.
+        // After ") " come fields 3, 4, ...: field N is the (N-2)th of them.
         let fields = stat[stat.index(after: close)...].split(separator: " ")
-        return fields.count > 38 ? Int(fields[38]) : nil
+        guard fields.count > 38, let nice = Int(fields[16]), let policy = Int(fields[38]) else { return nil }
+        return (nice, policy)
     }
 }
 
