@@ -10,7 +10,7 @@ T=/sys/kernel/tracing
 [ -d "$T/events" ] || mount -t tracefs nodev "$T"
 [ -w "$T/trace" ] || { echo "sched-trace: needs root (writes $T)" >&2; exit 1; }
 out=$(mktemp /tmp/sched-trace.XXXXXX)
-cleanup() { echo 0 > "$T/tracing_on"; echo 0 > "$T/events/enable"; rm -f "$out"; }
+cleanup() { echo 0 > "$T/tracing_on"; echo 0 > "$T/events/enable"; if [ -n "${KEEP:-}" ]; then cp "$out" "$KEEP"; fi; rm -f "$out"; }
 trap cleanup EXIT
 echo 0 > "$T/tracing_on"
 echo > "$T/trace"
