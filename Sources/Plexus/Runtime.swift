@@ -82,7 +82,8 @@ public final class Plexus: @unchecked Sendable {
     /// "none (why)"; see `CPUBindingMode`.
     public var cpuBinding: String { binding.report }
     /// How this process's serving threads (transport readers, fault thread)
-    /// are scheduled: "realtime", "normal", or "normal (why)"; see `ServingPriority`.
+    /// are scheduled: "realtime (…)", "partly raised (…)", "normal", or
+    /// "normal (why)"; see `ServingPriority`.
     public var servingScheduling: String { serving.outcome }
     private let lostPeers = Locked<[Int: String]>([:])
     /// Ranks that said goodbye in `finalize`: their disconnection is orderly.

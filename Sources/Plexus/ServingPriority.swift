@@ -24,7 +24,8 @@ import Glibc
 ///   once.
 /// - The readers are ordinary threads at nice −20, the highest ordinary
 ///   priority, with the shortest time slice the kernel allows (100 µs), so
-///   that a woken one preempts the thread on its CPU at once. A woken
+///   that a woken one preempts an application thread on its CPU almost at
+///   once. A woken
 ///   real-time thread is placed on the CPU it last ran on whenever that
 ///   CPU runs only ordinary threads, even with another CPU idle: a request
 ///   preempted one process's computation while the other CPU sat idle,
@@ -85,8 +86,8 @@ final class ServingScheduler: Sendable {
     /// The readers' nice value.
     static let readerNice: Int32 = -20
     /// The readers' time slice: the shortest the kernel allows (a reader's
-    /// work is tens of microseconds), so that a woken reader preempts the
-    /// thread on its CPU at once.
+    /// work is tens of microseconds), so that a woken reader preempts an
+    /// application thread on its CPU almost at once.
     static let readerSliceNanos: UInt64 = 100_000
 
     init(_ requested: ServingPriority) throws(PlexusError) {

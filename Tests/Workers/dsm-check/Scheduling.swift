@@ -19,10 +19,16 @@ func scheduling(_ px: Plexus, _ o: Options) throws -> Bool {
     let app = Int(sched_getscheduler(0))
     let appNice = Int(getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0))
     let line = "rank \(px.rank): serving=\(px.servingScheduling) fifo=\(fifo) niced=\(niced) app=\(app)/\(appNice)"
+    return try reportLines(px, line, scenario: "scheduling")
+}
+
+/// Gathers every rank's `line` on rank 0, which prints them in rank order
+/// and then PASS.
+func reportLines(_ px: Plexus, _ line: String, scenario: String) throws -> Bool {
     let all = try px.allGather(Array(line.utf8))
     if px.rank == 0 {
         for l in all { say(String(decoding: l, as: UTF8.self)) }
-        say("PASS scheduling: \(all.count) ranks reported")
+        say("PASS \(scenario): \(all.count) ranks reported")
     }
     return true
 }
@@ -57,12 +63,7 @@ func binding(_ px: Plexus, _ o: Options) throws -> Bool {
     let app = allowedCPUs(status: "/proc/thread-self/status") ?? "?"
     let single = lists.filter { !$0.contains(",") && !$0.contains("-") }.count
     let line = "rank \(px.rank): binding=\(px.cpuBinding) app=\(app) single=\(single) threads=\(lists.count)"
-    let all = try px.allGather(Array(line.utf8))
-    if px.rank == 0 {
-        for l in all { say(String(decoding: l, as: UTF8.self)) }
-        say("PASS binding: \(all.count) ranks reported")
-    }
-    return true
+    return try reportLines(px, line, scenario: "binding")
 }
 
 /// The Cpus_allowed_list of a thread's status file, e.g. "0-1" or "1".
