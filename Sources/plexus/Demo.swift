@@ -21,7 +21,7 @@ struct Demo: ParsableCommand {
     @Argument(help: "Which demonstration: false-sharing or ring.")
     var which: String = "false-sharing"
 
-    @Option(name: .long, help: "Increments per process (false-sharing) or laps (ring).")
+    @Option(name: .long, help: "Increments per process (false-sharing; default 20000000, enough for the two loops to overlap however late one starts) or laps (ring; default 5).")
     var iterations: Int?
 
     @OptionGroup var common: CommonOptions
@@ -42,7 +42,7 @@ struct Demo: ParsableCommand {
                            environment: ["PLEXUS_SHARED_MEMORY": "0"])
         } else {
             spec = JobSpec(processes: 2, nodes: [], program: selfExecutable(),
-                           arguments: ["_demo-false-sharing", "--iterations", "\(iterations ?? 3_000_000)"],
+                           arguments: ["_demo-false-sharing", "--iterations", "\(iterations ?? 20_000_000)"],
                            environment: ["PLEXUS_SHARED_MEMORY": "\(64 << 20)", "PLEXUS_PROTOCOL": "sc", "PLEXUS_STATS": "1"])
         }
         let result = try runJob(spec, logger: logger)
