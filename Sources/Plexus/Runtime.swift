@@ -84,7 +84,7 @@ public final class Plexus: @unchecked Sendable {
     /// How this process's serving threads (transport readers, fault thread)
     /// are scheduled: "realtime (…)", "partly raised (…)", "normal", or
     /// "normal (why)"; see `ServingPriority`.
-    public var servingScheduling: String { serving.outcome }
+    public var servingScheduling: String { serving.report }
     private let lostPeers = Locked<[Int: String]>([:])
     /// Ranks that said goodbye in `finalize`: their disconnection is orderly.
     private let departed = Locked<Set<Int>>([])

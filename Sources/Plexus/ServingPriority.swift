@@ -79,6 +79,9 @@ final class ServingScheduler: Sendable {
     /// Serving threads whose priority change failed after the probe
     /// succeeded (should stay 0; reported in statistics).
     private let failures = Atomic<Int>(0)
+    /// Readers whose slice the kernel did not take (before Linux 6.12 an
+    /// ordinary thread has no slice of its own); reported in statistics.
+    private let unsliced = Atomic<Int>(0)
 
     /// SCHED_RESET_ON_FORK from <linux/sched.h>: a child forked by a
     /// serving thread starts with ordinary scheduling and nice 0.
@@ -123,12 +126,35 @@ final class ServingScheduler: Sendable {
         case .reader:
             guard raisedReaders else { return }
             // Kernels before 6.12 ignore or refuse the slice: then nice alone.
-            if cfault_set_ordinary_thread(Self.readerNice, Self.readerSliceNanos) == 0 { return }
-            if Self.set(fifo: false) != 0 || Self.setNice(Self.readerNice) != 0 { failures.add(1, ordering: .relaxed) }
+            if cfault_set_ordinary_thread(Self.readerNice, Self.readerSliceNanos) != 0,
+               Self.set(fifo: false) != 0 || Self.setNice(Self.readerNice) != 0 {
+                failures.add(1, ordering: .relaxed)
+                return
+            }
+            if Self.currentSlice() != Self.readerSliceNanos { unsliced.add(1, ordering: .relaxed) }
         }
     }
 
     var failedThreads: Int { failures.load(ordering: .relaxed) }
+
+    /// `outcome`, with the threads that did not get all of it.
+    var report: String {
+        var s = outcome
+        let failed = failedThreads, noSlice = unsliced.load(ordering: .relaxed)
+        if failed > 0 { s += ", but \(failed) thread(s) could not be switched" }
+        if noSlice > 0 { s += "\(failed > 0 ? " and" : ", but") the kernel gave \(noSlice) reader(s) no 100 us slice (Linux 6.12 or later sets one)" }
+        return s
+    }
+
+    /// The calling thread's EEVDF slice in nanoseconds (se.slice in
+    /// /proc/thread-self/sched), nil where the kernel shows none.
+    static func currentSlice() -> UInt64? {
+        guard let sched = try? String(contentsOfFile: "/proc/thread-self/sched", encoding: .utf8) else { return nil }
+        for line in sched.split(separator: "\n") where line.hasPrefix("se.slice") {
+            return line.split(separator: ":").last.flatMap { UInt64($0.trimmingCharacters(in: .whitespaces)) }
+        }
+        return nil
+    }
 
     /// Whether the calling thread may be raised (real-time, or to the
     /// readers' nice value): raises it and puts it straight back (going

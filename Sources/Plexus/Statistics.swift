@@ -189,8 +189,7 @@ extension Plexus {
         totals["handlerSlept"] = handler.slept
         let doc: [String: Any] = [
             "rank": rank, "pid": pid, "protocol": m.protocolName,
-            "servingThreads": serving.failedThreads == 0 ? serving.outcome
-                : "\(serving.outcome), but \(serving.failedThreads) thread(s) could not be switched",
+            "servingThreads": serving.report,
             "cpuBinding": binding.report,
             "layout": ["base": "0x" + String(m.region.applicationBase, radix: 16), "size": m.region.size,
                        "pageSize": pageSize, "collectiveHeap": h.collectiveLimit, "arenaPerRank": h.arenaSize],
