@@ -244,8 +244,11 @@ public final class Launcher: @unchecked Sendable {
             let node = rank % nodes.count
             return nodeAddresses[node].host == "0.0.0.0" ? launcherHost : nodeAddresses[node].host
         }
-        var ranksOn: [String: [Int]] = [:]
-        for rank in 0..<n { ranksOn[hostOf[rank], default: []].append(rank) }
+        var onHost: [String: Int] = [:]
+        let localIndex = (0..<n).map { rank in
+            defer { onHost[hostOf[rank], default: 0] += 1 }
+            return onHost[hostOf[rank], default: 0]
+        }
         for rank in 0..<n {
             let node = rank % nodes.count
             placement.append(node)
@@ -257,9 +260,8 @@ public final class Launcher: @unchecked Sendable {
             if !names.isEmpty { env["PLEXUS_NAMES"] = names.joined(separator: ",") }
             env["PLEXUS_LAUNCHER"] = "\(launcherHost):\(rendezvous.address.port)"
             env["PLEXUS_NODE"] = hostOf[rank]
-            let local = ranksOn[hostOf[rank]]!
-            env["PLEXUS_LOCAL_RANK"] = "\(local.firstIndex(of: rank)!)"
-            env["PLEXUS_LOCAL_SIZE"] = "\(local.count)"
+            env["PLEXUS_LOCAL_RANK"] = "\(localIndex[rank])"
+            env["PLEXUS_LOCAL_SIZE"] = "\(onHost[hostOf[rank]]!)"
             let req = SpawnRequest(job: job, rank: rank, size: n, pid: globalPIDs[rank], program: spec.program,
                                    arguments: spec.arguments, environment: env, workingDirectory: spec.workingDirectory)
             do { try nodes[node].send(ControlMessage.spawn(req).frame()) } catch {

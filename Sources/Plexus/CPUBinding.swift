@@ -60,13 +60,19 @@ final class CPUBinding: Sendable {
             self.init(cpu: nil, outcome: "none (the launcher did not say how many processes share this node)")
             return
         }
-        var cpus = [Int32](repeating: 0, count: 1024)
-        let n = Int(cfault_allowed_cpus(&cpus, Int32(cpus.count)))
-        guard n > 0 else {
+        guard let cpus = Self.allowedCPUs(), !cpus.isEmpty else {
             self.init(cpu: nil, outcome: "none (cannot read this process's CPU affinity: \(String(cString: strerror(errno))))")
             return
         }
-        self.init(choosing: index, of: local, among: Array(cpus.prefix(n)))
+        self.init(choosing: index, of: local, among: cpus)
+    }
+
+    /// The CPUs the calling thread may run on, in increasing order; nil
+    /// (with errno set) if they cannot be read.
+    static func allowedCPUs() -> [Int32]? {
+        var cpus = [Int32](repeating: 0, count: 1024)
+        let n = Int(cfault_allowed_cpus(&cpus, Int32(cpus.count)))
+        return n < 0 ? nil : Array(cpus.prefix(n))
     }
 
     /// Process `index` of `local` on this node, which may use `cpus`: the

@@ -25,12 +25,11 @@ import Glibc
 /// - The readers are ordinary threads at nice −20, the highest ordinary
 ///   priority, with the shortest time slice the kernel allows (100 µs), so
 ///   that a woken one preempts an application thread on its CPU almost at
-///   once. A woken
-///   real-time thread is placed on the CPU it last ran on whenever that
-///   CPU runs only ordinary threads, even with another CPU idle: a request
-///   preempted one process's computation while the other CPU sat idle,
-///   and the two hops of a miss crossed CPUs and woke an idle one each
-///   time. An ordinary thread is placed on an idle CPU if there is one,
+///   once. A woken real-time thread is placed on the CPU it last ran on
+///   whenever that CPU runs only ordinary threads, even with another CPU
+///   idle: a request preempted one process's computation while the other
+///   CPU sat idle, and the two hops of a miss crossed CPUs and woke an idle
+///   one each time. An ordinary thread is placed on an idle CPU if there is one,
 ///   else next to the thread that woke it (Papers/ivy-remote-fault.md,
 ///   thirteenth session).
 /// Their work is short and every wait in them is bounded; the kernel's
@@ -74,7 +73,8 @@ final class ServingScheduler: Sendable {
     let realtimeFaultThread: Bool
     /// True if the readers get nice −20.
     let raisedReaders: Bool
-    /// What `--stats` reports: "realtime (…)", "normal", or "normal (…why…)".
+    /// What was decided: "realtime (…)", "partly raised (…)", "normal", or
+    /// "normal (…why…)"; `report` adds the threads that did not get it.
     let outcome: String
     /// Serving threads whose priority change failed after the probe
     /// succeeded (should stay 0; reported in statistics).

@@ -33,11 +33,10 @@ import Transport
             #expect(try CPUBinding(environment: bad).cpu == nil, "\(bad)")
         }
         // Alone on the node, a process binds to the first CPU it may use.
-        var cpus = [Int32](repeating: 0, count: 1024)
-        let n = Int(cfault_allowed_cpus(&cpus, Int32(cpus.count)))
-        #expect(n > 0)
+        let cpus = try #require(CPUBinding.allowedCPUs())
+        #expect(!cpus.isEmpty)
         let alone = try CPUBinding(environment: ["PLEXUS_LOCAL_RANK": "0", "PLEXUS_LOCAL_SIZE": "1"])
-        #expect(alone.cpu == cpus[0])
+        #expect(alone.cpu == cpus.first)
     }
 
     @Test func unknownModeIsRefusedWithTheChoices() {
@@ -50,20 +49,18 @@ import Transport
 
     /// Binding restricts only the calling thread, and threads it starts later.
     @Test func bindingAThreadLeavesTheOthersFree() throws {
-        var cpus = [Int32](repeating: 0, count: 1024)
-        let n = Int(cfault_allowed_cpus(&cpus, Int32(cpus.count)))
-        let b = CPUBinding(choosing: 0, of: 1, among: Array(cpus.prefix(n)))
+        let cpus = try #require(CPUBinding.allowedCPUs())
+        let b = CPUBinding(choosing: 0, of: 1, among: cpus)
         let seen = Locked<(bound: Int, child: Int, failures: Int)>((-1, -1, -1))
         let done = DispatchSemaphore(value: 0)
         Thread {
             b.applyToCurrentThread()
-            var mine = [Int32](repeating: 0, count: 1024)
-            let bound = Int(cfault_allowed_cpus(&mine, Int32(mine.count)))
+            let bound = CPUBinding.allowedCPUs()?.count ?? -1
             let inner = DispatchSemaphore(value: 0)
             let child = Locked(-1)
             Thread {
-                var c = [Int32](repeating: 0, count: 1024)
-                child.withLock { $0 = Int(cfault_allowed_cpus(&c, Int32(c.count))) }
+                let n = CPUBinding.allowedCPUs()?.count ?? -1
+                child.withLock { $0 = n }
                 inner.signal()
             }.start()
             inner.wait()
@@ -72,8 +69,7 @@ import Transport
         }.start()
         done.wait()
         #expect(seen.value.bound == 1 && seen.value.child == 1 && seen.value.failures == 0, "\(seen.value)")
-        var here = [Int32](repeating: 0, count: 1024)
-        #expect(Int(cfault_allowed_cpus(&here, Int32(here.count))) == n)
+        #expect(CPUBinding.allowedCPUs() == cpus)
         #expect(cfault_bind_current_thread(-1) == -1 && errno == EINVAL)
     }
 }
@@ -90,18 +86,13 @@ import Transport
         }
     }
 
-    func allowedCPUs() -> [Int32] {
-        var cpus = [Int32](repeating: 0, count: 1024)
-        let n = Int(cfault_allowed_cpus(&cpus, Int32(cpus.count)))
-        return Array(cpus.prefix(max(0, n)))
-    }
 
     /// Two processes on a node with two CPUs or more: each binds its
     /// application thread and its fault thread, to a CPU of its own; the
     /// readers stay free.
-    @Test(.enabled(if: { var c = [Int32](repeating: 0, count: 1024); return cfault_allowed_cpus(&c, 1024) >= 2 }(), "needs 2 CPUs"))
+    @Test(.enabled(if: (CPUBinding.allowedCPUs()?.count ?? 0) >= 2, "needs 2 CPUs"))
     func autoBindsOneCPUPerProcess() throws {
-        let cpus = allowedCPUs()
+        let cpus = try #require(CPUBinding.allowedCPUs())
         let job = try runJob(ranks: 2, protocol: "sc", ["binding"])
         expectPass(job, "binding")
         let r = ranks(job)
@@ -112,7 +103,7 @@ import Transport
     }
 
     @Test func noneAndTooManyProcessesBindNothing() throws {
-        let cpus = allowedCPUs()
+        let cpus = try #require(CPUBinding.allowedCPUs())
         let cases: [(ranks: Int, options: [String], outcome: String)] = [
             (2, ["--bind", "none"], "none (--bind none)"),
             (cpus.count + 1, [], "none (\(cpus.count + 1) processes on this node, \(cpus.count) CPU\(cpus.count == 1 ? "" : "s"))"),
