@@ -1,6 +1,7 @@
 /* c-dsm: shared memory and locks from plain C.
  * Every rank increments one shared counter under a lock, and its own slot of
- * a shared array without one; after a barrier every rank checks the totals.
+ * a shared array without one; after a barrier every rank hints that it will
+ * read them (plexus_prefetch) and checks the totals.
  *   plexus run -n 4 .build/debug/c-dsm [increments] */
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,15 @@ int main(int argc, char **argv) {
         counters[1 + rank] += 1;
     }
     CHECK(plexus_barrier());
+    /* A hint that this rank reads the counters next (they are on another
+     * rank's page, probably); a hint outside the shared region is an error. */
+    CHECK(plexus_prefetch((const void *)counters, sizeof(long) * (size_t)(size + 1), 0));
+    long not_shared = 0;
+    if (plexus_prefetch(&not_shared, sizeof not_shared, 0) == 0) {
+        fprintf(stderr, "c-dsm: a prefetch of a stack address was accepted\n");
+        return 1;
+    }
+    if (rank == 0) printf("rank 0: a prefetch outside shared memory is refused: %s\n", plexus_last_error());
     long expected = increments * size, sum = 0;
     for (int r = 0; r < size; r++) sum += counters[1 + r];
     int ok = counters[0] == expected && sum == expected;

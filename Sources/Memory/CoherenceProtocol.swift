@@ -107,6 +107,15 @@ public protocol CoherenceProtocol: Sendable {
     /// decision, so ranks may differ and it may change at any time.
     mutating func setLookAhead(_ pages: Int)
 
+    /// A prefetch hint from the application: it will soon read (or, with
+    /// `forWriting`, write) `pages`. The core may start, with no thread
+    /// waiting, the transactions faults on them would start, so that their
+    /// latency overlaps the application's work; a fault taken before one
+    /// ends waits for it like any fault behind a request in flight. A hint
+    /// never changes what a program may observe (it is an early access
+    /// whose value is dropped), so a core may ignore it or part of it.
+    mutating func onPrefetch(pages: Range<Int>, forWriting: Bool) -> [MemoryEffect]
+
     /// The access the application view should have for `page` now (what the
     /// core's protection effects have set so far).
     func access(ofPage page: Int) -> PageAccess
@@ -135,6 +144,9 @@ extension CoherenceProtocol {
     }
 
     public mutating func start() -> [MemoryEffect] { [] }
+
+    /// Protocols without prefetching ignore the hints.
+    public mutating func onPrefetch(pages: Range<Int>, forWriting: Bool) -> [MemoryEffect] { [] }
 
     /// Protocols without look-ahead ignore it.
     public mutating func setLookAhead(_ pages: Int) {}

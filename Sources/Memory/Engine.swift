@@ -140,6 +140,25 @@ public final class MemoryEngine: @unchecked Sendable {
         }
     }
 
+    /// Prefetch hints (see `CoherenceProtocol.onPrefetch`): the calling
+    /// thread will soon read, or write, each hint's pages. Returns at once;
+    /// the transactions they start run on the engine's threads, and a
+    /// thread that faults on one of the pages before its transaction ends
+    /// waits for it. All hints of a call are one step, so their messages
+    /// for each peer leave in one batch. Ignored once the engine is stopping.
+    public func prefetch(_ hints: [PrefetchHint]) {
+        guard !hints.isEmpty, !stopping.isSet else { return }
+        for h in hints {
+            precondition(h.pages.lowerBound >= 0 && h.pages.upperBound <= configuration.pageCount,
+                         "prefetch of pages \(h.pages) outside 0..<\(configuration.pageCount)")
+        }
+        step {
+            var effects: [MemoryEffect] = []
+            for h in hints where !h.pages.isEmpty { effects += core.onPrefetch(pages: h.pages, forWriting: h.forWriting) }
+            return effects
+        }
+    }
+
     /// Performs the core's start effects and starts the fault thread, which
     /// runs `threadStart` first (to set its scheduling, for example).
     public func start(threadStart: (@Sendable () -> Void)? = nil) {
@@ -408,6 +427,16 @@ public final class MemoryEngine: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         return core.access(ofPage: page)
+    }
+}
+
+/// Pages an application thread will soon read, or with `forWriting` write.
+public struct PrefetchHint: Sendable, Equatable {
+    public var pages: Range<Int>
+    public var forWriting: Bool
+    public init(pages: Range<Int>, forWriting: Bool) {
+        self.pages = pages
+        self.forWriting = forWriting
     }
 }
 

@@ -14,6 +14,9 @@ public struct PageStatistics: Sendable, Equatable {
     /// (look-ahead; not counted in `readFaults` or `writeFaults`).
     public var readsAhead = 0
     public var writesAhead = 0
+    /// Requests (or local upgrades) for this page made by a prefetch hint
+    /// (`MemoryEngine.prefetch`; not counted in the faults either).
+    public var prefetches = 0
     public init() {}
 }
 
@@ -29,6 +32,7 @@ public enum MemoryStatistic: Sendable, Equatable {
     case staleGrantDiscarded(page: Int)
     case readAhead(page: Int)
     case writeAhead(page: Int)
+    case prefetch(page: Int)
     /// A message left for a peer: its encoded size, page contents included.
     case messageSent(bytes: Int)
     case messageReceived(bytes: Int)
@@ -59,6 +63,7 @@ public struct MemoryStatistics: Sendable, Equatable {
         case let .staleGrantDiscarded(page): bump(page, \.staleGrantsDiscarded)
         case let .readAhead(page): bump(page, \.readsAhead)
         case let .writeAhead(page): bump(page, \.writesAhead)
+        case let .prefetch(page): bump(page, \.prefetches)
         case let .messageSent(bytes):
             messagesSent += 1
             bytesSent += bytes

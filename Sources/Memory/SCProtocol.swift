@@ -100,6 +100,13 @@
 ///   one batch per peer and step, and the receiver answers a batch in one
 ///   step), so a stencil's boundary row costs one exchange instead of one
 ///   per page.
+/// - Prefetch hints (`onPrefetch`): the application names pages it will
+///   read or write soon, and each gets the transaction its fault would
+///   start, with no thread waiting (as look-ahead's extra pages), at most
+///   `maxPrefetchesInFlight` at a time. Under sequential consistency a
+///   read issued early is a read whose value is dropped, and write access
+///   taken early is a write of nothing: no outcome changes, only when the
+///   messages travel.
 public struct SCProtocol: CoherenceProtocol {
     public static let name = "sc"
     public static let model = MemoryModel.sequential
@@ -137,6 +144,8 @@ public struct SCProtocol: CoherenceProtocol {
         /// Inside a collective allocation every rank has placed
         /// (`onAllocated`): a sequential first read may fetch it ahead.
         var allocated = false
+        /// The request in flight was started by a prefetch hint.
+        var prefetched = false
     }
 
     enum Request: Sendable, Equatable {
@@ -167,6 +176,12 @@ public struct SCProtocol: CoherenceProtocol {
     /// collective allocation never faulted on.
     private var streams: [Int] = []
     static let maxStreams = 4
+    /// Requests started by prefetch hints and not yet done. A hint asks for
+    /// at most `maxPrefetchesInFlight` minus this; the rest of its pages are
+    /// left to their faults. The bound keeps a hint over a whole array from
+    /// flooding the managers and the sockets.
+    public private(set) var prefetchesInFlight = 0
+    public static let maxPrefetchesInFlight = 64
     /// Longest manager queue seen so far, for tests and reports.
     public private(set) var maxQueueDepth = 0
 
@@ -282,6 +297,43 @@ public struct SCProtocol: CoherenceProtocol {
             sendRequest(page, .write)
         }
         return takeEffects()
+    }
+
+    public mutating func onPrefetch(pages range: Range<Int>, forWriting: Bool) -> [MemoryEffect] {
+        for page in range {
+            checkPage(page)
+            let state = pages[page]
+            // Pages with a transaction in progress, or with the access
+            // already, need nothing; the owner's cases cost no message.
+            guard state.request == nil, state.acksOutstanding == 0,
+                  state.access < (forWriting ? .readWrite : .read) else { continue }
+            let local = state.isOwner && (!forWriting || state.copyset.isEmpty)
+            if !local && prefetchesInFlight >= Self.maxPrefetchesInFlight { break }
+            record(.prefetch(page: page))
+            if local {
+                setAccess(page, forWriting ? .readWrite : .read)
+                continue
+            }
+            pages[page].prefetched = true
+            prefetchesInFlight += 1
+            if state.isOwner {
+                upgradeLocally(page, invalidating: state.copyset)
+            } else {
+                sendRequest(page, forWriting ? .write : .read)
+            }
+            runLoopback()
+        }
+        return takeEffects()
+    }
+
+    /// The request in flight for `page` is done: if a prefetch started it,
+    /// it no longer counts against the bound.
+    private mutating func requestDone(_ page: Int) {
+        pages[page].request = nil
+        if pages[page].prefetched {
+            pages[page].prefetched = false
+            prefetchesInFlight -= 1
+        }
     }
 
     public mutating func onMessage(_ message: MemoryMessage, from peer: Int) -> [MemoryEffect] {
@@ -468,7 +520,7 @@ public struct SCProtocol: CoherenceProtocol {
         }
         install(page, contents)
         pages[page].probableOwner = owner
-        pages[page].request = nil
+        requestDone(page)
         setAccess(page, .read)
         effects.append(.completeFaults(page: page))
     }
@@ -507,7 +559,7 @@ public struct SCProtocol: CoherenceProtocol {
     }
 
     private mutating func finishWrite(_ page: Int) {
-        pages[page].request = nil
+        requestDone(page)
         setAccess(page, .readWrite)
         effects.append(.completeFaults(page: page))
         if pages[page].upgradingLocally {

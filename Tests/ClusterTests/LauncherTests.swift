@@ -229,11 +229,13 @@ import TestSupport
     }
 
     /// The C API's shared memory: a collective allocation, a counter
-    /// incremented under a lock by every rank, a barrier, the exact total.
+    /// incremented under a lock by every rank, a barrier, a prefetch hint,
+    /// the exact total; a hint outside shared memory is refused with a reason.
     @Test func cProgramSharesMemory() throws {
         let r = try runPlexus(["run", "-n", "4", try product("c-dsm")])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("PASS"), "\(r.stdout)")
+        #expect(r.stdout.contains("a prefetch outside shared memory is refused:") && r.stdout.contains("not inside the shared region"), "\(r.stdout)")
         #expect(!r.stdout.contains("FAIL"), "\(r.stdout)")
     }
 

@@ -110,6 +110,16 @@ func expectPass(_ job: Job, _ scenario: String, sourceLocation: SourceLocation =
         #expect((count ?? 0) >= 2, "the ranks did not race: \(seen.map(String.init) ?? "no histogram")\n\(job.stdout)")
     }
 
+    /// Prefetch hints in a real 3-process job: hinted reads and writes take
+    /// no fault and see the last writes, a reader's copy goes when another
+    /// rank hints a write, a hint starts at most the bound, and a hint
+    /// outside the region throws.
+    @Test func prefetchHintsMoveThePagesAheadOfTheAccesses() throws {
+        let job = try runJob(ranks: 3, protocol: "sc", ["prefetch", "20"])
+        expectPass(job, "prefetch")
+        #expect(job.stdout.contains("20 rounds x 16 pages"), "\(job.stdout)")
+    }
+
     /// Lock misuse, mismatched collective allocations and exhausted shared
     /// memory give clear errors, and the job carries on.
     @Test(arguments: try Registered.all())
@@ -200,7 +210,7 @@ extension MemoryFailureTests {
         for p in processes {
             let totals = try #require(p["totals"] as? [String: Any])
             for key in ["readFaults", "writeFaults", "pagesReceived", "pagesSent", "invalidationsSent", "invalidationsReceived", "staleGrantsDiscarded",
-                        "readsAhead", "writesAhead", "messagesSent", "messagesReceived", "bytesSent", "bytesReceived"] {
+                        "readsAhead", "writesAhead", "prefetches", "messagesSent", "messagesReceived", "bytesSent", "bytesReceived"] {
                 #expect(totals[key] is Int, "totals.\(key) missing in \(totals)")
             }
             #expect(totals["blockedMicros"] is Double, "\(totals)")

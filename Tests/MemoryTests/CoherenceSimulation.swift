@@ -42,6 +42,10 @@ struct CoherenceSimulation {
         /// If set, makes the cores instead of the registry (tests of the
         /// checkers use deliberately broken protocols).
         var makeCore: (@Sendable (CoherenceConfiguration) -> any CoherenceProtocol)? = nil
+        /// Prefetch hints the run may give (`CoherenceProtocol.onPrefetch`),
+        /// each at any moment, by any rank, for one page or all of them, to
+        /// read or to write; 0 for none.
+        var prefetches = 0
         /// Steps allowed after the last operation started, before the run
         /// counts as livelocked.
         var stepBudget = 100_000
@@ -71,6 +75,7 @@ struct CoherenceSimulation {
         case deliver(from: Int, to: Int)
         case report(thread: Int)
         case run(thread: Int)
+        case prefetch(rank: Int, pages: Range<Int>, forWriting: Bool)
     }
 
     static let pageSize = 8
@@ -87,6 +92,7 @@ struct CoherenceSimulation {
     private var channels: [[[[UInt8]]]]
     private var threads: [AppThread] = []
     private var operationsLeft: Int
+    private var prefetchesLeft: Int
     /// With scripts: the next operation of each rank.
     private var scriptPosition: [Int]
     /// The value of the last completed write of each page (0 = initial zeros).
@@ -123,6 +129,7 @@ struct CoherenceSimulation {
         protection = Array(repeating: Array(repeating: .none, count: pages), count: n)
         channels = Array(repeating: Array(repeating: [], count: n), count: n)
         operationsLeft = parameters.totalOperations
+        prefetchesLeft = parameters.prefetches
         scriptPosition = Array(repeating: 0, count: n)
         if let scripts = parameters.scripts {
             precondition(scripts.count == n, "one script per rank")
@@ -182,6 +189,15 @@ struct CoherenceSimulation {
             case .reported: break
             }
         }
+        if prefetchesLeft > 0 {
+            let pages = parameters.pageCount
+            for rank in cores.indices {
+                for forWriting in [false, true] {
+                    for page in 0..<pages { actions.append(.prefetch(rank: rank, pages: page..<page + 1, forWriting: forWriting)) }
+                    if pages > 1 { actions.append(.prefetch(rank: rank, pages: 0..<pages, forWriting: forWriting)) }
+                }
+            }
+        }
         return actions
     }
 
@@ -225,6 +241,10 @@ struct CoherenceSimulation {
             apply(effects, at: thread.rank)
         case let .run(index):
             try execute(thread: index)
+        case let .prefetch(rank, pages, forWriting):
+            prefetchesLeft -= 1
+            note("rank \(rank) hints it will \(forWriting ? "write" : "read") pages \(pages)")
+            apply(cores[rank].onPrefetch(pages: pages, forWriting: forWriting), at: rank)
         }
     }
 
@@ -355,6 +375,7 @@ struct CoherenceSimulation {
         }
         h.combine(scriptPosition)
         h.combine(operationsLeft)
+        h.combine(prefetchesLeft)
         h.combine(lastWrite)
         h.combine(nextValue)
         return h.finalize()

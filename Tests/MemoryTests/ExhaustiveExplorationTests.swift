@@ -206,6 +206,19 @@ struct ExhaustiveExploration {
         #expect(ahead.reads > 0 && ahead.writes > 0, "\(ahead)")
     }
 
+    /// Prefetch hints: one rank writes a page twice while the other reads
+    /// it twice, and each may also give one hint, to read or to write, at
+    /// any moment. Every interleaving of the hints' transactions with the
+    /// faults keeps the model and completes.
+    @Test func everyInterleavingWithPrefetchHintsKeepsTheModel() throws {
+        var parameters = CoherenceSimulation.Parameters(protocolName: "sc", rankCount: 2, pageCount: 1, operations: 0)
+        parameters.threadsPerRank = 1
+        parameters.prefetches = 2
+        parameters.scripts = [[.write(0), .write(0)], [.read(0), .read(0)]]
+        let outcome = try ExhaustiveExploration.explore(parameters, stateLimit: 400_000)
+        #expect(outcome.states > 50 && outcome.terminalStates > 1)
+    }
+
     /// Ivy has no minimum time a page stays put (Mirage added one, the Δ
     /// window): two writers can hand one page back and forth forever, each
     /// woken thread losing the page before it re-runs. The exploration shows

@@ -74,6 +74,37 @@ import Glibc
         #expect(operations == 3 * 150 * 60)
     }
 
+    /// sc with prefetch hints, with and without look-ahead: hints start
+    /// transactions nobody waits for, at any moment, for pages in any
+    /// state (held, in flight, owned), which must keep the model and leave
+    /// every core quiescent.
+    @Test(arguments: [2, 3, 4], [0, 2])
+    func prefetchSchedulesKeepTheMemoryModel(rankCount: Int, lookAhead: Int) throws {
+        var prefetched = 0, operations = 0
+        for pageCount in 1...3 {
+            for index in 0..<150 {
+                let seed = 0x9f << 56 | UInt64(rankCount) << 48 | UInt64(pageCount) << 40 | UInt64(lookAhead) << 32 | UInt64(index)
+                var parameters = CoherenceSimulation.Parameters(protocolName: "sc", rankCount: rankCount, pageCount: pageCount, operations: 40)
+                parameters.lookAhead = lookAhead
+                parameters.prefetches = 12
+                var simulation = try CoherenceSimulation(seed: seed, parameters: parameters)
+                do {
+                    try simulation.run()
+                } catch {
+                    var traced = try CoherenceSimulation(seed: seed, parameters: parameters, keepTrace: true)
+                    do { try traced.run() } catch { Issue.record("sc, prefetch, look-ahead \(lookAhead), \(rankCount) ranks, \(pageCount) pages: \(error)"); return }
+                    Issue.record("sc, prefetch, \(rankCount) ranks, \(pageCount) pages: \(error) (not reproduced with tracing)")
+                    return
+                }
+                prefetched += simulation.coreStatistics.reduce(0) { $0 + $1.total.prefetches }
+                operations += simulation.completedReads + simulation.completedWrites
+            }
+        }
+        // Hints must actually have started work, not only been given.
+        #expect(prefetched > 1000, "\(prefetched) pages prefetched")
+        #expect(operations == 3 * 150 * 40)
+    }
+
     @Test func replay() throws {
         guard let seedText = getenv("PLEXUS_SIM_SEED").map({ String(cString: $0) }), let seed = UInt64(seedText) else {
             return // Only on demand; see the suite's comment.

@@ -35,6 +35,12 @@ void *plexus_alloc_local(size_t bytes, const char *name);
  * the lock; release hands it on. Not recursive. */
 int plexus_lock_acquire(int id);
 int plexus_lock_release(int id);
+/* A hint that this thread will soon read (for_write 0) or write (1) the
+ * `bytes` bytes of shared memory at `addr`: the pages it lacks start moving
+ * now and the call returns at once, so the transfer overlaps other work.
+ * Never changes what the program can observe. -1 if the range is not in the
+ * shared region. */
+int plexus_prefetch(const void *addr, size_t bytes, int for_write);
 /* Leaves the job: waits for every process, then disconnects. */
 int plexus_finalize(void);
 /* The message of the last error in this thread, or "" if none. */
