@@ -13,6 +13,12 @@ import Plexus
 /// 4 pages of 4 KiB) moving between neighbours: fetched on a read miss,
 /// then invalidated when the neighbour writes it in the next iteration.
 ///
+/// With prefetch hints (the default), a rank names those rows right after
+/// each barrier: its neighbours' boundary rows, which it will read, and its
+/// own, which it will write. It then sweeps its interior rows first and the
+/// two rows next to its neighbours last, so the transfers and invalidations
+/// run while it computes instead of while it waits in faults.
+///
 /// The sequential version runs the very same `sweep` on private memory: the
 /// parallel result must match it bit for bit (same operations, same order).
 public enum Jacobi {
@@ -52,6 +58,42 @@ public enum Jacobi {
         }
     }
 
+    /// One iteration over rows `rows` in the order that leaves prefetched
+    /// rows the most time: the rows between the first and the last, then
+    /// the first, then the last (the two next to other ranks' rows). Every
+    /// version uses it, so all compute the same values in the same order
+    /// per row (each output depends on `src` only, so the row order cannot
+    /// change a result).
+    @inline(__always)
+    public static func sweepInteriorFirst(_ src: UnsafePointer<Double>, _ dst: UnsafeMutablePointer<Double>, n: Int, rows: Range<Int>) {
+        guard rows.count > 2 else {
+            sweep(src, dst, n: n, rows: rows)
+            return
+        }
+        sweep(src, dst, n: n, rows: (rows.lowerBound + 1)..<(rows.upperBound - 1))
+        sweep(src, dst, n: n, rows: rows.lowerBound..<(rows.lowerBound + 1))
+        sweep(src, dst, n: n, rows: (rows.upperBound - 1)..<rows.upperBound)
+    }
+
+    /// The prefetch hints of one iteration of rank rows `rows`: the rows
+    /// just outside them in `src` (the neighbours', to be read), and the
+    /// first and last of them in `dst` (this rank's boundary rows, to be
+    /// written; the neighbours hold copies from the last iteration).
+    static func prefetchHalo(_ px: Plexus, _ src: UnsafePointer<Double>, _ dst: UnsafeMutablePointer<Double>,
+                             n: Int, rows: Range<Int>) throws {
+        let rowBytes = n * MemoryLayout<Double>.stride
+        var hints: [PrefetchRange] = []
+        for i in [rows.lowerBound - 1, rows.upperBound] where i >= 0 && i < n {
+            hints.append(PrefetchRange(src + i * n, bytes: rowBytes, for: .read))
+        }
+        if !rows.isEmpty {
+            for i in Set([rows.lowerBound, rows.upperBound - 1]) {
+                hints.append(PrefetchRange(dst + i * n, bytes: rowBytes, for: .write))
+            }
+        }
+        try px.prefetch(hints)
+    }
+
     /// The whole computation on private memory in this process: returns the
     /// final grid and the seconds spent iterating (initialisation excluded).
     public static func sequential(n: Int, iterations: Int) -> (grid: [Double], seconds: Double) {
@@ -66,7 +108,7 @@ public enum Jacobi {
                 var src = p, dst = q
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 for _ in 0..<iterations {
-                    sweep(src, dst, n: n, rows: 1..<(n - 1))
+                    sweepInteriorFirst(src, dst, n: n, rows: 1..<(n - 1))
                     swap(&src, &dst)
                 }
                 seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
@@ -101,15 +143,17 @@ public enum Jacobi {
     }
 
     /// Runs `iterations` sweeps on the shared grids (a collective); returns
-    /// this rank's seconds from the first sweep to the last barrier.
-    public static func parallel(_ px: Plexus, grids: Grids, iterations: Int) throws -> Double {
+    /// this rank's seconds from the first sweep to the last barrier. With
+    /// `prefetch`, each iteration starts with the rank's prefetch hints.
+    public static func parallel(_ px: Plexus, grids: Grids, iterations: Int, prefetch: Bool = true) throws -> Double {
         let n = grids.n
         let mine = rows(n: n, rank: px.rank, size: px.size)
         var src = grids.a.base, dst = grids.b.base
         try px.barrier()
         let t0 = DispatchTime.now().uptimeNanoseconds
         for _ in 0..<iterations {
-            sweep(src, dst, n: n, rows: mine)
+            if prefetch { try prefetchHalo(px, src, dst, n: n, rows: mine) }
+            sweepInteriorFirst(src, dst, n: n, rows: mine)
             try px.barrier()
             swap(&src, &dst)
         }
@@ -146,7 +190,7 @@ public enum Jacobi {
         try px.barrier()
         let t0 = DispatchTime.now().uptimeNanoseconds
         for _ in 0..<iterations {
-            sweep(src, dst, n: n, rows: mine)
+            sweepInteriorFirst(src, dst, n: n, rows: mine)
             if barriers { try px.barrier() }
             swap(&src, &dst)
         }
@@ -154,18 +198,30 @@ public enum Jacobi {
         return Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
     }
 
-    /// The Jacobi rows of `plexus bench` (a collective): `runs` times, rank 0
-    /// runs the sequential version on private memory while the others wait
-    /// in a barrier, then all ranks run the parallel version on freshly
-    /// initialised shared grids, then `privateHalves` without and with a
-    /// barrier per iteration. Returns, on rank 0, the seconds of each run of
-    /// all four, and the largest difference between the last results of the
-    /// first two.
+    /// The Jacobi rows of `plexus bench` (a collective). Returns, on rank 0,
+    /// the seconds of each run of every version, and the largest difference
+    /// between a shared-memory result and the sequential one.
+    public struct BenchmarkRuns: Sendable {
+        /// The parallel version as the example runs it, with prefetch hints.
+        public var parallel: [Double] = []
+        /// The same without prefetch hints: every transfer waits in a fault.
+        public var parallelWithoutPrefetch: [Double] = []
+        public var sequential: [Double] = []
+        public var privateHalves: [Double] = []
+        public var privateWithBarriers: [Double] = []
+        public var maxDifference = 0.0
+    }
+
+    /// `runs` times: rank 0 runs the sequential version on private memory
+    /// while the others wait in a barrier; then all ranks run the parallel
+    /// version with and without prefetch hints (in alternating order, on
+    /// freshly initialised shared grids), then `privateHalves` without and
+    /// with a barrier per iteration. Both shared-memory results of the last
+    /// run are checked against the sequential one.
     public static func benchmark(_ px: Plexus, n: Int, iterations: Int, runs: Int,
-                                 progress: (String) -> Void = { _ in })
-        throws -> (parallel: [Double], sequential: [Double], privateHalves: [Double], privateWithBarriers: [Double], maxDifference: Double) {
+                                 progress: (String) -> Void = { _ in }) throws -> BenchmarkRuns {
         let grids = try allocate(px, n: n)
-        var par: [Double] = [], seq: [Double] = [], halves: [Double] = [], halvesWithBarriers: [Double] = []
+        var out = BenchmarkRuns()
         var reference: [Double] = []
         var mine = rows(n: n, rank: px.rank, size: px.size)
         if px.rank == 0 { mine = 0..<mine.upperBound }
@@ -174,24 +230,29 @@ public enum Jacobi {
             if px.rank == 0 {
                 progress("jacobi run \(run + 1)/\(runs): 1 process on private memory")
                 let (grid, seconds) = sequential(n: n, iterations: iterations)
-                seq.append(seconds)
+                out.sequential.append(seconds)
                 reference = grid
-                progress("jacobi run \(run + 1)/\(runs): \(px.size) processes on shared memory")
             }
             try px.barrier()
-            if run > 0 {
+            for prefetch in run % 2 == 0 ? [true, false] : [false, true] {
+                if px.rank == 0 { progress("jacobi run \(run + 1)/\(runs): \(px.size) processes on shared memory, \(prefetch ? "with" : "without") prefetch hints") }
                 initialize(grids.a.base, n: n, rows: mine)
                 initialize(grids.b.base, n: n, rows: mine)
+                let seconds = try parallel(px, grids: grids, iterations: iterations, prefetch: prefetch)
+                if prefetch { out.parallel.append(seconds) } else { out.parallelWithoutPrefetch.append(seconds) }
+                if run == runs - 1 {
+                    // Checked before the grids are initialised again.
+                    if px.rank == 0 { out.maxDifference = max(out.maxDifference, maxAbsDifference(grids.result(after: iterations), reference)) }
+                    try px.barrier()
+                }
             }
-            par.append(try parallel(px, grids: grids, iterations: iterations))
             if px.rank == 0 { progress("jacobi run \(run + 1)/\(runs): \(px.size) processes on private halves, no shared memory") }
-            halves.append(try privateHalves(px, n: n, iterations: iterations))
+            out.privateHalves.append(try privateHalves(px, n: n, iterations: iterations))
             if px.rank == 0 { progress("jacobi run \(run + 1)/\(runs): \(px.size) processes on private halves with a barrier per iteration") }
-            halvesWithBarriers.append(try privateHalves(px, n: n, iterations: iterations, barriers: true))
+            out.privateWithBarriers.append(try privateHalves(px, n: n, iterations: iterations, barriers: true))
         }
-        let diff = px.rank == 0 ? maxAbsDifference(grids.result(after: iterations), reference) : 0
         try px.barrier()
-        return (par, seq, halves, halvesWithBarriers, diff)
+        return out
     }
 }
 

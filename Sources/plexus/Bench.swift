@@ -223,13 +223,16 @@ struct BenchWorker: ParsableCommand {
                                        samples: j.parallel.map { $0 * 1000 }, floor: Summary(j.sequential.map { $0 * 1000 }).median,
                                        target: ">= 1.2")
                 row.speedup = row.floor / row.median
+                var plain = BenchmarkRow(name: "same, without prefetch hints", unit: "ms",
+                                         samples: j.parallelWithoutPrefetch.map { $0 * 1000 }, floor: row.floor)
+                plain.speedup = plain.floor / plain.median
                 var ceiling = BenchmarkRow(name: "same split on private memory, no DSM (ceiling)", unit: "ms",
                                            samples: j.privateHalves.map { $0 * 1000 }, floor: row.floor)
                 ceiling.speedup = ceiling.floor / ceiling.median
                 var synchronized = BenchmarkRow(name: "same, with a barrier per iteration (no DSM)", unit: "ms",
                                                 samples: j.privateWithBarriers.map { $0 * 1000 }, floor: row.floor)
                 synchronized.speedup = synchronized.floor / synchronized.median
-                rows += [row, ceiling, synchronized]
+                rows += [row, plain, ceiling, synchronized]
             }
         }
         if px.rank == 0 {
