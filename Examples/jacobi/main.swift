@@ -9,17 +9,33 @@ import Plexus
 import Workloads
 
 do {
-    let prefetch = !CommandLine.arguments.contains("--no-prefetch")
-    let args = CommandLine.arguments.filter { $0 != "--no-prefetch" }
-    let n = args.count > 1 ? Int(args[1]) ?? 512 : 512
-    let iterations = args.count > 2 ? Int(args[2]) ?? 50 : 50
+    let usage = "usage: jacobi [size >= 3, default 512] [iterations >= 0, default 50] [--no-prefetch]\n"
+    let words = CommandLine.arguments.dropFirst()
+    if words.contains("--help") || words.contains("-h") {
+        print(usage, terminator: "")
+        exit(0)
+    }
+    let prefetch = !words.contains("--no-prefetch")
+    let numbers = words.compactMap { Int($0) }
+    // Other words are reported and ignored (tests tag their jobs with one).
+    for w in words where w != "--no-prefetch" && Int(w) == nil {
+        FileHandle.standardError.write(Data("jacobi: ignoring the argument '\(w)'\n".utf8))
+    }
+    guard numbers.count <= 2 else {
+        FileHandle.standardError.write(Data(("jacobi: more than two numbers in \(Array(words))\n" + usage).utf8))
+        exit(2)
+    }
+    let n = numbers.count > 0 ? numbers[0] : 512
+    let iterations = numbers.count > 1 ? numbers[1] : 50
     guard n >= 3, iterations >= 0 else {
-        FileHandle.standardError.write(Data("usage: jacobi [size >= 3] [iterations >= 0] [--no-prefetch]\n".utf8))
+        FileHandle.standardError.write(Data(usage.utf8))
         exit(2)
     }
     let px = try Plexus.join()
     let grids = try Jacobi.allocate(px, n: n)
-    let seconds = try Jacobi.parallel(px, grids: grids, iterations: iterations, prefetch: prefetch)
+    let timing = try Jacobi.parallel(px, grids: grids, iterations: iterations, prefetch: prefetch)
+    let seconds = timing.seconds
+    print("rank \(px.rank): \(timing.summary)")
     if px.rank == 0 {
         let (reference, sequentialSeconds) = Jacobi.sequential(n: n, iterations: iterations)
         let diff = maxAbsDifference(grids.result(after: iterations), reference)

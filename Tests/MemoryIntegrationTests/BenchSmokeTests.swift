@@ -16,7 +16,7 @@ import TestSupport
         let rows = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [[String: Any]])
         let names = rows.compactMap { $0["name"] as? String }
         for expected in ["plexus message round trip", "remote read miss", "first read miss of a page", "write fault, invalidate 1 reader",
-                         "same, remote page manager", "remote lock acquire+release", "barrier, 2 processes", "jacobi 128x128",
+                         "same, remote page manager", "remote lock acquire+release", "barrier, 2 processes", "jacobi 128x128", "same, without prefetch hints",
                          "same split on private memory, no DSM (ceiling)", "same, with a barrier per iteration (no DSM)"] {
             #expect(names.contains { $0.hasPrefix(expected) }, "no row '\(expected)' in \(names)")
         }
