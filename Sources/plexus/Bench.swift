@@ -22,7 +22,10 @@ struct Bench: ParsableCommand {
             TCP_NODELAY), measured in blocks between the row's samples (after every 50),
             so that floor and row see the same stretch of a noisy machine. The floor of
             the Jacobi row is the same loop run by one process on private memory; its
-            speedup is floor/median.
+            speedup is floor/median. The Jacobi row is the example as it ships, with
+            prefetch hints (each rank names its boundary rows after every barrier); the
+            row after it is the same without hints, where every transfer waits in a
+            fault. The two alternate in each run.
             Each Jacobi job also runs the same split with no shared memory at all (each
             process sweeps its rows of private grids, no halos, no barriers): the ceiling
             of what two processes gain on this machine, whose two vCPUs give about 1.5
@@ -57,7 +60,7 @@ struct Bench: ParsableCommand {
     @Option(name: .long, help: "Jacobi iterations per run.")
     var jacobiIterations: Int = 50
 
-    @Option(name: .long, help: "Jacobi runs (each: one sequential and one parallel).")
+    @Option(name: .long, help: "Jacobi runs (each: one sequential run, the parallel one with and without prefetch hints, and the two ceilings).")
     var jacobiRuns: Int = 3
 
     @Option(name: .long, help: ArgumentHelp(
