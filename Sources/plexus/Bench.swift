@@ -61,7 +61,7 @@ struct Bench: ParsableCommand {
     var jacobiIterations: Int = 50
 
     @Option(name: .long, help: "Jacobi runs (each: one sequential run, the parallel one with and without prefetch hints, and the two ceilings).")
-    var jacobiRuns: Int = 3
+    var jacobiRuns: Int = 5
 
     @Option(name: .long, help: ArgumentHelp(
         "Coherence unit of the second Jacobi row, run as a job of its own (default: one grid row, rounded up to a power of two; 0 for no second row).",
