@@ -40,11 +40,14 @@ for line in open(sys.argv[1]):
         r["time"].append(float(m[1])); r["speedup"].append(float(m[3])); r["runs"] += 1
         order.setdefault(int(unit), []).append((variant, float(m[1])))
     if rest.strip().endswith("PASS"): r["pass"] += 1
-print(f"{'unit':>6} {'variant':<8} {'runs':>4} {'time ms':>8} {'faults ms':>9} {'barrier ms':>10} {'hints ms':>8} {'speedup':>8} {'>=1.2':>6}  (medians; faults, barrier and hints per rank)")
+def m(xs, f="%.1f"):
+    return (f + " (" + f + "-" + f + ")") % (st.median(xs), min(xs), max(xs))
+print("medians (min-max); time: the job's parallel time; faults, barrier and hints: per rank; speedup: over the job's own 1-process run")
+print(f"{'unit':>6} {'variant':<8} {'runs':>4} {'time ms':>20} {'faults ms':>16} {'barrier ms':>17} {'hints ms':>15} {'speedup':>18} {'>=1.2':>6}")
 for (unit, variant), r in sorted(rows.items()):
     met = sum(1 for s in r["speedup"] if s >= 1.2)
-    print(f"{unit:>6} {variant:<8} {r['runs']:>4} {st.median(r['time']):>8.1f} {st.median(r['fault']):>9.1f} {st.median(r['barrier']):>10.1f} "
-          f"{st.median(r['hint']):>8.1f} {st.median(r['speedup']):>7.2f}x {met:>3}/{r['runs']}")
+    print(f"{unit:>6} {variant:<8} {r['runs']:>4} {m(r['time']):>20} {m(r['fault']):>16} {m(r['barrier']):>17} "
+          f"{m(r['hint']):>15} {m(r['speedup'], '%.2f'):>18} {met:>3}/{r['runs']}")
     if r["pass"] != r["runs"]:
         print(f"       {r['runs'] - r['pass']} run(s) did not PASS their check against the sequential result"); sys.exit(1)
 for unit, runs in sorted(order.items()):
