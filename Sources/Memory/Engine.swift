@@ -160,17 +160,21 @@ public final class MemoryEngine: @unchecked Sendable {
     }
 
     /// Performs the core's start effects and starts the fault thread, which
-    /// runs `threadStart` first (to set its scheduling, for example).
+    /// runs `threadStart` first (to set its scheduling, for example); returns
+    /// once `threadStart` has run, so what it set holds when the caller goes on.
     public func start(threadStart: (@Sendable () -> Void)? = nil) {
         step { core.start() }
+        let started = DispatchSemaphore(value: 0)
         let t = Thread { [self] in
             threadStart?()
+            started.signal()
             faultLoop()
         }
         t.name = "plexus-faults"
         t.qualityOfService = .userInteractive
         faultThread = t
         t.start()
+        started.wait()
     }
 
     /// Stops taking faults. Call once no application thread uses the region.

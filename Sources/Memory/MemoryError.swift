@@ -26,9 +26,6 @@ public enum MemoryError: Error, Equatable, Sendable, CustomStringConvertible {
     case faultHandlerFailed(errno: Int32)
     /// `--protocol` named a protocol that is not registered.
     case unknownProtocol(name: String, known: [String])
-    /// An address range given to a shared-memory operation (a prefetch
-    /// hint) is not inside the shared region.
-    case notInRegion(address: UInt, bytes: Int, regionBase: UInt, regionBytes: Int)
 
     public var description: String {
         switch self {
@@ -53,9 +50,6 @@ public enum MemoryError: Error, Equatable, Sendable, CustomStringConvertible {
             return "cannot install the SIGSEGV handler for the shared region: \(errnoText(code))"
         case let .unknownProtocol(name, known):
             return "unknown coherence protocol '\(name)'; use one of: \(known.joined(separator: ", "))"
-        case let .notInRegion(address, bytes, base, size):
-            return "\(bytes) bytes at 0x\(String(address, radix: 16)) are not inside the shared region "
-                + "(0x\(String(base, radix: 16))-0x\(String(base + UInt(size), radix: 16))): pass a pointer from a shared allocation and a length that stays inside it"
         }
     }
 }

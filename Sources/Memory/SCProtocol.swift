@@ -103,10 +103,14 @@
 /// - Prefetch hints (`onPrefetch`): the application names pages it will
 ///   read or write soon, and each gets the transaction its fault would
 ///   start, with no thread waiting (as look-ahead's extra pages), at most
-///   `maxPrefetchesInFlight` at a time. Under sequential consistency a
+///   `prefetchLimit` at a time. Under sequential consistency a
 ///   read issued early is a read whose value is dropped, and write access
 ///   taken early is a write of nothing: no outcome changes, only when the
-///   messages travel.
+///   messages travel. A barrier arrival waits until this rank's hinted
+///   transactions have ended, so none outlives the epoch it was given in
+///   (and none is still in flight when a process leaves the job behind its
+///   last barrier). They end without the application: every step of a
+///   transaction runs on the engines' serving threads.
 public struct SCProtocol: CoherenceProtocol {
     public static let name = "sc"
     public static let model = MemoryModel.sequential
@@ -177,11 +181,17 @@ public struct SCProtocol: CoherenceProtocol {
     private var streams: [Int] = []
     static let maxStreams = 4
     /// Requests started by prefetch hints and not yet done. A hint asks for
-    /// at most `maxPrefetchesInFlight` minus this; the rest of its pages are
-    /// left to their faults. The bound keeps a hint over a whole array from
-    /// flooding the managers and the sockets.
+    /// at most `prefetchLimit` minus this; the rest of its pages are left to
+    /// their faults. The bound keeps a hint over a whole array from flooding
+    /// the managers and the sockets.
     public private(set) var prefetchesInFlight = 0
     public static let maxPrefetchesInFlight = 64
+    /// The bound on `prefetchesInFlight` (tests lower it to reach it).
+    public var prefetchLimit = SCProtocol.maxPrefetchesInFlight {
+        didSet { precondition(prefetchLimit >= 0, "negative prefetch limit \(prefetchLimit)") }
+    }
+    /// Barrier arrivals waiting for this rank's hinted transactions to end.
+    private var arrivalsAfterHints: [SyncTicket] = []
     /// Longest manager queue seen so far, for tests and reports.
     public private(set) var maxQueueDepth = 0
 
@@ -213,8 +223,9 @@ public struct SCProtocol: CoherenceProtocol {
     }
 
     public var isQuiescent: Bool {
-        pages.allSatisfy { $0.request == nil && $0.acksOutstanding == 0 && !$0.upgradingLocally && $0.heldForwards.isEmpty && !$0.grantIsStale }
+        pages.allSatisfy { $0.request == nil && $0.acksOutstanding == 0 && !$0.upgradingLocally && $0.heldForwards.isEmpty && !$0.grantIsStale && !$0.prefetched }
             && managed.allSatisfy { $0.inFlight == nil && $0.queue.isEmpty }
+            && prefetchesInFlight == 0 && arrivalsAfterHints.isEmpty
     }
 
     // MARK: Inputs
@@ -308,7 +319,8 @@ public struct SCProtocol: CoherenceProtocol {
             guard state.request == nil, state.acksOutstanding == 0,
                   state.access < (forWriting ? .readWrite : .read) else { continue }
             let local = state.isOwner && (!forWriting || state.copyset.isEmpty)
-            if !local && prefetchesInFlight >= Self.maxPrefetchesInFlight { break }
+            // At the bound, pages that need no message are still served.
+            if !local && prefetchesInFlight >= prefetchLimit { continue }
             record(.prefetch(page: page))
             if local {
                 setAccess(page, forWriting ? .readWrite : .read)
@@ -327,13 +339,27 @@ public struct SCProtocol: CoherenceProtocol {
     }
 
     /// The request in flight for `page` is done: if a prefetch started it,
-    /// it no longer counts against the bound.
+    /// it no longer counts against the bound, and once the last one is done
+    /// the barrier arrivals waiting for them proceed.
     private mutating func requestDone(_ page: Int) {
         pages[page].request = nil
         if pages[page].prefetched {
             pages[page].prefetched = false
             prefetchesInFlight -= 1
+            if prefetchesInFlight == 0 {
+                for ticket in arrivalsAfterHints { effects.append(.syncReady(ticket, payload: [])) }
+                arrivalsAfterHints = []
+            }
         }
+    }
+
+    /// A barrier arrival proceeds once no hinted transaction of this rank
+    /// is in flight (see the opening comment); other synchronisation needs
+    /// nothing under sequential consistency.
+    public mutating func onBarrierArrive(barrier: Int, ticket: SyncTicket) -> [MemoryEffect] {
+        if prefetchesInFlight == 0 { return [.syncReady(ticket, payload: [])] }
+        arrivalsAfterHints.append(ticket)
+        return []
     }
 
     public mutating func onMessage(_ message: MemoryMessage, from peer: Int) -> [MemoryEffect] {

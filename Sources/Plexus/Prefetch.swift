@@ -34,7 +34,8 @@ extension Plexus {
     /// returns at once, so the transfers overlap the work the program does
     /// before it touches the memory. A hint never changes what the program
     /// can observe: a page touched before its transfer ends waits for it
-    /// like any fault.
+    /// like any fault. With `sc`, a hint's transactions end before this
+    /// process passes its next barrier.
     ///
     /// Use it where a program knows what it needs next and has other work
     /// first: a stencil names its neighbours' boundary rows right after a
@@ -42,20 +43,28 @@ extension Plexus {
     /// one call: its messages to each peer then leave together. Hints are
     /// bounded (with `sc`, 64 pages in flight per process; the rest of a
     /// longer range is left to its faults), and protocols may ignore them.
-    /// Throws, before any hint is given, if a range is not inside the shared
-    /// region, or the job has none.
+    /// Throws, before any hint is given, if a range is not inside shared
+    /// memory allocated so far (the collective allocations this process has
+    /// made, and the per-process arenas), if the job has no shared memory,
+    /// or after `finalize()`.
     public func prefetch(_ ranges: [PrefetchRange]) throws(PlexusError) {
-        guard let m = memory else { throw .noSharedMemory }
-        let region = m.region
-        let base = region.applicationBase, size = UInt(region.size), unit = region.pageSize
+        guard let m = memory, let h = heap else { throw .noSharedMemory }
+        if isFinalized.isSet { throw .finalized }
+        let base = m.region.applicationBase, unit = m.region.pageSize
+        let allowed = h.hintable.filter { !$0.isEmpty }
         var hints: [PrefetchHint] = []
         for r in ranges {
-            let start = r.address
-            guard r.bytes >= 0, start >= base, start - base <= size, UInt(r.bytes) <= size - (start - base) else {
-                throw .memory(.notInRegion(address: start, bytes: r.bytes, regionBase: base, regionBytes: region.size))
+            // Offsets into the region, without overflow: `address` may be anything.
+            let inside = r.bytes >= 0 && r.address >= base && r.address - base <= UInt(m.region.size) && allowed.contains { a in
+                let offset = Int(r.address - base)
+                return offset >= a.lowerBound && offset <= a.upperBound && r.bytes <= a.upperBound - offset
+            }
+            guard inside else {
+                throw .notShared(address: r.address, bytes: r.bytes,
+                                 allocated: allowed.map { (base + UInt($0.lowerBound))...(base + UInt($0.upperBound) - 1) })
             }
             guard r.bytes > 0 else { continue }
-            let offset = Int(start - base)
+            let offset = Int(r.address - base)
             hints.append(PrefetchHint(pages: (offset / unit)..<((offset + r.bytes - 1) / unit + 1), forWriting: r.intent == .write))
         }
         m.prefetch(hints)
@@ -66,8 +75,14 @@ extension Plexus {
         try prefetch([PrefetchRange(address, bytes: bytes, for: intent)])
     }
 
-    /// A hint that this thread will soon read (or write) `elements` of `array`.
+    /// A hint that this thread will soon read (or write) `elements` of
+    /// `array` (see `prefetch(_:)`); throws if they are not all in `array`.
     public func prefetch<T>(_ array: SharedArray<T>, _ elements: Range<Int>, for intent: PrefetchIntent = .read) throws(PlexusError) {
+        guard elements.lowerBound >= 0 && elements.upperBound <= array.count else {
+            throw .notShared(address: array.address &+ UInt(bitPattern: elements.lowerBound &* MemoryLayout<T>.stride),
+                             bytes: elements.count &* MemoryLayout<T>.stride,
+                             allocated: array.count == 0 ? [] : [array.address...(array.address + UInt(array.count * MemoryLayout<T>.stride) - 1)])
+        }
         try prefetch([PrefetchRange(array, elements, for: intent)])
     }
 }

@@ -28,6 +28,9 @@ public enum PlexusError: Error, Sendable, CustomStringConvertible {
     case collectiveMismatch(String)
     /// A lock was used wrongly (released without being held, ...).
     case lockMisuse(String)
+    /// A shared-memory operation (a prefetch hint) named bytes outside the
+    /// shared memory allocated so far; `allocated` lists what is.
+    case notShared(address: UInt, bytes: Int, allocated: [ClosedRange<UInt>])
 
     public var description: String {
         switch self {
@@ -42,6 +45,12 @@ public enum PlexusError: Error, Sendable, CustomStringConvertible {
         case .noSharedMemory: return "this job has no shared memory: run it without --shared-memory 0"
         case .collectiveMismatch(let why): return "ranks disagree on a collective call: \(why); every rank must make the same collective calls in the same order"
         case .lockMisuse(let why): return why
+        case let .notShared(address, bytes, allocated):
+            let ranges = allocated.map { "0x\(String($0.lowerBound, radix: 16))-0x\(String($0.upperBound, radix: 16))" }
+            let what = bytes < 0 ? "a length of \(bytes) bytes at 0x\(String(address, radix: 16)) is negative (or, from C, above the largest signed size)"
+                : "\(bytes) bytes at 0x\(String(address, radix: 16)) are not inside shared memory allocated so far"
+            return "\(what); allocated: \(ranges.isEmpty ? "nothing yet" : ranges.joined(separator: ", ")). "
+                + "Pass a pointer from a shared allocation and a length that stays inside it"
         }
     }
 }
@@ -88,7 +97,7 @@ public final class Plexus: @unchecked Sendable {
     private let lostPeers = Locked<[Int: String]>([:])
     /// Ranks that said goodbye in `finalize`: their disconnection is orderly.
     private let departed = Locked<Set<Int>>([])
-    private let isFinalized = AtomicFlag()
+    let isFinalized = AtomicFlag()
     private let handlers = Locked<[UInt16: @Sendable (Int, Frame) -> Void]>([:])
 
     /// Joins the job this process was started in by `plexus run`, using the

@@ -164,6 +164,16 @@ final class Heap: @unchecked Sendable {
         return start
     }
 
+    /// The byte ranges of the region a process may name in a prefetch hint:
+    /// the collective heap allocated so far, and the per-process arenas
+    /// (placed before the job starts). Pages past the collective heap's end
+    /// must stay untouched until an allocation places them.
+    var hintable: [Range<Int>] {
+        lock.lock()
+        defer { lock.unlock() }
+        return [0..<collectiveNext, collectiveLimit..<(collectiveLimit + ranks * arenaSize)]
+    }
+
     /// The element at byte `offset` of the region, "name[index]", or nil
     /// outside every allocation this process knows of (another rank's
     /// per-process allocations are known only to that rank).

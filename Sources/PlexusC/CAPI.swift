@@ -72,10 +72,8 @@ public func plexus_alloc_local(_ bytes: Int, _ name: UnsafePointer<CChar>?) -> U
 @_cdecl("plexus_prefetch")
 public func plexus_prefetch(_ address: UnsafeRawPointer?, _ bytes: Int, _ forWrite: Int32) -> Int32 {
     guard let r = runtime else { return fail(PlexusError.notLaunched(missing: "plexus_init()")) }
-    guard let address else {
-        return fail(PlexusError.memory(.notInRegion(address: 0, bytes: bytes, regionBase: r.memory?.region.applicationBase ?? 0,
-                                                    regionBytes: r.memory?.region.size ?? 0)))
-    }
+    // A NULL address is no shared memory either (or the job has none).
+    let address = address ?? UnsafeRawPointer(bitPattern: UInt.max)!
     do { try r.prefetch(address, bytes: bytes, for: forWrite != 0 ? .write : .read); return 0 } catch { return fail(error) }
 }
 

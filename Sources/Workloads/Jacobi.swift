@@ -86,10 +86,9 @@ public enum Jacobi {
         for i in [rows.lowerBound - 1, rows.upperBound] where i >= 0 && i < n {
             hints.append(PrefetchRange(src + i * n, bytes: rowBytes, for: .read))
         }
-        if !rows.isEmpty {
-            for i in Set([rows.lowerBound, rows.upperBound - 1]) {
-                hints.append(PrefetchRange(dst + i * n, bytes: rowBytes, for: .write))
-            }
+        // The first and last row, once if they are the same (the same order in every process).
+        for i in [rows.lowerBound, rows.upperBound - 1].prefix(rows.count == 1 ? 1 : 2) where !rows.isEmpty {
+            hints.append(PrefetchRange(dst + i * n, bytes: rowBytes, for: .write))
         }
         try px.prefetch(hints)
     }

@@ -46,6 +46,9 @@ struct CoherenceSimulation {
         /// each at any moment, by any rank, for one page or all of them, to
         /// read or to write; 0 for none.
         var prefetches = 0
+        /// If set, `SCProtocol.prefetchLimit` of every `sc` core (low
+        /// values make the bound's path run).
+        var prefetchLimit: Int? = nil
         /// Steps allowed after the last operation started, before the run
         /// counts as livelocked.
         var stepBudget = 100_000
@@ -122,6 +125,10 @@ struct CoherenceSimulation {
             // Every page is one collective allocation every rank has placed,
             // so look-ahead may also fetch pages never held.
             core.onAllocated(pages: 0..<pages)
+            if let limit = parameters.prefetchLimit, var sc = core as? SCProtocol {
+                sc.prefetchLimit = limit
+                core = sc
+            }
             return core
         }
         model = type(of: cores[0]).model

@@ -216,7 +216,13 @@ struct ExhaustiveExploration {
         parameters.prefetches = 2
         parameters.scripts = [[.write(0), .write(0)], [.read(0), .read(0)]]
         let outcome = try ExhaustiveExploration.explore(parameters, stateLimit: 400_000)
-        #expect(outcome.states > 50 && outcome.terminalStates > 1)
+        // The hints must have added interleavings, not only been allowed:
+        // the same scripts without them reach far fewer states.
+        var plain = parameters
+        plain.prefetches = 0
+        let without = try ExhaustiveExploration.explore(plain, stateLimit: 400_000)
+        #expect(outcome.states > 10 * without.states && outcome.terminalStates > without.terminalStates,
+                "\(outcome.states) states with hints, \(without.states) without")
     }
 
     /// Ivy has no minimum time a page stays put (Mirage added one, the Δ

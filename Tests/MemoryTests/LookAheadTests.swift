@@ -12,6 +12,8 @@ import Testing
         var cores: [SCProtocol]
         /// Every message sent, in order, for the tests to count.
         var sent: [(from: Int, to: Int, MemoryMessage)] = []
+        /// Every effect other than a send that `settle` performed, by rank.
+        var performed: [(rank: Int, MemoryEffect)] = []
 
         init(pages: Int, lookAhead: Int) {
             cores = (0..<2).map { r in
@@ -29,7 +31,7 @@ import Testing
                 for x in e {
                     switch x {
                     case let .send(to, m), let .sendWithPage(to, _, m): queue.append((r, to, m))
-                    default: break
+                    default: performed.append((r, x))
                     }
                 }
             }

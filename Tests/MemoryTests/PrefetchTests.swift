@@ -37,6 +37,7 @@ import Testing
         job.settle(job.cores[1].onPrefetch(pages: 0..<4, forWriting: true), at: 1)
         for p in 0..<4 { #expect(job.cores[1].access(ofPage: p) == .readWrite && job.cores[0].access(ofPage: p) == .none) }
         #expect(job.cores[1].statistics.total.writeFaults == faults && job.cores[1].statistics.total.prefetches == 4)
+        #expect(job.cores[1].prefetchesInFlight == 0 && job.cores[1].isQuiescent, "every hinted upgrade must be accounted for")
         // The owner upgrades by itself: invalidations and acks only.
         #expect(job.sent.allSatisfy { if case .invalidate = $0.2 { true } else if case .invalidateAck = $0.2 { true } else { false } })
         #expect(job.sent.count == 8)
@@ -71,7 +72,7 @@ import Testing
         // A second hint while the first is in flight starts nothing.
         #expect(Self.sends(job.cores[0].onPrefetch(pages: 0..<pages, forWriting: false)).isEmpty)
         job.settle(effects, at: 0)
-        #expect(job.cores[0].prefetchesInFlight == 0)
+        #expect(job.cores[0].prefetchesInFlight == 0 && job.cores[0].isQuiescent)
         for p in 0..<pages {
             #expect(job.cores[0].access(ofPage: p) == (p < SCProtocol.maxPrefetchesInFlight ? .read : .none), "page \(p)")
         }
@@ -80,7 +81,7 @@ import Testing
         #expect((0..<pages).allSatisfy { job.cores[0].access(ofPage: $0) == .read })
     }
 
-    @Test func hintsDoNotCountAsFaultsOrMakeHistory() {
+    @Test func readHintsDoNotCountAsFaultsOrMakeReadHistory() {
         var job = Job(pages: 8, lookAhead: 3)
         job.write(0, at: 1)
         job.write(1, at: 1)
@@ -88,9 +89,48 @@ import Testing
         job.write(0, at: 1)
         job.write(1, at: 1)
         // Rank 0 never faulted on pages 0 and 1: look-ahead must not treat
-        // them as a rereading run.
+        // them as a rereading run. (A write hint does count as having had
+        // write access, which write look-ahead uses: the program said it
+        // would write.)
         job.read(0, at: 0)
         #expect(job.cores[0].statistics.total.readsAhead == 0 && job.cores[0].statistics.total.readFaults == 1)
         #expect(job.cores[0].access(ofPage: 1) == .none)
+    }
+}
+
+extension PrefetchTests {
+    @Test func aBarrierArrivalWaitsForTheHintsInFlight() {
+        var job = Job(pages: 4, lookAhead: 0)
+        job.write(0, at: 1)
+        job.write(1, at: 1)
+        let hint = job.cores[0].onPrefetch(pages: 0..<2, forWriting: true)
+        #expect(job.cores[0].prefetchesInFlight == 2)
+        let ticket = SyncTicket(7)
+        #expect(job.cores[0].onBarrierArrive(barrier: 0, ticket: ticket).isEmpty, "the arrival must wait for the hints")
+        #expect(!job.cores[0].isQuiescent)
+        job.settle(hint, at: 0)
+        let ready = job.performed.filter { $0.rank == 0 && $0.1 == .syncReady(ticket, payload: []) }
+        #expect(ready.count == 1, "\(job.performed)")
+        #expect(job.cores[0].isQuiescent && job.cores[0].prefetchesInFlight == 0)
+        // With nothing in flight an arrival proceeds at once.
+        #expect(job.cores[0].onBarrierArrive(barrier: 0, ticket: SyncTicket(8)) == [.syncReady(SyncTicket(8), payload: [])])
+    }
+
+    @Test func atTheBoundPagesThatNeedNoMessageAreStillServed() {
+        var job = Job(pages: 6, lookAhead: 0)
+        // Pages 0..<3 at rank 1 (remote for rank 0), 3..<6 placed at rank 0.
+        job.cores[0] = SCProtocol(configuration: job.cores[0].configuration)
+        job.cores[1] = SCProtocol(configuration: job.cores[1].configuration)
+        for r in 0..<2 {
+            _ = job.cores[r].onPlacement(pages: 0..<3, home: 1)
+            _ = job.cores[r].onPlacement(pages: 3..<6, home: 0)
+        }
+        job.cores[0].prefetchLimit = 1
+        let effects = job.cores[0].onPrefetch(pages: 0..<6, forWriting: false)
+        #expect(PrefetchTests.sends(effects).count == 1, "one request: the bound")
+        #expect((3..<6).allSatisfy { job.cores[0].access(ofPage: $0) == .read }, "own pages are served past the bound")
+        job.settle(effects, at: 0)
+        #expect(job.cores[0].access(ofPage: 0) == .read && job.cores[0].access(ofPage: 1) == .none)
+        #expect(job.cores[0].isQuiescent)
     }
 }

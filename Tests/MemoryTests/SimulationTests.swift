@@ -77,7 +77,8 @@ import Glibc
     /// sc with prefetch hints, with and without look-ahead: hints start
     /// transactions nobody waits for, at any moment, for pages in any
     /// state (held, in flight, owned), which must keep the model and leave
-    /// every core quiescent.
+    /// every core quiescent (`isQuiescent` counts hints still in flight, so
+    /// a hint whose end is never accounted for fails here).
     @Test(arguments: [2, 3, 4], [0, 2])
     func prefetchSchedulesKeepTheMemoryModel(rankCount: Int, lookAhead: Int) throws {
         var prefetched = 0, operations = 0
@@ -87,6 +88,9 @@ import Glibc
                 var parameters = CoherenceSimulation.Parameters(protocolName: "sc", rankCount: rankCount, pageCount: pageCount, operations: 40)
                 parameters.lookAhead = lookAhead
                 parameters.prefetches = 12
+                // Every other schedule at a bound of one hint in flight, so
+                // that hints also meet it.
+                if index % 2 == 1 { parameters.prefetchLimit = 1 }
                 var simulation = try CoherenceSimulation(seed: seed, parameters: parameters)
                 do {
                     try simulation.run()

@@ -38,8 +38,9 @@ int plexus_lock_release(int id);
 /* A hint that this thread will soon read (for_write 0) or write (1) the
  * `bytes` bytes of shared memory at `addr`: the pages it lacks start moving
  * now and the call returns at once, so the transfer overlaps other work.
- * Never changes what the program can observe. -1 if the range is not in the
- * shared region. */
+ * Never changes what the program can observe. -1 on error: the range is not
+ * inside shared memory allocated so far (plexus_last_error() lists what is),
+ * or the job has none. */
 int plexus_prefetch(const void *addr, size_t bytes, int for_write);
 /* Leaves the job: waits for every process, then disconnects. */
 int plexus_finalize(void);

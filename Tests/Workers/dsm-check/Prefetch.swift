@@ -13,7 +13,12 @@ import Plexus
 ///   read-write; after a barrier no other rank holds a copy; rank 1
 ///   writes, and after a barrier every rank reads rank 1's values.
 /// Then: one hint over more pages than may be in flight starts exactly the
-/// bound, and a hint outside the region throws without starting anything.
+/// bound; a hint outside shared memory allocated so far (a stack address, or
+/// past the last collective allocation) throws without starting anything,
+/// and the next allocation works; and a write hint given just before
+/// `finalize` ends before the process leaves (its barrier waits for it), so
+/// no rank sends to one that is gone. The checks assume `sc`, which honours
+/// every hint.
 func prefetchHints(_ px: Plexus, _ o: Options) throws -> Bool {
     let rounds = o.iterations ?? 20
     guard px.size >= 2, let m = px.memory else {
@@ -94,22 +99,41 @@ func prefetchHints(_ px: Plexus, _ o: Options) throws -> Bool {
         if sum != 0 { failures.add("fresh pages read \(sum), not zeros") }
     }
 
-    // Outside the region: an error that says so, and nothing started.
+    // Outside shared memory allocated so far: an error that says so, and
+    // nothing started.
     let before = m.statistics.0.total.prefetches
-    var local = 0
-    do {
-        try withUnsafePointer(to: &local) { try px.prefetch(UnsafeRawPointer($0), bytes: 8) }
-        failures.add("a hint on a stack address did not throw")
-    } catch let e as PlexusError {
-        if case .memory(.notInRegion) = e {} else { failures.add("a hint on a stack address threw \(e), not notInRegion") }
-        if !e.description.contains("not inside the shared region") { failures.add("unclear message: \(e)") }
+    func expectRefused(_ what: String, _ hint: () throws -> Void) {
+        do {
+            try hint()
+            failures.add("\(what) did not throw")
+        } catch let e as PlexusError {
+            if case .notShared = e {} else { failures.add("\(what) threw \(e), not notShared") }
+            if !e.description.contains("not inside shared memory allocated so far") { failures.add("\(what): unclear message: \(e)") }
+        } catch {
+            failures.add("\(what) threw \(error)")
+        }
     }
-    do {
-        try px.prefetch(array.base, bytes: array.count * MemoryLayout<Int>.stride + m.region.size)
-        failures.add("a hint running past the region's end did not throw")
-    } catch {}
+    var local = 0
+    expectRefused("a hint on a stack address") { try withUnsafePointer(to: &local) { try px.prefetch(UnsafeRawPointer($0), bytes: 8) } }
+    // Past the last allocation: pages a later allocation must find untouched.
+    let end = big.base + big.count
+    expectRefused("a hint past the last collective allocation") { try px.prefetch(UnsafeRawPointer(big.base), bytes: (big.count + 4 * words) * 8) }
+    expectRefused("a hint just past the last collective allocation") { try px.prefetch(UnsafeRawPointer(end), bytes: 1) }
+    expectRefused("a hint outside the array") { try px.prefetch(big, 0..<(big.count + 1)) }
     if m.statistics.0.total.prefetches != before { failures.add("a rejected hint started transactions") }
+    // The pages after it are still pristine: the next allocation places them.
+    let next = try px.allocate(Int.self, count: 4 * words, name: "after", alignment: pageSize)
+    if px.rank == 0 { store(next.base, 7) }
+    try px.barrier()
+    if load(next.base) != 7 { failures.add("the allocation after the refused hints reads \(load(next.base)), not 7") }
+    try px.barrier()
+
+    // A write hint right before leaving: rank 1 asks for write access to
+    // `big` (rank 0 owns it, rank 1 holds copies from its reads above), then
+    // the verdict and finalize; finalize's barrier waits for the hint's
+    // transactions, so no rank has left while they still need it.
+    if px.rank == 1 { try px.prefetch(big, 0..<big.count, for: .write) }
 
     return try verdict(px, "prefetch", failures,
-                       detail: "\(rounds) rounds x \(pages) pages: hinted reads and writes took no fault and saw the last writes; a hint starts at most \(SCProtocol.maxPrefetchesInFlight) pages; hints outside the region throw")
+                       detail: "\(rounds) rounds x \(pages) pages: hinted reads and writes took no fault and saw the last writes; a hint starts at most \(SCProtocol.maxPrefetchesInFlight) pages; hints outside allocated shared memory throw")
 }
