@@ -282,22 +282,10 @@ extension MemoryFailureTests {
     /// sequential run, and each rank reports where its time went.
     @Test func jacobiHintsTakeTheBoundaryRowsOutOfTheFaults() throws {
         func run(_ hints: Bool) throws -> (prefetches: Int, readFaults: Int, writeFaults: Int) {
-            let file = FileManager.default.temporaryDirectory.appendingPathComponent("plexus-stats-\(UInt32.random(in: 0...UInt32.max)).json")
-            defer { try? FileManager.default.removeItem(at: file) }
-            let job = try runJob(ranks: 2, protocol: "sc", ["1024", "12"] + (hints ? [] : ["--no-prefetch"]),
-                                 plexusOptions: ["--stats", file.path], program: "jacobi")
-            #expect(job.status == 0 && job.stdout.contains("PASS"), "\(job.output)")
+            let (job, _, sum) = try jacobiTotals(["1024", "12"] + (hints ? [] : ["--no-prefetch"]), plexusOptions: [],
+                                                 keys: ["prefetches", "readFaults", "writeFaults"])
             for r in 0..<2 { #expect(job.stdout.contains("[\(r)] rank \(r): ") && job.stdout.contains("blocked in faults"), "\(job.stdout)") }
-            let doc = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [String: Any])
-            let processes = try #require(doc["processes"] as? [[String: Any]])
-            var sum = (prefetches: 0, readFaults: 0, writeFaults: 0)
-            for p in processes {
-                let totals = try #require(p["totals"] as? [String: Any])
-                sum.prefetches += totals["prefetches"] as? Int ?? -1000
-                sum.readFaults += totals["readFaults"] as? Int ?? -1000
-                sum.writeFaults += totals["writeFaults"] as? Int ?? -1000
-            }
-            return sum
+            return (sum["prefetches"]!, sum["readFaults"]!, sum["writeFaults"]!)
         }
         let off = try run(false), on = try run(true)
         #expect(off.prefetches == 0, "\(off)")
@@ -312,29 +300,35 @@ extension MemoryFailureTests {
         #expect(on.writeFaults <= off.writeFaults - 10, "write faults \(on.writeFaults) with hints, \(off.writeFaults) without")
     }
 
+    /// Runs `jacobi ARGS` in a 2-process sc job with `--stats` and returns
+    /// the job, the statistics document, and each of `keys` summed over the
+    /// processes' totals (-1000 per process that lacks it).
+    private func jacobiTotals(_ args: [String], plexusOptions: [String], keys: [String]) throws -> (Job, [String: Any], [String: Int]) {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("plexus-stats-\(UInt32.random(in: 0...UInt32.max)).json")
+        defer { try? FileManager.default.removeItem(at: file) }
+        let job = try runJob(ranks: 2, protocol: "sc", args, plexusOptions: plexusOptions + ["--stats", file.path], program: "jacobi")
+        #expect(job.status == 0 && job.stdout.contains("PASS"), "\(job.output)")
+        let doc = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [String: Any])
+        let processes = try #require(doc["processes"] as? [[String: Any]])
+        var sum: [String: Int] = [:]
+        for p in processes {
+            let totals = try #require(p["totals"] as? [String: Any])
+            for key in keys { sum[key, default: 0] += totals[key] as? Int ?? -1000 }
+        }
+        return (job, doc, sum)
+    }
+
     /// Look-ahead in a real job: Jacobi's boundary rows (2 pages each at
     /// 1024 doubles) are re-read and rewritten every iteration, so with
     /// look-ahead each row's second page travels with its first, both ways;
     /// without it, none does. The result matches the sequential run in both.
     @Test func jacobiRowsTravelAheadOfTheirFaultsOnlyWithLookAhead() throws {
         func run(_ lookAhead: Int) throws -> (reads: Int, writes: Int, readFaults: Int) {
-            let file = FileManager.default.temporaryDirectory.appendingPathComponent("plexus-stats-\(UInt32.random(in: 0...UInt32.max)).json")
-            defer { try? FileManager.default.removeItem(at: file) }
             // Without prefetch hints, which would fetch the rows before any fault.
-            let job = try runJob(ranks: 2, protocol: "sc", ["1024", "12", "--no-prefetch"],
-                                 plexusOptions: ["--look-ahead", "\(lookAhead)", "--stats", file.path], program: "jacobi")
-            #expect(job.status == 0 && job.stdout.contains("PASS"), "\(job.output)")
-            let doc = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [String: Any])
+            let (_, doc, sum) = try jacobiTotals(["1024", "12", "--no-prefetch"], plexusOptions: ["--look-ahead", "\(lookAhead)"],
+                                                 keys: ["readsAhead", "writesAhead", "readFaults"])
             #expect(doc["lookAhead"] as? Int == lookAhead)
-            let processes = try #require(doc["processes"] as? [[String: Any]])
-            var sum = (reads: 0, writes: 0, readFaults: 0)
-            for p in processes {
-                let totals = try #require(p["totals"] as? [String: Any])
-                sum.reads += totals["readsAhead"] as? Int ?? -1000
-                sum.writes += totals["writesAhead"] as? Int ?? -1000
-                sum.readFaults += totals["readFaults"] as? Int ?? -1000
-            }
-            return sum
+            return (sum["readsAhead"]!, sum["writesAhead"]!, sum["readFaults"]!)
         }
         let off = try run(0), on = try run(1)
         #expect(off.reads == 0 && off.writes == 0, "\(off)")
