@@ -41,6 +41,10 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (rank == 0) printf("rank 0: a prefetch outside shared memory is refused: %s\n", plexus_last_error());
+    if (plexus_prefetch(NULL, 8, 1) == 0) {
+        fprintf(stderr, "c-dsm: a prefetch of NULL was accepted\n");
+        return 1;
+    }
     long expected = increments * size, sum = 0;
     for (int r = 0; r < size; r++) sum += counters[1 + r];
     int ok = counters[0] == expected && sum == expected;

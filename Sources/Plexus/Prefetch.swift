@@ -14,7 +14,13 @@ public struct PrefetchRange: Sendable, Equatable {
     public var intent: PrefetchIntent
 
     public init(_ address: UnsafeRawPointer, bytes: Int, for intent: PrefetchIntent = .read) {
-        self.address = UInt(bitPattern: address)
+        self.init(address: UInt(bitPattern: address), bytes: bytes, for: intent)
+    }
+
+    /// A range by its numeric address (0 stands for a null pointer, which
+    /// `prefetch` refuses like any address outside shared memory).
+    public init(address: UInt, bytes: Int, for intent: PrefetchIntent = .read) {
+        self.address = address
         self.bytes = bytes
         self.intent = intent
     }

@@ -72,9 +72,9 @@ public func plexus_alloc_local(_ bytes: Int, _ name: UnsafePointer<CChar>?) -> U
 @_cdecl("plexus_prefetch")
 public func plexus_prefetch(_ address: UnsafeRawPointer?, _ bytes: Int, _ forWrite: Int32) -> Int32 {
     guard let r = runtime else { return fail(PlexusError.notLaunched(missing: "plexus_init()")) }
-    // A NULL address is no shared memory either (or the job has none).
-    let address = address ?? UnsafeRawPointer(bitPattern: UInt.max)!
-    do { try r.prefetch(address, bytes: bytes, for: forWrite != 0 ? .write : .read); return 0 } catch { return fail(error) }
+    // NULL is refused like any address outside shared memory.
+    let range = PrefetchRange(address: address.map { UInt(bitPattern: $0) } ?? 0, bytes: bytes, for: forWrite != 0 ? .write : .read)
+    do { try r.prefetch([range]); return 0 } catch { return fail(error) }
 }
 
 @_cdecl("plexus_lock_acquire")
