@@ -106,11 +106,13 @@
 ///   `prefetchLimit` at a time. Under sequential consistency a
 ///   read issued early is a read whose value is dropped, and write access
 ///   taken early is a write of nothing: no outcome changes, only when the
-///   messages travel. A barrier arrival waits until this rank's hinted
-///   transactions have ended, so none outlives the epoch it was given in
-///   (and none is still in flight when a process leaves the job behind its
-///   last barrier). They end without the application: every step of a
-///   transaction runs on the engines' serving threads.
+///   messages travel.
+/// - A barrier arrival waits until every transaction this rank started with
+///   no thread waiting for it (look-ahead's and hints') has ended, so none
+///   outlives the epoch it was started in, and none is still in flight when
+///   a process leaves the job behind its last barrier (its owner would
+///   answer a process that is gone). They end without the application:
+///   every step of a transaction runs on the engines' serving threads.
 public struct SCProtocol: CoherenceProtocol {
     public static let name = "sc"
     public static let model = MemoryModel.sequential
@@ -150,6 +152,9 @@ public struct SCProtocol: CoherenceProtocol {
         var allocated = false
         /// The request in flight was started by a prefetch hint.
         var prefetched = false
+        /// The request in flight was started with no thread waiting for it
+        /// (look-ahead or a hint); barrier arrivals wait for these.
+        var unwaited = false
     }
 
     enum Request: Sendable, Equatable {
@@ -190,8 +195,10 @@ public struct SCProtocol: CoherenceProtocol {
     public var prefetchLimit = SCProtocol.maxPrefetchesInFlight {
         didSet { precondition(prefetchLimit >= 0, "negative prefetch limit \(prefetchLimit)") }
     }
-    /// Barrier arrivals waiting for this rank's hinted transactions to end.
-    private var arrivalsAfterHints: [SyncTicket] = []
+    /// Requests in flight with `unwaited` set.
+    private var unwaitedInFlight = 0
+    /// Barrier arrivals waiting for them to end (one per thread in a barrier).
+    private var arrivalsWaiting: [SyncTicket] = []
     /// Longest manager queue seen so far, for tests and reports.
     public private(set) var maxQueueDepth = 0
 
@@ -223,9 +230,9 @@ public struct SCProtocol: CoherenceProtocol {
     }
 
     public var isQuiescent: Bool {
-        pages.allSatisfy { $0.request == nil && $0.acksOutstanding == 0 && !$0.upgradingLocally && $0.heldForwards.isEmpty && !$0.grantIsStale && !$0.prefetched }
+        pages.allSatisfy { $0.request == nil && $0.acksOutstanding == 0 && !$0.upgradingLocally && $0.heldForwards.isEmpty && !$0.grantIsStale && !$0.prefetched && !$0.unwaited }
             && managed.allSatisfy { $0.inFlight == nil && $0.queue.isEmpty }
-            && prefetchesInFlight == 0 && arrivalsAfterHints.isEmpty
+            && prefetchesInFlight == 0 && unwaitedInFlight == 0 && arrivalsWaiting.isEmpty
     }
 
     // MARK: Inputs
@@ -328,6 +335,7 @@ public struct SCProtocol: CoherenceProtocol {
             }
             pages[page].prefetched = true
             prefetchesInFlight += 1
+            startUnwaited(page)
             if state.isOwner {
                 upgradeLocally(page, invalidating: state.copyset)
             } else {
@@ -338,27 +346,39 @@ public struct SCProtocol: CoherenceProtocol {
         return takeEffects()
     }
 
+    /// The transaction about to start for `page` has no thread waiting
+    /// for it (look-ahead, a hint).
+    private mutating func startUnwaited(_ page: Int) {
+        precondition(!pages[page].unwaited, "page \(page) already has a transaction nobody waits for")
+        pages[page].unwaited = true
+        unwaitedInFlight += 1
+    }
+
     /// The request in flight for `page` is done: if a prefetch started it,
-    /// it no longer counts against the bound, and once the last one is done
-    /// the barrier arrivals waiting for them proceed.
+    /// it no longer counts against the bound; once the last transaction
+    /// nobody waited for is done, the barrier arrivals waiting proceed.
     private mutating func requestDone(_ page: Int) {
         pages[page].request = nil
         if pages[page].prefetched {
             pages[page].prefetched = false
             prefetchesInFlight -= 1
-            if prefetchesInFlight == 0 {
-                for ticket in arrivalsAfterHints { effects.append(.syncReady(ticket, payload: [])) }
-                arrivalsAfterHints = []
+        }
+        if pages[page].unwaited {
+            pages[page].unwaited = false
+            unwaitedInFlight -= 1
+            if unwaitedInFlight == 0 {
+                for ticket in arrivalsWaiting { effects.append(.syncReady(ticket, payload: [])) }
+                arrivalsWaiting = []
             }
         }
     }
 
-    /// A barrier arrival proceeds once no hinted transaction of this rank
-    /// is in flight (see the opening comment); other synchronisation needs
-    /// nothing under sequential consistency.
+    /// A barrier arrival proceeds once no transaction this rank started
+    /// without a waiting thread is in flight (see the opening comment);
+    /// other synchronisation needs nothing under sequential consistency.
     public mutating func onBarrierArrive(barrier: Int, ticket: SyncTicket) -> [MemoryEffect] {
-        if prefetchesInFlight == 0 { return [.syncReady(ticket, payload: [])] }
-        arrivalsAfterHints.append(ticket)
+        if unwaitedInFlight == 0 { return [.syncReady(ticket, payload: [])] }
+        arrivalsWaiting.append(ticket)
         return []
     }
 
@@ -475,6 +495,7 @@ public struct SCProtocol: CoherenceProtocol {
             guard s.faultedBefore || (sequential && s.allocated), !s.isOwner, s.access == .none, s.request == nil,
                   s.probableOwner == owner else { return q }
             record(.readAhead(page: q))
+            startUnwaited(q)
             sendRequest(q, .read)
             runLoopback()
         }
@@ -512,6 +533,7 @@ public struct SCProtocol: CoherenceProtocol {
             guard s.wroteBefore, s.isOwner, s.access == .read, s.copyset == copyset, s.request == nil,
                   s.acksOutstanding == 0, s.heldForwards.isEmpty else { return }
             record(.writeAhead(page: q))
+            startUnwaited(q)
             upgradeLocally(q, invalidating: copyset)
         }
     }

@@ -41,7 +41,7 @@ extension Plexus {
     /// before it touches the memory. A hint never changes what the program
     /// can observe: a page touched before its transfer ends waits for it
     /// like any fault. With `sc`, a hint's transactions end before this
-    /// process passes its next barrier.
+    /// process passes its next barrier (its arrival waits for them).
     ///
     /// Use it where a program knows what it needs next and has other work
     /// first: a stencil names its neighbours' boundary rows right after a

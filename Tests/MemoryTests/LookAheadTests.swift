@@ -165,3 +165,23 @@ import Testing
         #expect(other.cores[0].statistics.total.readsAhead == 0)
     }
 }
+
+extension LookAheadTests {
+    /// Pages fetched ahead have no thread waiting for them: a barrier
+    /// arrival waits until they are in, so none is still in flight when a
+    /// process leaves the job behind its last barrier.
+    @Test func aBarrierArrivalWaitsForThePagesFetchedAhead() {
+        var job = Job(pages: 8, lookAhead: 3)
+        job.iteration()
+        job.iteration()
+        for p in 0..<4 where job.cores[1].access(ofPage: p) != .readWrite { job.write(p, at: 1) }
+        let before = job.cores[0].statistics.total.readsAhead
+        let fault = job.cores[0].onReadFault(page: 0)
+        #expect(job.cores[0].statistics.total.readsAhead == before + 3)
+        let ticket = SyncTicket(3)
+        #expect(job.cores[0].onBarrierArrive(barrier: 0, ticket: ticket).isEmpty, "three pages fetched ahead are in flight")
+        job.settle(fault, at: 0)
+        #expect(job.performed.filter { $0.rank == 0 && $0.1 == .syncReady(ticket, payload: []) }.count == 1, "\(job.performed)")
+        #expect(job.cores[0].isQuiescent && job.cores[1].isQuiescent)
+    }
+}
