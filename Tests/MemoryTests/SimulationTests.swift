@@ -19,20 +19,7 @@ import Glibc
                 let seed = UInt64(rankCount) << 48 | UInt64(pageCount) << 40 | UInt64(index)
                 let parameters = CoherenceSimulation.Parameters(protocolName: protocolName, rankCount: rankCount,
                                                                 pageCount: pageCount, operations: 40)
-                var simulation = try CoherenceSimulation(seed: seed, parameters: parameters)
-                do {
-                    try simulation.run()
-                } catch {
-                    // Run it again with the trace on, for the report.
-                    var traced = try CoherenceSimulation(seed: seed, parameters: parameters, keepTrace: true)
-                    do {
-                        try traced.run()
-                        Issue.record("\(protocolName), \(rankCount) ranks, \(pageCount) pages: \(error) (not reproduced with tracing)")
-                    } catch {
-                        Issue.record("\(protocolName), \(rankCount) ranks, \(pageCount) pages: \(error)")
-                    }
-                    return
-                }
+                guard let simulation = try Self.run(seed: seed, parameters, "\(protocolName), \(rankCount) ranks, \(pageCount) pages") else { return }
                 reads += simulation.completedReads
                 writes += simulation.completedWrites
                 messages += simulation.messagesDelivered
@@ -53,15 +40,7 @@ import Glibc
                 let seed = 0x1a << 56 | UInt64(rankCount) << 48 | UInt64(pageCount) << 40 | UInt64(index)
                 var parameters = CoherenceSimulation.Parameters(protocolName: "sc", rankCount: rankCount, pageCount: pageCount, operations: 60)
                 parameters.lookAhead = 2
-                var simulation = try CoherenceSimulation(seed: seed, parameters: parameters)
-                do {
-                    try simulation.run()
-                } catch {
-                    var traced = try CoherenceSimulation(seed: seed, parameters: parameters, keepTrace: true)
-                    do { try traced.run() } catch { Issue.record("sc, look-ahead 2, \(rankCount) ranks, \(pageCount) pages: \(error)"); return }
-                    Issue.record("sc, look-ahead 2, \(rankCount) ranks, \(pageCount) pages: \(error) (not reproduced with tracing)")
-                    return
-                }
+                guard let simulation = try Self.run(seed: seed, parameters, "sc, look-ahead 2, \(rankCount) ranks, \(pageCount) pages") else { return }
                 for s in simulation.coreStatistics {
                     ahead.reads += s.total.readsAhead
                     ahead.writes += s.total.writesAhead
@@ -91,15 +70,8 @@ import Glibc
                 // Every other schedule at a bound of one hint in flight, so
                 // that hints also meet it.
                 if index % 2 == 1 { parameters.prefetchLimit = 1 }
-                var simulation = try CoherenceSimulation(seed: seed, parameters: parameters)
-                do {
-                    try simulation.run()
-                } catch {
-                    var traced = try CoherenceSimulation(seed: seed, parameters: parameters, keepTrace: true)
-                    do { try traced.run() } catch { Issue.record("sc, prefetch, look-ahead \(lookAhead), \(rankCount) ranks, \(pageCount) pages: \(error)"); return }
-                    Issue.record("sc, prefetch, \(rankCount) ranks, \(pageCount) pages: \(error) (not reproduced with tracing)")
-                    return
-                }
+                guard let simulation = try Self.run(seed: seed, parameters,
+                                                    "sc, prefetch, look-ahead \(lookAhead), \(rankCount) ranks, \(pageCount) pages") else { return }
                 prefetched += simulation.coreStatistics.reduce(0) { $0 + $1.total.prefetches }
                 operations += simulation.completedReads + simulation.completedWrites
             }
@@ -107,6 +79,25 @@ import Glibc
         // Hints must actually have started work, not only been given.
         #expect(prefetched > 1000, "\(prefetched) pages prefetched")
         #expect(operations == 3 * 150 * 40)
+    }
+
+    /// Runs one schedule and returns it; on a violation, runs it again with
+    /// the trace on, records the failure with the trace, and returns nil.
+    static func run(seed: UInt64, _ parameters: CoherenceSimulation.Parameters, _ label: String) throws -> CoherenceSimulation? {
+        var simulation = try CoherenceSimulation(seed: seed, parameters: parameters)
+        do {
+            try simulation.run()
+            return simulation
+        } catch {
+            var traced = try CoherenceSimulation(seed: seed, parameters: parameters, keepTrace: true)
+            do {
+                try traced.run()
+                Issue.record("\(label): \(error) (not reproduced with tracing)")
+            } catch {
+                Issue.record("\(label): \(error)")
+            }
+            return nil
+        }
     }
 
     @Test func replay() throws {
