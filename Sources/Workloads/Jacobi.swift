@@ -30,6 +30,14 @@ public enum Jacobi {
         return lo..<hi
     }
 
+    /// The rows rank `rank` of `size` initialises in the shared grids (first
+    /// touch): its own, and the fixed top and bottom rows for the first and
+    /// last rank.
+    static func initializedRows(n: Int, rank: Int, size: Int) -> Range<Int> {
+        let mine = rows(n: n, rank: rank, size: size)
+        return (rank == 0 ? 0 : mine.lowerBound)..<(rank == size - 1 ? n : mine.upperBound)
+    }
+
     /// Writes the initial values of rows `rows` into `grid`: 1 on the top edge, 0 elsewhere.
     public static func initialize(_ grid: UnsafeMutablePointer<Double>, n: Int, rows: Range<Int>) {
         for i in rows {
@@ -87,7 +95,8 @@ public enum Jacobi {
             hints.append(PrefetchRange(src + i * n, bytes: rowBytes, for: .read))
         }
         // The first and last row, once if they are the same (the same order in every process).
-        for i in [rows.lowerBound, rows.upperBound - 1].prefix(rows.count == 1 ? 1 : 2) where !rows.isEmpty {
+        let boundary = rows.count > 1 ? [rows.lowerBound, rows.upperBound - 1] : Array(rows)
+        for i in boundary {
             hints.append(PrefetchRange(dst + i * n, bytes: rowBytes, for: .write))
         }
         try px.prefetch(hints)
@@ -132,9 +141,7 @@ public enum Jacobi {
         let align = px.pageSize ?? 4096
         let a = try px.allocate(Double.self, count: n * n, name: "\(name).a", alignment: align)
         let b = try px.allocate(Double.self, count: n * n, name: "\(name).b", alignment: align)
-        var mine = rows(n: n, rank: px.rank, size: px.size)
-        if px.rank == 0 { mine = 0..<mine.upperBound }
-        if px.rank == px.size - 1 { mine = mine.lowerBound..<n }
+        let mine = initializedRows(n: n, rank: px.rank, size: px.size)
         initialize(a.base, n: n, rows: mine)
         initialize(b.base, n: n, rows: mine)
         try px.barrier()
@@ -255,9 +262,7 @@ public enum Jacobi {
         let grids = try allocate(px, n: n)
         var out = BenchmarkRuns()
         var reference: [Double] = []
-        var mine = rows(n: n, rank: px.rank, size: px.size)
-        if px.rank == 0 { mine = 0..<mine.upperBound }
-        if px.rank == px.size - 1 { mine = mine.lowerBound..<n }
+        let mine = initializedRows(n: n, rank: px.rank, size: px.size)
         for run in 0..<runs {
             if px.rank == 0 {
                 progress("jacobi run \(run + 1)/\(runs): 1 process on private memory")
