@@ -1,8 +1,8 @@
 // swift-tools-version: 6.0
 // Plexus: a cluster of Linux machines as one computer for parallel programs.
 // Layers (one target each, dependencies point down):
-//   plexus (CLI), Examples  ->  Plexus (umbrella API), PlexusC (C API)
-//   -> Cluster (node daemon, launcher), Memory (DSM), Names (quorum)
+//   PlexusCLI (the plexus command), Examples  ->  Plexus (umbrella API), PlexusC (C API)
+//   -> Cluster (node daemon, launcher), Memory (DSM), NameService (quorum) -> NamesCore (pure Raft and state machine)
 //   -> Transport (TCP, fault injection) -> Wire (frames, codecs)
 //   -> CFault (C: SIGSEGV handler, memfd dual mapping, futex hand-off)
 import PackageDescription
@@ -15,7 +15,7 @@ let package = Package(
     products: [
         .library(name: "Plexus", targets: ["Plexus"]),
         .library(name: "PlexusC", type: .dynamic, targets: ["PlexusC"]),
-        .executable(name: "plexus", targets: ["plexus"]),
+        .executable(name: "plexus", targets: ["PlexusCLI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -25,18 +25,18 @@ let package = Package(
         .target(name: "Wire", swiftSettings: strict),
         .target(name: "Transport", dependencies: ["Wire"], swiftSettings: strict),
         .target(name: "CFault"),
-        .target(name: "Cluster", dependencies: ["Wire", "Transport", "CFault", "Names", "NameService", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .target(name: "Cluster", dependencies: ["Wire", "Transport", "CFault", "NamesCore", "NameService", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .target(name: "Memory", dependencies: ["CFault"], swiftSettings: strict),
         .target(name: "Lincheck", swiftSettings: strict),
-        .target(name: "Names", swiftSettings: strict),
-        .target(name: "NameService", dependencies: ["Names", "Wire", "Transport", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .target(name: "NamesCore", swiftSettings: strict),
+        .target(name: "NameService", dependencies: ["NamesCore", "Wire", "Transport", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .target(name: "Plexus", dependencies: ["Wire", "Transport", "Cluster", "Memory"], swiftSettings: strict),
         .target(name: "Workloads", dependencies: ["Plexus"], swiftSettings: strict),
         .target(name: "PlexusC", dependencies: ["Plexus", "Transport"], swiftSettings: strict),
         .executableTarget(
-            name: "plexus",
+            name: "PlexusCLI",
             dependencies: [
-                "Plexus", "Cluster", "Transport", "Wire", "CFault", "Workloads", "Memory", "Names", "NameService", "Lincheck",
+                "Plexus", "Cluster", "Transport", "Wire", "CFault", "Workloads", "Memory", "NamesCore", "NameService", "Lincheck",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -58,8 +58,8 @@ let package = Package(
         // Shared-memory tests with real processes; dsm-check is their job program.
         .executableTarget(name: "dsm-check", dependencies: ["Plexus", "Workloads", "Transport"], path: "Tests/Workers/dsm-check", swiftSettings: strict),
         .testTarget(name: "MemoryIntegrationTests", dependencies: ["TestSupport", "Plexus", "CFault"], swiftSettings: strict),
-        .testTarget(name: "NamesTests", dependencies: ["Names"], swiftSettings: strict),
-        .testTarget(name: "NameServiceTests", dependencies: ["NameService", "Names", "Lincheck", "TestSupport", "Cluster", "Transport",
+        .testTarget(name: "NamesCoreTests", dependencies: ["NamesCore"], swiftSettings: strict),
+        .testTarget(name: "NameServiceTests", dependencies: ["NameService", "NamesCore", "Lincheck", "TestSupport", "Cluster", "Transport",
                                                            .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
     ]
 )

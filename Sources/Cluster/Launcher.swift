@@ -4,7 +4,7 @@ import Glibc
 import Foundation
 import Logging
 import NameService
-import Names
+import NamesCore
 import Transport
 import Wire
 

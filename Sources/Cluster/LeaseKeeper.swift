@@ -1,7 +1,7 @@
 import Foundation
 import Logging
 import NameService
-import Names
+import NamesCore
 import Transport
 
 /// Keeps name-service leases alive from one thread: every lease it holds gets

@@ -1,4 +1,4 @@
-import Names
+import NamesCore
 import Wire
 
 /// The name-service client protocol: Wire frames of kind `.names` (0x0301)
@@ -119,7 +119,7 @@ public enum ClientResponse: Equatable, Sendable {
 // MARK: - Encoding
 
 extension ReplicaStatus: ByteCodable {
-    public func write(to writer: inout Names.ByteWriter) {
+    public func write(to writer: inout NamesCore.ByteWriter) {
         id.write(to: &writer)
         writer.writeString(role)
         writer.writeVarint(term)
@@ -137,7 +137,7 @@ extension ReplicaStatus: ByteCodable {
         }
     }
 
-    public static func read(from reader: inout Names.ByteReader) throws(DecodeError) -> ReplicaStatus {
+    public static func read(from reader: inout NamesCore.ByteReader) throws(DecodeError) -> ReplicaStatus {
         let id = try ReplicaID.read(from: &reader)
         let role = try reader.readString(limit: 64)
         let term = try reader.readVarint()
@@ -148,9 +148,9 @@ extension ReplicaStatus: ByteCodable {
         let snap = try reader.readVarint()
         let members = try reader.readArray(ReplicaID.read)
         let quorum = try reader.readString(limit: 1024)
-        let failure = try reader.readOptional { (r: inout Names.ByteReader) throws(DecodeError) in try r.readString(limit: 4096) }
+        let failure = try reader.readOptional { (r: inout NamesCore.ByteReader) throws(DecodeError) in try r.readString(limit: 4096) }
         var addresses: [ReplicaID: String] = [:]
-        let pairs = try reader.readArray { (r: inout Names.ByteReader) throws(DecodeError) -> (ReplicaID, String) in
+        let pairs = try reader.readArray { (r: inout NamesCore.ByteReader) throws(DecodeError) -> (ReplicaID, String) in
             (try ReplicaID.read(from: &r), try r.readString(limit: 256))
         }
         for (k, v) in pairs { addresses[k] = v }
@@ -161,7 +161,7 @@ extension ReplicaStatus: ByteCodable {
 }
 
 extension ClientRequest: ByteCodable {
-    public func write(to writer: inout Names.ByteWriter) {
+    public func write(to writer: inout NamesCore.ByteWriter) {
         switch self {
         case .command(let client, let request, let command, let timeout):
             writer.writeVarint(0)
@@ -195,13 +195,13 @@ extension ClientRequest: ByteCodable {
         }
     }
 
-    static func readReplicaID(_ reader: inout Names.ByteReader) throws(DecodeError) -> ReplicaID {
+    static func readReplicaID(_ reader: inout NamesCore.ByteReader) throws(DecodeError) -> ReplicaID {
         let id = try reader.readVarint()
         guard replicaIDRange.contains(id) else { throw .invalidValue("replica id \(id) outside 1...\(replicaIDRange.upperBound)") }
         return ReplicaID(id)
     }
 
-    static func readMembershipRequest(_ reader: inout Names.ByteReader) throws(DecodeError) -> MembershipRequest {
+    static func readMembershipRequest(_ reader: inout NamesCore.ByteReader) throws(DecodeError) -> MembershipRequest {
         switch try reader.readVarint() {
         case 0:
             let id = try readReplicaID(&reader)
@@ -213,7 +213,7 @@ extension ClientRequest: ByteCodable {
         }
     }
 
-    public static func read(from reader: inout Names.ByteReader) throws(DecodeError) -> ClientRequest {
+    public static func read(from reader: inout NamesCore.ByteReader) throws(DecodeError) -> ClientRequest {
         switch try reader.readVarint() {
         case 0:
             return .command(clientID: try reader.readVarint(), requestID: try reader.readVarint(),
@@ -230,7 +230,7 @@ extension ClientRequest: ByteCodable {
 }
 
 extension ClientResponse: ByteCodable {
-    public func write(to writer: inout Names.ByteWriter) {
+    public func write(to writer: inout NamesCore.ByteWriter) {
         switch self {
         case .result(let result):
             writer.writeVarint(0)
@@ -274,7 +274,7 @@ extension ClientResponse: ByteCodable {
         }
     }
 
-    public static func read(from reader: inout Names.ByteReader) throws(DecodeError) -> ClientResponse {
+    public static func read(from reader: inout NamesCore.ByteReader) throws(DecodeError) -> ClientResponse {
         func small(_ field: String) throws(DecodeError) -> Int {
             let v = try reader.readVarint()
             guard v <= 1 << 16 else { throw .invalidValue("\(field) = \(v)") }
@@ -286,7 +286,7 @@ extension ClientResponse: ByteCodable {
         case 2: return .status(try .read(from: &reader))
         case 3:
             return .notLeader(leaderHint: try reader.readOptional(ReplicaID.read),
-                              leaderAddress: try reader.readOptional { (r: inout Names.ByteReader) throws(DecodeError) in
+                              leaderAddress: try reader.readOptional { (r: inout NamesCore.ByteReader) throws(DecodeError) in
                                   try r.readString(limit: 256) })
         case 4: return .noQuorum(reachable: try small("reachable"), members: try small("members"), needed: try small("needed"))
         case 5:
@@ -299,7 +299,7 @@ extension ClientResponse: ByteCodable {
             guard zip(members, members.dropFirst()).allSatisfy({ $0 < $1 }) else {
                 throw .invalidValue("members not strictly ascending")
             }
-            let pairs = try reader.readArray { (r: inout Names.ByteReader) throws(DecodeError) -> (ReplicaID, String) in
+            let pairs = try reader.readArray { (r: inout NamesCore.ByteReader) throws(DecodeError) -> (ReplicaID, String) in
                 (try ClientRequest.readReplicaID(&r), try r.readString(limit: 256))
             }
             guard zip(pairs, pairs.dropFirst()).allSatisfy({ $0.0 < $1.0 }) else {

@@ -1,5 +1,5 @@
 import Foundation
-import Names
+import NamesCore
 
 /// etcd v3 gateway JSON (grpc-gateway, `OrigName`): 64-bit integers arrive as
 /// strings, zero values and empty lists are omitted, bytes are base64. These

@@ -2,7 +2,7 @@
 import Glibc
 #endif
 import Foundation
-import Names
+import NamesCore
 import Transport
 
 /// The name service on an external etcd v3 cluster (Debian's etcd-server),

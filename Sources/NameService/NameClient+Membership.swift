@@ -1,5 +1,5 @@
 import Foundation
-import Names
+import NamesCore
 import Transport
 import Wire
 

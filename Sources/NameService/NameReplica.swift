@@ -1,6 +1,8 @@
+// NameService is the shell around the pure cores in NamesCore: replicas, storage, clients, membership and the etcd backend, with all their I/O.
+
 import Foundation
 import Logging
-import Names
+import NamesCore
 import Transport
 import Wire
 

@@ -1,5 +1,7 @@
+// NameService is the shell around the pure cores in NamesCore: replicas, storage, clients, membership and the etcd backend, with all their I/O.
+
 import Foundation
-import Names
+import NamesCore
 import Transport
 
 /// The whole name service as Plexus uses it, whatever runs it: the replicated

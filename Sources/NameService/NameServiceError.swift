@@ -1,4 +1,4 @@
-import Names
+import NamesCore
 
 /// Errors a name-service client sees. Each message says what happened and
 /// what to do; `mayHaveTakenEffect` tells a caller (and a history recorder)

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Names
+import NamesCore
 import Transport
 
 /// Durable state of one replica: the Raft hard state (term, vote), the log and
@@ -82,7 +82,7 @@ public final class ReplicaStorage {
                 reason = wal.count - offset < 8 ? "torn record header" : "torn record or checksum mismatch"
                 break
             }
-            var reader = Names.ByteReader(record.bytes)
+            var reader = NamesCore.ByteReader(record.bytes)
             do {
                 switch try reader.readVarint() {
                 case 0:
@@ -165,8 +165,8 @@ public final class ReplicaStorage {
 
     /// Appends one wal record: its kind (0 entry, 1 truncate-from, 2 hard
     /// state) and body, framed with length and checksum.
-    static func record(_ kind: UInt64, into out: inout [UInt8], _ body: (inout Names.ByteWriter) -> Void) {
-        var w = Names.ByteWriter()
+    static func record(_ kind: UInt64, into out: inout [UInt8], _ body: (inout NamesCore.ByteWriter) -> Void) {
+        var w = NamesCore.ByteWriter()
         w.writeVarint(kind)
         body(&w)
         frame(w.bytes, into: &out)

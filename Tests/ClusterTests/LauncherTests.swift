@@ -194,11 +194,8 @@ import TestSupport
 
     /// A job across network namespaces: each node runs in its own namespace
     /// with its own IP, as on separate hosts (Scripts/netns-cluster.sh).
-    @Test func jobAcrossNetworkNamespaces() throws {
-        guard getuid() == 0 else {
-            Issue.record("network namespaces need root; run the suite as root (CI does)")
-            return
-        }
+    @Test(.enabled(if: Requirement.root, Comment(rawValue: Requirement.rootMissing)))
+    func jobAcrossNetworkNamespaces() throws {
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("Scripts/netns-cluster.sh").path
         let env = ["PLEXUS_NETNS_PREFIX": "plxt", "PLEXUS_NETNS_NET": "78"]

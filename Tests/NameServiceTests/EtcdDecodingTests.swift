@@ -1,6 +1,6 @@
 import Foundation
 @testable import NameService
-import Names
+import NamesCore
 import Testing
 
 /// The etcd backend's decoders (HTTP framing, gateway JSON, process rows)

@@ -1,6 +1,6 @@
 import Foundation
 import NameService
-import Names
+import NamesCore
 import Testing
 import TestSupport
 

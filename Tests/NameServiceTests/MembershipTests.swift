@@ -3,7 +3,7 @@ import Glibc
 #endif
 import Foundation
 import NameService
-import Names
+import NamesCore
 import Testing
 import TestSupport
 import Wire

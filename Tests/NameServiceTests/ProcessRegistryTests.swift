@@ -2,7 +2,7 @@
 import Foundation
 import Logging
 import NameService
-import Names
+import NamesCore
 import Testing
 import Transport
 

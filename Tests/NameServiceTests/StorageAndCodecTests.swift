@@ -3,7 +3,7 @@ import Glibc
 #endif
 import Foundation
 @testable import NameService
-import Names
+import NamesCore
 import Testing
 import TestSupport
 

@@ -1,7 +1,7 @@
 import Foundation
 import Lincheck
 import NameService
-import Names
+import NamesCore
 import Testing
 import TestSupport
 

@@ -3,7 +3,7 @@ import Glibc
 #endif
 import Foundation
 import NameService
-import Names
+import NamesCore
 import TestSupport
 
 /// A cluster of real `plexus node` daemons, each hosting one name-service

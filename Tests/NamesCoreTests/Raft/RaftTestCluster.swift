@@ -1,4 +1,4 @@
-@testable import Names
+@testable import NamesCore
 
 /// A fault-free in-memory cluster for unit tests: FIFO delivery, explicit
 /// ticks, links that can be cut. Every `RaftReady` is performed in contract

@@ -3,7 +3,7 @@ import Cluster
 import Foundation
 import Logging
 import NameService
-import Names
+import NamesCore
 import Transport
 
 /// The options of `plexus node` that make it host a name-service replica.

@@ -1,5 +1,5 @@
 import Testing
-@testable import Names
+@testable import NamesCore
 
 /// Single-server membership change (dissertation §4.1) as the replicated
 /// service uses it: configuration contexts (member addresses, the request that

@@ -1,3 +1,5 @@
+// NamesCore is the pure core of the name service (Raft and the replicated state machine: values in, effects out, no I/O); NameService is its shell.
+
 /// NameServiceState — the deterministic state machine replicated by `RaftCore`.
 ///
 /// Models: the replicated state machine of Raft §2 and the client sessions of

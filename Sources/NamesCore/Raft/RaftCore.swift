@@ -1,3 +1,5 @@
+// NamesCore is the pure core of the name service (Raft and the replicated state machine: values in, effects out, no I/O); NameService is its shell.
+
 /// RaftCore — the consensus core of the Plexus name service.
 ///
 /// Implements Raft: D. Ongaro and J. Ousterhout, "In Search of an Understandable

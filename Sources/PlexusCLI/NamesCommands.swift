@@ -3,7 +3,7 @@ import Cluster
 import Foundation
 import Lincheck
 import NameService
-import Names
+import NamesCore
 
 /// Where the name service is: shared by `cluster`, `ns` and `ps`.
 struct NamesOptions: ParsableArguments {

@@ -1,5 +1,5 @@
 import Testing
-@testable import Names
+@testable import NamesCore
 
 /// Round-trip and robustness tests for every decoder: random values must
 /// round-trip; truncated, oversized, random and mutated inputs must be refused

@@ -7,7 +7,7 @@
 /// checked after every step; after a healing phase the run must make progress.
 ///
 /// Everything derives from one seed; a failing seed replays exactly.
-@testable import Names
+@testable import NamesCore
 
 struct SimulationOptions {
     var replicas = 3

@@ -2,7 +2,7 @@ import ArgumentParser
 import Cluster
 import Foundation
 import NameService
-import Names
+import NamesCore
 import Transport
 
 /// `plexus cluster add|remove|members`: single-server membership change of the

@@ -1,5 +1,5 @@
 import Testing
-@testable import Names
+@testable import NamesCore
 
 /// Unit tests named after the Raft paper section (or dissertation section)
 /// they check, in the manner of etcd-io/raft `raft_paper_test.go`.

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import Names
+@testable import NamesCore
 
 /// Seeded whole-cluster simulations (see `RaftSimulation.swift`). Each test
 /// runs many schedules; a failure prints the seed and a trace, and

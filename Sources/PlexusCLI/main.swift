@@ -1,3 +1,5 @@
+// PlexusCLI: the `plexus` command (swift-argument-parser); every subcommand is a thin shell over the library targets.
+
 #if canImport(Glibc)
 import Glibc
 #endif

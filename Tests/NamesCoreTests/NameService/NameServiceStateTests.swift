@@ -1,5 +1,5 @@
 import Testing
-@testable import Names
+@testable import NamesCore
 
 /// Applies commands as client 1 with increasing request ids.
 private struct Driver {
