@@ -59,6 +59,7 @@ let package = Package(
         .executableTarget(name: "dsm-check", dependencies: ["Plexus", "Workloads", "Transport"], path: "Tests/Workers/dsm-check", swiftSettings: strict),
         .testTarget(name: "MemoryIntegrationTests", dependencies: ["TestSupport", "Plexus", "CFault"], swiftSettings: strict),
         .testTarget(name: "NamesCoreTests", dependencies: ["NamesCore"], swiftSettings: strict),
+        .testTarget(name: "DocsTests", swiftSettings: strict),
         .testTarget(name: "NameServiceTests", dependencies: ["NameService", "NamesCore", "Lincheck", "TestSupport", "Cluster", "Transport",
                                                            .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
     ]
