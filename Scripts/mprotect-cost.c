@@ -1,7 +1,7 @@
 // Cost of mprotect on one page of a memfd mapping, by direction, with no other
 // thread, with a second thread that sleeps, and with one that spins on the other
 // CPU (a downgrade must then interrupt that CPU to flush its TLB; an upgrade
-// from PROT_NONE need not). Cited in Papers/ivy-remote-fault.md (session 8).
+// from PROT_NONE need not). Cited in Papers/ivy-remote-fault.md (record of 5bc0bfe).
 // Build and run: cc -O2 Scripts/mprotect-cost.c -o /tmp/mprotect-cost -lpthread && /tmp/mprotect-cost
 #define _GNU_SOURCE
 #include <pthread.h>

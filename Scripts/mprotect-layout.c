@@ -5,7 +5,7 @@
 // "seq" changes pages in address order (each joins its left neighbour); "alt"
 // changes every other page and back (a split and a merge each time). A second
 // thread that sleeps is started first, as in a Plexus process.
-// Cited in Papers/ivy-remote-fault.md (ninth session).
+// Cited in Papers/ivy-remote-fault.md (record of 9441081).
 // Build and run: cc -O2 Scripts/mprotect-layout.c -o /tmp/mprotect-layout -lpthread && /tmp/mprotect-layout
 #define _GNU_SOURCE
 #include <pthread.h>

@@ -1,4 +1,4 @@
-// Measurement for Papers/ivy-remote-fault.md ("Third session"); not part of
+// Measurement for Papers/ivy-remote-fault.md (record of 592a3a7); not part of
 // Plexus. Is the Jacobi sweep slower on a region mapped the way cfault_map
 // maps it, and how far do two halves of the grid run in parallel?
 //

@@ -2,7 +2,7 @@
 # Records a scheduler trace of one 2-process Jacobi job and reports, for each
 # rank's application thread, how long it sat runnable without running, and
 # how much of that while a CPU was idle (Papers/ivy-remote-fault.md,
-# thirteenth session). Needs root (tracefs) and a release build.
+# record of 5cbd7cc). Needs root (tracefs) and a release build.
 #   Scripts/sched-trace.sh [plexus run options...]      e.g. --bind none
 set -euo pipefail
 cd "$(dirname "$0")/.."
