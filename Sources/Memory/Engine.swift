@@ -224,7 +224,7 @@ public final class MemoryEngine: @unchecked Sendable {
     /// would only delay the fault it is about to take (by the whole window
     /// when this thread is real-time; see `ServingPriority` in Plexus). An
     /// in-run A/B of `plexus bench` measured the read miss 4-16 % faster with
-    /// the skip (Papers/ivy-remote-fault.md, eleventh session).
+    /// the skip (Papers/ivy-remote-fault.md, record of a078faf).
     private func takeFaultsBriefly() {
         guard Self.faultSpinNanos > 0 else { return }
         let deadline = DispatchTime.now().uptimeNanoseconds + Self.faultSpinNanos

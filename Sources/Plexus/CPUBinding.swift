@@ -15,7 +15,7 @@ import Glibc
 /// serving thread wakes an application thread that was waiting for a page,
 /// the woken thread goes back to its previous CPU even if another
 /// application computes there, and an idle CPU pulls work only on its next
-/// balancing tick (Papers/ivy-remote-fault.md, thirteenth session, has the
+/// balancing tick (Papers/ivy-remote-fault.md, record of 5cbd7cc, has the
 /// trace). Message-passing runtimes bind one rank per core for the same
 /// reason. Plexus binds the thread that joins the job, so threads it starts
 /// later inherit the binding, and the engine's fault thread, which runs

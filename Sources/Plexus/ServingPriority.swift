@@ -14,8 +14,8 @@ import Glibc
 /// waiting for a CPU: on a 2-core machine, a message that wakes a serving
 /// thread while the application computes on both CPUs waits until the
 /// scheduler preempts the computation, often a millisecond or more, while
-/// the peer that sent it sits idle (Papers/ivy-remote-fault.md, tenth and
-/// eleventh sessions). TreadMarks served requests in a SIGIO handler, which
+/// the peer that sent it sits idle (Papers/ivy-remote-fault.md, records of
+/// 80f304c and a078faf). TreadMarks served requests in a SIGIO handler, which
 /// interrupts the computation at once; `realtime` gets that from the
 /// scheduler, in a way that fits each thread's role:
 /// - The fault thread runs `SCHED_FIFO` at the lowest priority. It works
@@ -31,7 +31,7 @@ import Glibc
 ///   CPU sat idle, and the two hops of a miss crossed CPUs and woke an idle
 ///   one each time. An ordinary thread is placed on an idle CPU if there is one,
 ///   else next to the thread that woke it (Papers/ivy-remote-fault.md,
-///   thirteenth session).
+///   record of 5cbd7cc).
 /// Their work is short and every wait in them is bounded; the kernel's
 /// real-time throttling still leaves ordinary threads 5 % of each CPU if
 /// the fault thread ever ran away.

@@ -11,7 +11,7 @@ import Glibc
 /// poll calls `sched_yield` every few checks, so a thread that the answer
 /// depends on (a transport reader woken on this CPU) runs at once instead of
 /// waiting for the poller's time slice to end: polling without yielding did
-/// not make the barrier faster (Papers/ivy-remote-fault.md, ninth session).
+/// not make the barrier faster (Papers/ivy-remote-fault.md, record of 9441081).
 public struct SpinWait: Sendable {
     /// How long to poll before the caller sleeps; 0 disables polling.
     public var nanoseconds: UInt64
