@@ -52,6 +52,7 @@ struct MemoryOptions: ParsableArguments {
         guard pageSize >= 4096, pageSize & (pageSize - 1) == 0 else {
             throw ValidationError("--page-size \(pageSize) must be a power of two of at least 4096")
         }
+        if let stats { try OutputFile.validate(stats, option: "--stats") }
     }
 
     func environment() throws -> [String: String] {
@@ -63,19 +64,29 @@ struct MemoryOptions: ParsableArguments {
         return env
     }
 
-    /// Writes --stats and prints --summary from the processes' reports.
-    func writeStatistics(_ result: JobResult) throws {
+    /// Writes --stats and prints --summary from the processes' reports;
+    /// `started` is the metadata of the run, taken when it started, with
+    /// the job's process count.
+    func writeStatistics(_ result: JobResult, started: RunMetadata) throws {
         let reports = Self.reports(of: result)
         if let path = stats {
-            let doc: [String: Any] = ["protocol": `protocol`, "pageSize": pageSize, "lookAhead": lookAhead, "processes": reports,
-                                      "seconds": result.seconds]
+            var run = started
+            run.protocol = `protocol`
+            run.pageSize = pageSize
+            run.lookAhead = lookAhead
+            run.binding = reports.map { "rank \($0["rank"] as? Int ?? -1): \($0["cpuBinding"] as? String ?? "unknown")" }
+                .joined(separator: "; ")
+            let data: Data
             do {
-                let data = try JSONSerialization.data(withJSONObject: doc, options: [.prettyPrinted, .sortedKeys])
-                try data.write(to: URL(fileURLWithPath: path))
+                let metadata = try JSONSerialization.jsonObject(with: JSONEncoder().encode(run))
+                let doc: [String: Any] = ["protocol": `protocol`, "pageSize": pageSize, "lookAhead": lookAhead, "processes": reports,
+                                          "seconds": result.seconds, "run": metadata]
+                data = try JSONSerialization.data(withJSONObject: doc, options: [.prettyPrinted, .sortedKeys])
             } catch {
-                writeAll(2, "plexus: cannot write statistics to \(path): \(error.localizedDescription)\n")
+                writeAll(2, "plexus: cannot encode the statistics for --stats: \(error)\n")
                 throw ExitCode(1)
             }
+            try OutputFile.write(data, to: path, option: "--stats")
         }
         if summary { writeAll(2, Self.summary(reports)) }
     }

@@ -45,7 +45,9 @@ struct NamesBench: ParsableCommand {
     @Flag(name: .long, help: "Leave out the etcd comparison.")
     var skipEtcd = false
 
-    @Option(name: .long, help: "Also write the rows as a JSON array to this file.")
+    @Option(name: .long, help: ArgumentHelp(
+        "Also write the rows as a JSON array to this file, each row with the metadata of the run (\"run\"; processes is the row's replica count). Results kept in the repository go in Papers/data/YYYY-MM-DD-SHORTCOMMIT-names.json.",
+        valueName: "file"))
     var json: String?
 
     func validate() throws {
@@ -58,6 +60,7 @@ struct NamesBench: ParsableCommand {
         }
         _ = r
         _ = c
+        if let json { try OutputFile.validate(json, option: "--json") }
     }
 
     static func counts(_ text: String) -> [Int]? {
@@ -77,6 +80,7 @@ struct NamesBench: ParsableCommand {
     }
 
     func run() throws {
+        let started = RunMetadata.now()
         var rows: [Row] = []
         let replicaCounts = Self.counts(replicas)!
         let clientCounts = Self.counts(clients)!
@@ -123,10 +127,13 @@ struct NamesBench: ParsableCommand {
             }
         }
         if let json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try encoder.encode(rows).write(to: URL(fileURLWithPath: json))
+            try OutputFile.write(rows.map { row in
+                var run = started
+                run.processes = row.replicas
+                return StampedRow(row: row, run: run)
+            }, to: json, option: "--json")
         }
+        writeAll(2, "plexus bench names: to keep these figures in the repository, write them to \(started.suggestedPath(kind: "names"))\n")
     }
 
     /// Each client allocates PIDs back to back; latencies of every call.

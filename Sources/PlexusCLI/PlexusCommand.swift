@@ -136,8 +136,10 @@ struct Run: ParsableCommand {
             spec.names = list.split(separator: ",").map(String.init)
         }
         spec.leaseTTLMillis = lease.leaseTtlMs
+        var started = RunMetadata.now()
+        started.processes = processes
         let result = try runJob(spec, logger: logger)
-        try memory.writeStatistics(result)
+        try memory.writeStatistics(result, started: started)
         if result.status != 0 { throw ExitCode(result.status) }
     }
 }

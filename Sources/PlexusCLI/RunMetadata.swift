@@ -69,3 +69,41 @@ struct RunMetadata: Codable, Equatable {
         return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }
+
+extension RunMetadata {
+    /// Where results of this run kept in the repository go:
+    /// `Papers/data/YYYY-MM-DD-SHORTCOMMIT-KIND.json` (KIND: bench, names),
+    /// named by date and commit only. A build with uncommitted changes says so
+    /// in the name (`-dirty`): its figures belong to no commit.
+    func suggestedPath(kind: String) -> String {
+        let day = String(date.prefix(10))
+        let dirty = commit.hasSuffix("-dirty")
+        let short = commit == "unknown" ? "unknown" : String(commit.prefix(7)) + (dirty ? "-dirty" : "")
+        return "Papers/data/\(day)-\(short)-\(kind).json"
+    }
+}
+
+/// A benchmark row with the metadata of its run: in JSON the row's own
+/// fields and `run`, so that every row says what produced it.
+struct StampedRow<Row: Codable>: Codable {
+    var row: Row
+    var run: RunMetadata
+
+    private enum Key: String, CodingKey { case run }
+
+    init(row: Row, run: RunMetadata) {
+        self.row = row
+        self.run = run
+    }
+
+    init(from decoder: any Decoder) throws {
+        row = try Row(from: decoder)
+        run = try decoder.container(keyedBy: Key.self).decode(RunMetadata.self, forKey: .run)
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        try row.encode(to: encoder)
+        var c = encoder.container(keyedBy: Key.self)
+        try c.encode(run, forKey: .run)
+    }
+}

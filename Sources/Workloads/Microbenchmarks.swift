@@ -3,21 +3,37 @@ import Plexus
 
 /// One row of `plexus bench`: a latency (or time) with the floor it is
 /// compared with, measured in the same run.
+///
+/// In JSON a value that is not a number (a ratio without a floor) is left
+/// out; decoding gives it back as NaN.
 public struct BenchmarkRow: Codable, Sendable, Equatable {
     public var name: String
     public var unit: String
     public var median: Double
     public var p99: Double
     /// What the row is compared with: the TCP 16 B → 4 KiB round trip (µs)
-    /// for latencies; for Jacobi, one process on private memory (ms).
+    /// between the job's two processes (blocking reads) for latencies; for
+    /// Jacobi, one process on private memory (ms).
     public var floor: Double
     /// median / floor.
     public var ratio: Double
     /// For Jacobi: one-process time / parallel time.
     public var speedup: Double?
-    /// What the ratio (or speedup) should be, e.g. "<= 1.5" or ">= 1.2".
+    /// What the operation physically needs at the least, as a sum of floors
+    /// measured between two plain processes (`PhysicalFloors`); nil when
+    /// the row has none.
+    public var limitOf: PhysicalLimit?
+    /// That sum in the row's unit, once the bench has measured the floors.
+    public var limit: Double?
+    /// median / limit.
+    public var limitRatio: Double?
+    /// What the row should reach, e.g. "<= 2" (on `limitRatio`) or ">= 1.2"
+    /// (on `speedup`).
     public var target: String?
     public var samples: Int
+    /// Look-ahead (pages) in force while the row was measured, when it differs
+    /// from the job's.
+    public var lookAhead: Int?
     /// Memory-protocol messages (all ranks) per operation, when the operation is a page operation.
     public var messagesPerOp: Double?
     /// Pages transferred (all ranks) per operation, when the operation is a page operation.
@@ -27,7 +43,8 @@ public struct BenchmarkRow: Codable, Sendable, Equatable {
     /// handing the fault to the engine and waking the faulting thread.
     public var engineMicrosPerOp: Double?
 
-    public init(name: String, unit: String, samples values: [Double], floor: Double, target: String? = nil) {
+    public init(name: String, unit: String, samples values: [Double], floor: Double, limitOf: PhysicalLimit? = nil,
+                target: String? = nil) {
         let s = Summary(values)
         self.name = name
         self.unit = unit
@@ -35,18 +52,119 @@ public struct BenchmarkRow: Codable, Sendable, Equatable {
         p99 = s.p99
         self.floor = floor
         ratio = floor > 0 ? s.median / floor : .nan
+        self.limitOf = limitOf
         self.target = target
         samples = values.count
     }
 
-    /// Whether the row meets its target (nil without one).
+    /// Sets `limit` (and `limitRatio`) from the floors, if the row has a limit.
+    public mutating func apply(_ floors: PhysicalFloors) {
+        guard let kind = limitOf, let value = floors.limit(kind), value > 0 else { return }
+        limit = value
+        limitRatio = median / value
+    }
+
+    /// Whether the row meets its target (nil without one, or without the
+    /// value the target is on).
     public var meetsTarget: Bool? {
         guard let t = target else { return nil }
         let parts = t.split(separator: " ")
         guard parts.count == 2, let bound = Double(parts[1]) else { return nil }
-        if parts[0] == "<=" { return ratio <= bound }
+        if parts[0] == "<=" { return limitRatio.map { $0 <= bound } }
         if parts[0] == ">=" { return (speedup ?? ratio) >= bound }
         return nil
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case name, unit, median, p99, floor, ratio, speedup, limitOf, limit, limitRatio, target, samples, lookAhead
+        case messagesPerOp, pagesPerOp, engineMicrosPerOp
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        func number(_ key: CodingKeys) throws -> Double { try c.decodeIfPresent(Double.self, forKey: key) ?? .nan }
+        name = try c.decode(String.self, forKey: .name)
+        unit = try c.decode(String.self, forKey: .unit)
+        median = try number(.median)
+        p99 = try number(.p99)
+        floor = try number(.floor)
+        ratio = try number(.ratio)
+        speedup = try c.decodeIfPresent(Double.self, forKey: .speedup)
+        limitOf = try c.decodeIfPresent(PhysicalLimit.self, forKey: .limitOf)
+        limit = try c.decodeIfPresent(Double.self, forKey: .limit)
+        limitRatio = try c.decodeIfPresent(Double.self, forKey: .limitRatio)
+        target = try c.decodeIfPresent(String.self, forKey: .target)
+        samples = try c.decode(Int.self, forKey: .samples)
+        lookAhead = try c.decodeIfPresent(Int.self, forKey: .lookAhead)
+        messagesPerOp = try c.decodeIfPresent(Double.self, forKey: .messagesPerOp)
+        pagesPerOp = try c.decodeIfPresent(Double.self, forKey: .pagesPerOp)
+        engineMicrosPerOp = try c.decodeIfPresent(Double.self, forKey: .engineMicrosPerOp)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        func number(_ v: Double?, _ key: CodingKeys) throws {
+            if let v, v.isFinite { try c.encode(v, forKey: key) }
+        }
+        try c.encode(name, forKey: .name)
+        try c.encode(unit, forKey: .unit)
+        try number(median, .median)
+        try number(p99, .p99)
+        try number(floor, .floor)
+        try number(ratio, .ratio)
+        try number(speedup, .speedup)
+        try c.encodeIfPresent(limitOf, forKey: .limitOf)
+        try number(limit, .limit)
+        try number(limitRatio, .limitRatio)
+        try c.encodeIfPresent(target, forKey: .target)
+        try c.encode(samples, forKey: .samples)
+        try c.encodeIfPresent(lookAhead, forKey: .lookAhead)
+        try number(messagesPerOp, .messagesPerOp)
+        try number(pagesPerOp, .pagesPerOp)
+        try number(engineMicrosPerOp, .engineMicrosPerOp)
+    }
+}
+
+/// What an operation needs at the least on this machine, in terms of the
+/// floors `plexus bench` measures between two plain processes.
+public enum PhysicalLimit: String, Codable, Sendable, CaseIterable {
+    /// A 16 B request and a 4 KiB reply: the message row.
+    case pageRoundTrip = "page round trip"
+    /// A fault, then a page fetched in one request/reply: a read miss.
+    case faultAndPageRoundTrip = "fault + page round trip"
+    /// A fault, then one small request/reply (an invalidation and its
+    /// acknowledgement): a write fault that invalidates one reader.
+    case faultAndRoundTrip = "fault + round trip"
+    /// One small request/reply: a lock acquired from the process that
+    /// manages it (the release needs no reply), a barrier of 2 processes
+    /// (one message each way).
+    case roundTrip = "round trip"
+}
+
+/// The floors measured outside the job, in microseconds (medians).
+public struct PhysicalFloors: Codable, Sendable, Equatable {
+    /// Busy-polling 16 B -> 4 KiB round trip between two plain processes.
+    public var pageRoundTrip: Double
+    /// Busy-polling 16 B -> 16 B round trip between the same processes.
+    public var roundTrip: Double
+    /// SIGSEGV on a PROT_NONE page served in the handler by one mprotect.
+    public var fault: Double
+
+    public init(pageRoundTrip: Double, roundTrip: Double, fault: Double) {
+        self.pageRoundTrip = pageRoundTrip
+        self.roundTrip = roundTrip
+        self.fault = fault
+    }
+
+    public func limit(_ kind: PhysicalLimit) -> Double? {
+        let value: Double
+        switch kind {
+        case .pageRoundTrip: value = pageRoundTrip
+        case .faultAndPageRoundTrip: value = fault + pageRoundTrip
+        case .faultAndRoundTrip: value = fault + roundTrip
+        case .roundTrip: value = roundTrip
+        }
+        return value.isFinite ? value : nil
     }
 }
 

@@ -3,8 +3,9 @@ import Testing
 import TestSupport
 
 /// `plexus bench` is not a test, but what it prints is part of the product:
-/// every row with its floor and ratio, and the same rows as JSON. A tiny
-/// run checks the shape, never the figures.
+/// every row with its floor and ratio, its limit and the ratio to it, the
+/// floors of the limits as rows of their own, and the same rows as JSON. A
+/// tiny run checks the shape, never the figures.
 @Suite struct BenchSmokeTests {
     @Test func everyRowHasItsFloorAndRatioInTheTableAndTheJSON() throws {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("plexus-bench-\(UInt32.random(in: 0...UInt32.max)).json")
@@ -17,17 +18,24 @@ import TestSupport
         let names = rows.compactMap { $0["name"] as? String }
         for expected in ["plexus message round trip", "remote read miss", "first read miss of a page", "write fault, invalidate 1 reader",
                          "same, remote page manager", "remote lock acquire+release", "barrier, 2 processes", "jacobi 128x128", "same, without prefetch hints",
-                         "same split on private memory, no DSM (ceiling)", "same, with a barrier per iteration (no DSM)"] {
+                         "same split on private memory, no DSM (ceiling)", "same, with a barrier per iteration (no DSM)",
+                         "busy-poll TCP round trip 16 B -> 4 KiB, plain processes", "same, 16 B -> 16 B", "fault served by one mprotect"] {
             #expect(names.contains { $0.hasPrefix(expected) }, "no row '\(expected)' in \(names)")
         }
         for row in rows {
-            for key in ["unit", "median", "p99", "floor", "ratio"] { #expect(row[key] != nil, "\(key) missing in \(row)") }
+            for key in ["unit", "median", "p99", "samples", "run"] { #expect(row[key] != nil, "\(key) missing in \(row)") }
+            // Every row but the limits' floors has a floor; every latency row a limit.
+            let isLimitFloor = ["busy-poll", "same, 16 B", "fault served"].contains { (row["name"] as? String ?? "").hasPrefix($0) }
+            if !isLimitFloor { for key in ["floor", "ratio"] { #expect(row[key] != nil, "\(key) missing in \(row)") } }
+            if row["unit"] as? String == "us" && !isLimitFloor {
+                for key in ["limitOf", "limit", "limitRatio"] { #expect(row[key] != nil, "\(key) missing in \(row)") }
+            }
             // The Jacobi rows (in ms) also give their speedup.
             if row["unit"] as? String == "ms" { #expect(row["speedup"] is Double, "\(row)") }
             // Each printed line names the row and shows its ratio.
             let name = try #require(row["name"] as? String)
             #expect(c.stdout.split(separator: "\n").contains { $0.hasPrefix(name) }, "row '\(name)' not printed:\n\(c.stdout)")
         }
-        #expect(c.stdout.contains("floor") && c.stdout.contains("ratio"), "\(c.stdout)")
+        #expect(c.stdout.contains("floor") && c.stdout.contains("ratio") && c.stdout.contains("ratio/limit"), "\(c.stdout)")
     }
 }

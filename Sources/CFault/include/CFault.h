@@ -1,7 +1,9 @@
-// CFault: the only C in Plexus (with CFaultProcess.h, the parent-death signal). It does what Swift cannot do safely inside a
+// CFault: the only C in Plexus. It does what Swift cannot do safely inside a
 // signal handler: map the shared region twice, catch SIGSEGV on the
 // application view, hand the fault to the engine and sleep until the engine
-// says the page is ready. Nothing else lives here.
+// says the page is ready. Besides that: process set-up Swift cannot call
+// (CFaultProcess.h) and the fault cost `plexus bench` compares with
+// (CFaultFloor.h).
 //
 // Threading: the mapping functions are called once at start-up. The handler
 // runs on any application thread. The engine side (cfault_next_fault,
@@ -14,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "CFaultFloor.h"
 #include "CFaultProcess.h"
 
 #ifdef __cplusplus
