@@ -254,10 +254,13 @@ def main():
         if not os.access("/usr/bin/etcd", os.X_OK):
             sys.exit("etcd is not installed: apt-get install -y etcd-server etcd-client (or pass --endpoint)")
         cluster_dir = tempfile.mkdtemp(prefix="etcd-transport-")
-        out = subprocess.run([os.path.join(HERE, "etcd-cluster.sh"), "start", cluster_dir, "3", str(free_base_port())],
-                             check=True, capture_output=True, text=True).stdout
-        endpoint = out.strip().split("=", 1)[1].split(",")[0]
     try:
+        if cluster_dir is not None:
+            started = subprocess.run([os.path.join(HERE, "etcd-cluster.sh"), "start", cluster_dir, "3",
+                                      str(free_base_port())], capture_output=True, text=True)
+            if started.returncode != 0:
+                sys.exit("cannot start a local etcd: " + started.stderr.strip())
+            endpoint = started.stdout.strip().split("=", 1)[1].split(",")[0]
         value = bytes(random.getrandbits(8) for _ in range(args.value_bytes))
         rows = []
         print("etcd puts, gRPC vs JSON gateway, member %s, %d puts x %d repeats per row" % (endpoint, args.ops, args.repeat))
