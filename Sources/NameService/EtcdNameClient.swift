@@ -20,7 +20,9 @@ import Transport
 ///    transactions comparing the key's version (0 = absent); CAS keeps the
 ///    name's lease (`ignore_lease`), put replaces it (as ours does).
 ///  - `pid` — the PID counter: a transaction "if its mod_revision is unchanged,
-///    put counter+1 and the process row"; a lost race retries.
+///    put counter+1 and the process row"; a lost race retries. (Dense PIDs
+///    need a counter; `uniqueRevision` gives sparse unique ids in one put.)
+///  - `ids/N` — written by `uniqueRevision`, whose id is the put's revision.
 ///  - `proc/<20-digit PID>` — the process row (JSON: state, node, address,
 ///    parent, start, exit, lease), updated by transactions that compare its
 ///    mod_revision, so state changes are atomic read-check-writes.
@@ -703,6 +705,24 @@ public final class EtcdNameClient: NameServiceBackend, @unchecked Sendable {
             }
         }
         return names + processes + ends
+    }
+
+    // MARK: - Unique numbers in one round trip
+
+    /// A number that is unique and strictly increasing across the etcd
+    /// cluster, in one round trip and without retries: a put of `value` under
+    /// `<prefix>/ids` + `name`, answered with the response header's revision
+    /// (etcd gives every write transaction its own revision, which is then that
+    /// key's `mod_revision`). This is how an etcd user allocates unique ids;
+    /// `allocatePID` instead keeps PIDs dense (1, 2, 3, ...) in a counter key,
+    /// which costs a read and a compare-and-swap, retried when concurrent
+    /// allocators race. Numbers are not dense: every other write to the etcd
+    /// cluster, under any prefix, takes a revision too.
+    public func uniqueRevision(putting value: [UInt8], at name: String) throws(NameServiceError) -> UInt64 {
+        try validate(name, value)
+        let response = try call("/v3/kv/put", ["key": b64(prefix + "/ids" + name), "value": b64(value)], write: true,
+                                as: EtcdJSON.PutResponse.self)
+        return try EtcdJSON.revision(response.header, what: "put")
     }
 
     // MARK: - Test and administration hooks
