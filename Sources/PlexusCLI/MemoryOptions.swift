@@ -67,8 +67,12 @@ struct MemoryOptions: ParsableArguments {
     func writeStatistics(_ result: JobResult) throws {
         let reports = Self.reports(of: result)
         if let path = stats {
+            // Written for failed, interrupted and timed-out jobs too: "status"
+            // is plexus run's exit status and "failures" says what went wrong;
+            // "processes" holds every report that arrived (a rank stopped
+            // before it could answer is missing).
             let doc: [String: Any] = ["protocol": `protocol`, "pageSize": pageSize, "lookAhead": lookAhead, "processes": reports,
-                                      "seconds": result.seconds]
+                                      "seconds": result.seconds, "status": Int(result.status), "failures": result.failures]
             do {
                 let data = try JSONSerialization.data(withJSONObject: doc, options: [.prettyPrinted, .sortedKeys])
                 try data.write(to: URL(fileURLWithPath: path))
