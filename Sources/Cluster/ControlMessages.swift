@@ -14,8 +14,10 @@ public enum ControlMessage: Equatable, Sendable {
     case output(rank: Int, stream: UInt8, bytes: [UInt8])
     /// node → launcher: a process ended.
     case exited(rank: Int, osPID: Int32, status: ExitStatus)
-    /// launcher → node: stop every process of the job (SIGTERM, then SIGKILL after the grace period).
-    case killJob(graceMillis: Int)
+    /// launcher → node: stop every process of the job (SIGTERM, then SIGKILL
+    /// after the grace period) except the ranks in `except` (ranks that
+    /// called finalize: they are left to exit by themselves).
+    case killJob(graceMillis: Int, except: [Int] = [])
     /// process → launcher: I am rank R, global PID P, reachable at ADDRESS.
     case register(rank: Int, pid: ProcessID, address: String)
     /// launcher → process: where every process of the job is.
@@ -34,6 +36,16 @@ public enum ControlMessage: Equatable, Sendable {
     /// node → launcher: the name service this node's cluster uses (its
     /// replicas' IP:PORT, or an `etcd://` spec), empty if none.
     case nodeInfo(names: [String])
+    /// process → launcher: this process called finalize; its exit is expected
+    /// (a registered process that exits without it failed the job).
+    case finalized(rank: Int)
+    /// launcher → process: what do you wait for now? (answered by `status`)
+    case statusRequest
+    /// process → launcher: what this process waits for now.
+    case status(ProcessStatus)
+    /// launcher → process: the job is being stopped; send your statistics
+    /// (`processReport`) now, as finalize would have.
+    case reportRequest
 
     static let maxText = 64 * 1024
     static let maxArgs = 4096
@@ -55,6 +67,10 @@ public enum ControlMessage: Equatable, Sendable {
         case .peerLost: .peerLost
         case .nodeInfoRequest: .nodeInfoRequest
         case .nodeInfo: .nodeInfo
+        case .finalized: .finalized
+        case .statusRequest: .statusRequest
+        case .status: .status
+        case .reportRequest: .reportRequest
         }
     }
 
@@ -67,7 +83,7 @@ public enum ControlMessage: Equatable, Sendable {
         case .output(let rank, let stream, let bytes): w.u32(UInt32(rank)); w.u8(stream); w.blob(bytes)
         case .exited(let rank, let pid, let status):
             w.u32(UInt32(rank)); w.u32(UInt32(bitPattern: pid)); status.encode(&w)
-        case .killJob(let grace): w.u32(UInt32(grace))
+        case .killJob(let grace, let except): w.u32(UInt32(grace)); w.u32(UInt32(except.count)); for r in except { w.u32(UInt32(r)) }
         case .register(let rank, let pid, let address): w.u32(UInt32(rank)); w.u64(pid); w.string(address)
         case .directory(let entries):
             w.u32(UInt32(entries.count))
@@ -78,6 +94,9 @@ public enum ControlMessage: Equatable, Sendable {
         case .peerLost(let rank, let lost, let reason): w.u32(UInt32(rank)); w.u32(UInt32(lost)); w.string(reason)
         case .nodeInfoRequest: break
         case .nodeInfo(let names): w.u32(UInt32(names.count)); for n in names { w.string(n) }
+        case .finalized(let rank): w.u32(UInt32(rank))
+        case .statusRequest, .reportRequest: break
+        case .status(let st): st.encode(&w)
         }
         return Frame(kind, payload: w.bytes)
     }
@@ -105,7 +124,13 @@ public enum ControlMessage: Equatable, Sendable {
             self = .output(rank: try rank(), stream: try r.u8(), bytes: try r.blob("output", limit: Frame.defaultMaxPayload))
         case .exited:
             self = .exited(rank: try rank(), osPID: Int32(bitPattern: try r.u32()), status: try ExitStatus.decode(&r))
-        case .killJob: self = .killJob(graceMillis: Int(try r.u32()))
+        case .killJob:
+            let grace = Int(try r.u32())
+            let n = Int(try r.u32("rank count"))
+            guard n <= 1 << 16 else { throw .oversized(what: "rank list", length: n, limit: 1 << 16) }
+            var except: [Int] = []
+            for _ in 0..<n { except.append(try rank()) }
+            self = .killJob(graceMillis: grace, except: except)
         case .register: self = .register(rank: try rank(), pid: try r.u64(), address: try r.string("address", limit: 256))
         case .directory:
             let n = Int(try r.u32("entry count"))
@@ -121,9 +146,110 @@ public enum ControlMessage: Equatable, Sendable {
         case .nodeInfoRequest: self = .nodeInfoRequest
         case .nodeInfo:
             self = .nodeInfo(names: try strings("name-service address", count: 64, length: 1024))
+        case .finalized: self = .finalized(rank: try rank())
+        case .statusRequest: self = .statusRequest
+        case .reportRequest: self = .reportRequest
+        case .status: self = .status(try ProcessStatus.decode(&r))
         default: throw .malformed("\(frame.kind) is not a control message")
         }
         try r.expectEnd("\(frame.kind)")
+    }
+}
+
+/// What one process waits for now, for the stuck-job report of `plexus
+/// run --stall-report`: its waits with how long each has lasted, the locks
+/// it holds, and, for the locks it manages, who holds them.
+public struct ProcessStatus: Equatable, Sendable {
+    public enum Target: Equatable, Sendable, Hashable {
+        /// A collective (barrier or allGather), by its number.
+        case barrier(UInt64)
+        case lock(Int)
+        /// A page of the shared region a thread faulted on.
+        case page(Int)
+    }
+    public struct Wait: Equatable, Sendable {
+        public var target: Target
+        public var millis: UInt64
+        public init(target: Target, millis: UInt64) {
+            self.target = target
+            self.millis = millis
+        }
+    }
+    public var rank: Int
+    public var waits: [Wait]
+    public var heldLocks: [Int]
+    /// Locks this process manages that someone holds: (lock, holder rank).
+    public var managedLocks: [(lock: Int, holder: Int)]
+
+    public init(rank: Int, waits: [Wait], heldLocks: [Int], managedLocks: [(lock: Int, holder: Int)]) {
+        self.rank = rank
+        self.waits = waits
+        self.heldLocks = heldLocks
+        self.managedLocks = managedLocks
+    }
+
+    public static func == (a: ProcessStatus, b: ProcessStatus) -> Bool {
+        a.rank == b.rank && a.waits == b.waits && a.heldLocks == b.heldLocks
+            && a.managedLocks.map(\.lock) == b.managedLocks.map(\.lock) && a.managedLocks.map(\.holder) == b.managedLocks.map(\.holder)
+    }
+
+    static let maxEntries = 4096
+
+    func encode(_ w: inout ByteWriter) {
+        w.u32(UInt32(rank))
+        let waits = self.waits.prefix(Self.maxEntries)
+        w.u32(UInt32(waits.count))
+        for x in waits {
+            switch x.target {
+            case .barrier(let e): w.u8(0); w.u64(e)
+            case .lock(let l): w.u8(1); w.u64(UInt64(l))
+            case .page(let p): w.u8(2); w.u64(UInt64(p))
+            }
+            w.u64(x.millis)
+        }
+        let held = heldLocks.prefix(Self.maxEntries)
+        w.u32(UInt32(held.count))
+        for l in held { w.u64(UInt64(l)) }
+        let managed = managedLocks.prefix(Self.maxEntries)
+        w.u32(UInt32(managed.count))
+        for m in managed { w.u64(UInt64(m.lock)); w.u32(UInt32(m.holder)) }
+    }
+
+    static func decode(_ r: inout ByteReader) throws(WireError) -> ProcessStatus {
+        func count(_ what: String) throws(WireError) -> Int {
+            let n = Int(try r.u32("\(what) count"))
+            guard n <= maxEntries else { throw .oversized(what: what, length: n, limit: maxEntries) }
+            return n
+        }
+        func id(_ what: String) throws(WireError) -> Int {
+            let v = try r.u64(what)
+            guard v < UInt64(Int.max) else { throw .malformed("\(what) \(v)") }
+            return Int(v)
+        }
+        let rank = Int(try r.u32("rank"))
+        guard rank < 1 << 20 else { throw .malformed("rank \(rank) is out of range") }
+        var waits: [Wait] = []
+        for _ in 0..<(try count("wait")) {
+            let tag = try r.u8("wait kind")
+            let target: Target
+            switch tag {
+            case 0: target = .barrier(try r.u64("barrier"))
+            case 1: target = .lock(try id("lock"))
+            case 2: target = .page(try id("page"))
+            default: throw .malformed("wait kind \(tag)")
+            }
+            waits.append(Wait(target: target, millis: try r.u64("millis")))
+        }
+        var held: [Int] = []
+        for _ in 0..<(try count("held lock")) { held.append(try id("lock")) }
+        var managed: [(lock: Int, holder: Int)] = []
+        for _ in 0..<(try count("managed lock")) {
+            let l = try id("lock")
+            let h = Int(try r.u32("holder"))
+            guard h < 1 << 20 else { throw .malformed("holder \(h) is out of range") }
+            managed.append((l, h))
+        }
+        return ProcessStatus(rank: rank, waits: waits, heldLocks: held, managedLocks: managed)
     }
 }
 

@@ -29,6 +29,15 @@ public struct JobSpec: Sendable {
     /// TTL of each process's lease in the name service: how soon after its
     /// launcher or node dies a process is marked `lost`.
     public var leaseTTLMillis: UInt64 = 5000
+    /// After this many seconds in which some rank waits for the same thing
+    /// (a barrier, a lock, a page), print what every rank waits for; 0 turns
+    /// the report off.
+    public var stallReportSeconds: Double = 30
+    /// End the job after this many seconds (status 124); nil: no limit.
+    public var timeoutSeconds: Double?
+    /// Ask every process for its statistics report when the job is stopped
+    /// (set when `PLEXUS_STATS` is "1" in `environment`).
+    var wantsReports: Bool { environment["PLEXUS_STATS"] == "1" }
 
     public init(processes: Int, nodes: [SocketAddress], program: String, arguments: [String],
                 environment: [String: String] = [:], workingDirectory: String = FileManager.default.currentDirectoryPath,
@@ -46,7 +55,8 @@ public struct JobSpec: Sendable {
 /// How a job ended.
 public struct JobResult: Sendable {
     /// The status `plexus run` exits with: 0, the failing rank's exit status,
-    /// 128 + its signal, or 130/143 when interrupted.
+    /// 128 + its signal, 1 for a rank that exited without calling finalize,
+    /// 124 when --timeout ran out, or 130/143 when interrupted.
     public var status: Int32
     /// One line per problem, naming the rank, its node and what happened.
     public var failures: [String]
@@ -110,6 +120,9 @@ public final class Launcher: @unchecked Sendable {
         /// A registered process's connection to the launcher ended.
         case processClosed(rank: Int)
         case peerLost(rank: Int, lost: Int)
+        /// The process called finalize.
+        case finalized(rank: Int)
+        case status(ProcessStatus)
         case interrupt(Int32)
     }
 
@@ -201,6 +214,10 @@ public final class Launcher: @unchecked Sendable {
                                 events.put(.report(rank: rank, json))
                             case .peerLost(let rank, let lost, _)?:
                                 events.put(.peerLost(rank: rank, lost: lost))
+                            case .finalized(let rank)?:
+                                events.put(.finalized(rank: rank))
+                            case .status(let st)?:
+                                events.put(.status(st))
                             default: break
                             }
                         },
@@ -288,21 +305,72 @@ public final class Launcher: @unchecked Sendable {
         var lostBy: [Int: Int] = [:]
         var lostOf: [Int: Int] = [:]
         var stoppedByRank = false
+        // Ranks that called finalize: their exit is expected, and they are
+        // left to exit when another rank fails. A registered rank that exits
+        // without it (even with status 0) fails the job: its peers can no
+        // longer reach it. Its exit is judged once its control connection
+        // has ended too, so that a finalize sent just before is not missed.
+        var finalized = Set<Int>()
+        var exitedUnjudged = Set<Int>()
+        var unfinalized = Set<Int>()
+        // Ranks the launcher signalled (so a SIGTERM/SIGKILL exit is its doing).
+        var killedByLauncher = Set<Int>()
+        // Stopping asks for statistics first (bounded), then kills.
+        var killAt: Date?
+        var awaitingReports = Set<Int>()
+        var killedAll = false
+        // The stuck-job report and the time limit.
+        var timedOut = false
+        let timeoutAt = spec.timeoutSeconds.map { started.addingTimeInterval($0) }
+        let stallSeconds = spec.stallReportSeconds
+        let pollInterval = max(0.2, min(stallSeconds / 3, 2))
+        var nextPoll = stallSeconds > 0 ? started.addingTimeInterval(pollInterval) : Date.distantFuture
+        var statuses: [Int: (ProcessStatus, Date)] = [:]
+        var lastStall: [String] = []
+        /// An answer older than this is not current: that rank does not answer.
+        let staleAfter = 2 * pollInterval + 0.5
 
         func whereIs(_ rank: Int) -> String {
             let pid = osPIDs[rank].map { "pid \($0) " } ?? ""
             return "rank \(rank) (\(pid)on node \(nodeAddresses[placement[rank]]))"
         }
-        func stop(_ why: String?, status s: Int32) {
+        func sendKill(sparing spare: Set<Int>) {
+            for (i, c) in nodes.enumerated() where !lostNodes.contains(i) {
+                try? c.send(ControlMessage.killJob(graceMillis: spec.graceMillis, except: spare.sorted()).frame())
+            }
+            for r in 0..<n where exited[r] == nil && !spare.contains(r) { killedByLauncher.insert(r) }
+            killedAll = spare.isEmpty
+            // Spared ranks are waited for without a limit (Ctrl-C or
+            // --timeout stops them too).
+            stopDeadline = spare.isEmpty ? Date().addingTimeInterval(Double(spec.graceMillis) / 1000 + 3) : .distantFuture
+        }
+        /// The ranks left to exit by themselves when the job is stopped.
+        func spared() -> Set<Int> { finalized.filter { exited[$0] == nil } }
+        func stop(_ why: String?, status s: Int32, all: Bool = false) {
             if let why { failures.append(why); output.note(why) }
-            guard !stopping else { return }
+            if stopping {
+                // A second reason (Ctrl-C, --timeout) while finalized ranks
+                // were left to exit: now they go too.
+                if all && !killedAll { killAt = nil; sendKill(sparing: []) }
+                return
+            }
             stopping = true
             status = s
-            if exited.count < n { output.note("stopping the job: \(n - exited.count) process(es) still running") }
-            for (i, c) in nodes.enumerated() where !lostNodes.contains(i) {
-                try? c.send(ControlMessage.killJob(graceMillis: spec.graceMillis).frame())
+            let live = (0..<n).filter { exited[$0] == nil }
+            let spare = all ? [] : spared()
+            if !live.isEmpty {
+                let stopped = live.filter { !spare.contains($0) }
+                var note = "stopping the job: \(live.count) process(es) still running"
+                if !spare.isEmpty { note += "; \(spare.sorted().map { "rank \($0)" }.joined(separator: ", ")) called finalize and \(spare.count == 1 ? "is" : "are") left to exit" }
+                output.note(note)
+                // Statistics first, from the processes about to be stopped
+                // that can still answer (bounded: 1 s).
+                awaitingReports = spec.wantsReports ? Set(stopped.filter { registered[$0] != nil && reports[$0] == nil && !closed.contains($0) }) : []
+                if registered.count < n { awaitingReports = [] }   // nobody has the directory (and reads for it) yet
+                for r in awaitingReports { try? registered[r]?.2.send(ControlMessage.reportRequest.frame()) }
+                if awaitingReports.isEmpty { sendKill(sparing: spare) } else { killAt = Date().addingTimeInterval(1) }
             }
-            stopDeadline = Date().addingTimeInterval(Double(spec.graceMillis) / 1000 + 3)
+            if killAt != nil && spare.isEmpty { stopDeadline = Date().addingTimeInterval(Double(spec.graceMillis) / 1000 + 4) }
         }
         func flushLines(_ key: Int, final: Bool) {
             guard var buf = partial[key] else { return }
@@ -316,11 +384,103 @@ public final class Launcher: @unchecked Sendable {
             }
             partial[key] = buf
         }
+        /// A rank's exit with status 0 is judged once its connection ended.
+        func judgeExit(_ rank: Int) {
+            guard exitedUnjudged.contains(rank), closed.contains(rank) || registered[rank] == nil else { return }
+            exitedUnjudged.remove(rank)
+            guard registered[rank] != nil, !finalized.contains(rank) else { return }
+            unfinalized.insert(rank)
+            rankFailures.append((rank, .exited(0)))
+            if !stopping {
+                stoppedByRank = true
+                stop(nil, status: 1)
+            }
+        }
+        /// What every rank waits for, and a signature of it without the
+        /// durations (the same stall is reported once); nil when no rank
+        /// has waited `stallSeconds` yet (unless `force`).
+        func stallLines(force: Bool) -> (lines: [String], signature: [String])? {
+            let live = (0..<n).filter { exited[$0] == nil }
+            let current = Date().addingTimeInterval(-staleAfter)
+            let fresh = statuses.filter { exited[$0.key] == nil && $0.value.1 >= current }
+            let longest = fresh.values.flatMap { $0.0.waits.map(\.millis) }.max() ?? 0
+            guard force || Double(longest) / 1000 >= stallSeconds else { return nil }
+            guard !fresh.isEmpty else { return nil }
+            var lines: [String] = []
+            let signature = (0..<n).map { r in
+                exited[r] != nil ? "\(r) exited" : fresh[r].map { "\(r) " + $0.0.waits.map { "\($0.target)" }.sorted().joined(separator: ",") } ?? "\(r) silent"
+            }
+            let waitingAt: [UInt64: Set<Int>] = fresh.values.reduce(into: [:]) { acc, s in
+                for w in s.0.waits { if case .barrier(let e) = w.target { acc[e, default: []].insert(s.0.rank) } }
+            }
+            var holder: [Int: Int] = [:]
+            for (_, (st, _)) in statuses {
+                for m in st.managedLocks { holder[m.lock] = m.holder }
+            }
+            for (_, (st, _)) in fresh { for l in st.heldLocks { holder[l] = st.rank } }
+            for r in 0..<n {
+                if let st = exited[r] {
+                    lines.append("rank \(r): has \(finalized.contains(r) ? "called finalize and " : "")\(st)")
+                    continue
+                }
+                guard let (st, _) = fresh[r] else {
+                    lines.append("rank \(r): \(registered[r] == nil ? "has not joined the job (not in Plexus.join)" : "did not answer (stopped, or its threads cannot run)")")
+                    continue
+                }
+                var parts: [String] = []
+                for w in st.waits {
+                    let secs = String(format: "%.1f s", Double(w.millis) / 1000)
+                    switch w.target {
+                    case .barrier(let e):
+                        let missing = live.filter { !(waitingAt[e]?.contains($0) ?? false) } + (0..<n).filter { exited[$0] != nil }
+                        parts.append("waits at barrier #\(e) for \(secs); not arrived: \(missing.isEmpty ? "none" : missing.sorted().map { "rank \($0)" }.joined(separator: ", "))")
+                    case .lock(let l):
+                        let h = holder[l].map { h in "held by rank \(h)\(exited[h] != nil ? " (which has \(finalized.contains(h) ? "finalized and " : "")exited)" : "")" } ?? "holder unknown"
+                        parts.append("waits for lock \(l) for \(secs), \(h)")
+                    case .page(let p):
+                        parts.append("waits for page \(p) for \(secs), requested from rank \(p % n) (its manager)")
+                    }
+                }
+                if !st.heldLocks.isEmpty { parts.append("holds lock\(st.heldLocks.count == 1 ? "" : "s") \(st.heldLocks.map(String.init).joined(separator: ", "))") }
+                lines.append("rank \(r): " + (parts.isEmpty ? "is not waiting in Plexus (computing, or blocked outside Plexus)" : parts.joined(separator: "; ")))
+            }
+            return (lines, signature)
+        }
+        func printStall(_ lines: [String], header: String) {
+            output.note(header)
+            for l in lines { output.note("  " + l) }
+        }
 
         while exited.count < n {
-            let wait = stopping ? max(0, stopDeadline.timeIntervalSinceNow) : 3600
-            guard let ev = events.take(timeout: wait) else {
-                if stopping {
+            var deadline = stopping ? stopDeadline : Date().addingTimeInterval(3600)
+            if let k = killAt { deadline = min(deadline, k) }
+            if !killedAll, !timedOut, let t = timeoutAt { deadline = min(deadline, t) }
+            if !stopping { deadline = min(deadline, nextPoll) }
+            let ev = events.take(timeout: min(3600, max(0, deadline.timeIntervalSinceNow)))
+            let now = Date()
+            if let k = killAt, now >= k {
+                killAt = nil
+                sendKill(sparing: killedAll ? [] : spared())
+            }
+            if !killedAll, !timedOut, let t = timeoutAt, now >= t {
+                timedOut = true
+                if !stopping, let stall = stallLines(force: true) { printStall(stall.lines, header: "what each rank waited for when the time ran out:") }
+                stop("the job did not finish within --timeout \(spec.timeoutSeconds.map { String(format: "%g", $0) } ?? "") s; stopping it", status: 124, all: true)
+            }
+            if !stopping, now >= nextPoll {
+                if let stall = stallLines(force: false), stall.signature != lastStall {
+                    lastStall = stall.signature
+                    printStall(stall.lines, header: "the job has made no progress for \(String(format: "%g", stallSeconds)) s (--stall-report); what each rank waits for:")
+                }
+                // Only once every process has its directory: until then a
+                // process reads its connection for the directory alone.
+                for (r, v) in registered where registered.count == n && exited[r] == nil && !closed.contains(r) {
+                    try? v.2.send(ControlMessage.statusRequest.frame())
+                }
+                nextPoll = now.addingTimeInterval(pollInterval)
+            }
+            guard let ev else {
+                if stopping, now >= stopDeadline {
                     let missing = (0..<n).filter { exited[$0] == nil }
                     output.note("gave up waiting for \(missing.map(whereIs).joined(separator: ", ")) to report its exit")
                     failures.append("no exit report from ranks \(missing)")
@@ -342,14 +502,19 @@ public final class Launcher: @unchecked Sendable {
             case .control(_, .exited(let rank, let pid, let st)):
                 osPIDs[rank] = pid
                 exited[rank] = st
+                statuses[rank] = nil
                 registry?.exited(pid: globalPIDs[rank], status: st.shellStatus)
                 flushLines(rank << 2 | 1, final: true)
                 flushLines(rank << 2 | 2, final: true)
-                if !st.succeeded && !stopping {
+                if st.succeeded {
+                    exitedUnjudged.insert(rank)
+                    judgeExit(rank)
+                } else if !stopping {
                     rankFailures.append((rank, st))
                     stoppedByRank = true
                     stop(nil, status: st.shellStatus)
-                } else if !st.succeeded && (lostBy[rank] != nil || !(st == .signaled(SIGTERM) || st == .signaled(SIGKILL))) {
+                } else if lostBy[rank] != nil || !killedByLauncher.contains(rank)
+                            || !(st == .signaled(SIGTERM) || st == .signaled(SIGKILL)) {
                     // Not the job's own SIGTERM/SIGKILL: a failure of its own.
                     rankFailures.append((rank, st))
                 }
@@ -363,7 +528,7 @@ public final class Launcher: @unchecked Sendable {
                         registry?.lost(pid: globalPIDs[r])
                     }
                     if !ranks.isEmpty || !stopping {
-                        stop("lost node \(nodeAddresses[node]) (\(reason)); its ranks \(ranks) are gone", status: 1)
+                        stop("lost node \(nodeAddresses[node]) (\(reason)); its ranks \(ranks) are gone", status: 1, all: true)
                     }
                 }
             case .registered(let rank, let pid, let address, let c):
@@ -377,13 +542,27 @@ public final class Launcher: @unchecked Sendable {
                 }
             case .report(let rank, let json):
                 reports[rank] = json
+                if awaitingReports.remove(rank) != nil, awaitingReports.isEmpty, killAt != nil {
+                    killAt = nil
+                    sendKill(sparing: spared())
+                }
             case .processClosed(let rank):
                 closed.insert(rank)
+                statuses[rank] = nil
+                if awaitingReports.remove(rank) != nil, awaitingReports.isEmpty, killAt != nil {
+                    killAt = nil
+                    sendKill(sparing: spared())
+                }
+                judgeExit(rank)
             case .peerLost(let rank, let lost):
                 if lostBy[lost] == nil { lostBy[lost] = rank }
                 if lostOf[rank] == nil { lostOf[rank] = lost }
+            case .finalized(let rank):
+                if rank < n { finalized.insert(rank) }
+            case .status(let st):
+                if st.rank < n, exited[st.rank] == nil { statuses[st.rank] = (st, Date()) }
             case .interrupt(let sig):
-                stop("interrupted by \(signalName(sig))", status: 128 + sig)
+                stop("interrupted by \(signalName(sig))", status: 128 + sig, all: true)
             }
         }
         // A process's report travels on its own connection, which can be
@@ -396,34 +575,81 @@ public final class Launcher: @unchecked Sendable {
             switch ev {
             case .report(let rank, let json): reports[rank] = json
             case .processClosed(let rank): closed.insert(rank)
+            case .finalized(let rank): if rank < n { finalized.insert(rank) }
             default: break
             }
         }
+        // Exits with status 0 not judged yet: the connection did not end in
+        // time, so judge on what arrived.
+        for r in exitedUnjudged.sorted() {
+            closed.insert(r)
+            judgeExit(r)
+        }
         if stoppedByRank, !rankFailures.isEmpty {
             // The first cause, in this order: a rank that crashed (a signal
-            // the launcher never sends); a rank others lost that lost nobody
-            // itself; a rank that lost nobody; the first failure to arrive.
-            // Exit order alone misleads: a crashing rank's backtrace takes
-            // longer than its peers' "rank is gone" exits.
+            // the launcher never sends); a rank that exited without calling
+            // finalize; a rank others lost that lost nobody itself; a rank
+            // that lost nobody; the first failure to arrive. Exit order alone
+            // misleads: a crashing rank's backtrace takes longer than its
+            // peers' "rank is gone" exits.
             let crashSignals: Set<Int32> = [SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS]
             func crashed(_ st: ExitStatus) -> Bool {
                 if case .signaled(let sig) = st { return crashSignals.contains(sig) }
                 return false
             }
             let primary = rankFailures.first { crashed($0.status) }
+                ?? rankFailures.first { unfinalized.contains($0.rank) }
                 ?? rankFailures.first { lostBy[$0.rank] != nil && lostOf[$0.rank] == nil }
                 ?? rankFailures.first { lostOf[$0.rank] == nil }
                 ?? rankFailures[0]
-            let line = "\(whereIs(primary.rank)) \(primary.status)"
+            func stoppedAfterLoss(_ f: (rank: Int, status: ExitStatus)) -> Bool {
+                killedByLauncher.contains(f.rank) && lostBy[f.rank] != nil && (f.status == .signaled(SIGTERM) || f.status == .signaled(SIGKILL))
+            }
+            func fate(_ f: (rank: Int, status: ExitStatus)) -> String {
+                if stoppedAfterLoss(f) {
+                    return "\(whereIs(f.rank)): rank \(lostBy[f.rank]!) lost its connection to it while it was still running "
+                        + "(a broken link, or it closed its sockets), then the launcher stopped it (\(signalName(f.status.shellStatus - 128)))"
+                }
+                if unfinalized.contains(f.rank) {
+                    return "\(whereIs(f.rank)) exited with status 0 without calling finalize: its peers could no longer reach it. "
+                        + "Every rank that joined must call finalize() before it exits"
+                }
+                return "\(whereIs(f.rank)) \(f.status)"
+            }
+            let line = fate(primary) + (lostOf[primary.rank].map { " after losing rank \($0)" } ?? "")
             failures.insert(line, at: 0)
             output.note(line)
             for f in rankFailures where f.rank != primary.rank {
                 let why = lostOf[f.rank].map { " after losing rank \($0)" } ?? ""
-                let other = "\(whereIs(f.rank)) \(f.status)\(why)"
+                let other = "\(fate(f))\(why)"
                 failures.append(other)
                 output.note(other)
             }
-            status = primary.status.shellStatus
+            // A rank the launcher stopped did not choose its status: the
+            // job's is then that of the first failure of a rank's own.
+            if unfinalized.contains(primary.rank) {
+                status = 1
+            } else if stoppedAfterLoss(primary) {
+                status = rankFailures.first { !stoppedAfterLoss($0) && !unfinalized.contains($0.rank) }?.status.shellStatus ?? 1
+            } else {
+                status = primary.status.shellStatus
+            }
+        }
+        if status != 0 {
+            // Every other rank's fate, so that nothing is left unexplained.
+            let described = Set(rankFailures.map(\.rank))
+            for r in 0..<n where !described.contains(r) {
+                guard let st = exited[r] else { continue }
+                let line: String
+                if killedByLauncher.contains(r) && (st == .signaled(SIGTERM) || st == .signaled(SIGKILL)) {
+                    line = "\(whereIs(r)) was stopped by the launcher (\(signalName(st.shellStatus - 128)))"
+                } else if finalized.contains(r) {
+                    line = "\(whereIs(r)) called finalize and \(st)"
+                } else {
+                    line = "\(whereIs(r)) \(st)"
+                }
+                output.note(line)
+            }
         }
         for (_, v) in registered { v.2.shutdown() }
         registry?.finish()

@@ -117,7 +117,7 @@ public final class NodeDaemon: @unchecked Sendable {
                 case .nodeInfoRequest:
                     try? c.send(ControlMessage.nodeInfo(names: self.names).frame())
                 case .spawn(let req): session.spawn(req)
-                case .killJob(let grace): session.killAll(graceMillis: grace)
+                case .killJob(let grace, let except): session.killAll(graceMillis: grace, except: Set(except))
                 default:
                     self.log.warning("unexpected \(f.kind) from \(c.remote)")
                 }
@@ -239,11 +239,13 @@ final class Session: @unchecked Sendable {
         try? connection.send(ControlMessage.exited(rank: rank, osPID: child.pid, status: status!).frame())
     }
 
-    /// SIGTERM to every live process group now, SIGKILL after the grace period.
-    func killAll(graceMillis: Int) {
-        signalAll(SIGTERM)
+    /// SIGTERM to every live process group now, SIGKILL after the grace
+    /// period, except the ranks in `except` (they finalized and are left to
+    /// exit; the session's end still kills them).
+    func killAll(graceMillis: Int, except: Set<Int> = []) {
+        signalAll(SIGTERM, except: except)
         DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(graceMillis)) { [self] in
-            signalAll(SIGKILL)
+            signalAll(SIGKILL, except: except)
         }
     }
 
@@ -253,8 +255,8 @@ final class Session: @unchecked Sendable {
         connection.shutdown()
     }
 
-    private func signalAll(_ sig: Int32) {
-        for c in children.value.values where !c.reaped {
+    private func signalAll(_ sig: Int32, except: Set<Int> = []) {
+        for (rank, c) in children.value where !c.reaped && !except.contains(rank) {
             kill(-c.pid, sig)
             if sig == SIGKILL, let cgroup = c.cgroup { ProcessCgroups.signalKill(cgroup) }
         }

@@ -89,6 +89,9 @@ public final class MemoryEngine: @unchecked Sendable {
     private let stopping = AtomicFlag()
     private var faultThread: Thread?
     private var blockedNanos: UInt64 = 0
+    /// The first peer lost (rank, why), under `lock`: from then on no wait
+    /// that needs a message can be trusted to end (see `peerLost`).
+    private var lostPeer: (rank: Int, reason: String)?
     public let observers: Observers
 
     /// Observers registered before `start()`.
@@ -244,6 +247,50 @@ public final class MemoryEngine: @unchecked Sendable {
             if faultStarted[f.page] == nil { faultStarted[f.page] = (DispatchTime.now().uptimeNanoseconds, f) }
             return f.isWrite ? core.onWriteFault(page: f.page) : core.onReadFault(page: f.page)
         }
+        // A fault served locally has completed by now; one that waits for a
+        // message cannot be trusted to end once a peer is gone.
+        lock.lock()
+        let stuck = lostPeer.flatMap { lost in faultStarted[f.page] == nil ? nil : lost }
+        lock.unlock()
+        if let stuck { failWaitingFaults(pages: [f.page], lost: stuck) }
+    }
+
+    /// A peer is gone without saying goodbye (it exited, crashed, or its
+    /// connection broke). It may have owned or managed any page, so no
+    /// request in flight can be trusted to be answered: every wait of the
+    /// engine fails. A thread waiting in `synchronize` gets
+    /// `MemoryError.peerGone`. A thread waiting for a page sleeps in the
+    /// signal handler and cannot be handed an error: the process reports
+    /// which page waited for what and exits with status 1 (the job is
+    /// failing anyway, and a silent hang is the alternative). Later faults
+    /// that need a message fail the same way; faults served locally go on.
+    public func peerLost(_ rank: Int, reason: String) {
+        lock.lock()
+        if lostPeer == nil { lostPeer = (rank, reason) }
+        let lost = lostPeer!
+        let pending = faultStarted.keys.sorted()
+        lock.unlock()
+        readyChanged.lock()
+        readyChanged.broadcast()
+        readyChanged.unlock()
+        if !pending.isEmpty { failWaitingFaults(pages: pending, lost: lost) }
+    }
+
+    /// The pages application threads wait for now, with how long each has
+    /// waited (for the stuck-job report).
+    public var waitingPages: [(page: Int, nanoseconds: UInt64)] {
+        lock.lock()
+        defer { lock.unlock() }
+        let now = DispatchTime.now().uptimeNanoseconds
+        return faultStarted.map { ($0.key, now &- $0.value.0) }.sorted { $0.page < $1.page }
+    }
+
+    private func failWaitingFaults(pages: [Int], lost: (rank: Int, reason: String)) {
+        let list = pages.prefix(8).map { p in "page \(p) (address 0x\(String(region.applicationBase + UInt(p * region.pageSize), radix: 16)))" }
+        let more = pages.count > 8 ? " and \(pages.count - 8) more" : ""
+        terminateProcess("plexus[\(configuration.rank)]: rank \(lost.rank) is gone (\(lost.reason)), so this process's access to "
+            + list.joined(separator: ", ") + more + " can never be served: exiting with status 1. "
+            + "Every rank must call finalize() before it exits; see the report of rank \(lost.rank) for why it ended.")
     }
 
     private func faultLoop() {
@@ -258,7 +305,8 @@ public final class MemoryEngine: @unchecked Sendable {
 
     /// Runs a synchronisation hook of the core and waits until the core says
     /// its part is done; returns the payload the core attached.
-    public func synchronize(_ hook: (inout any CoherenceProtocol, SyncTicket) -> [MemoryEffect]) -> [UInt8] {
+    /// Throws `.peerGone` if a peer is lost before the core is done.
+    public func synchronize(_ hook: (inout any CoherenceProtocol, SyncTicket) -> [MemoryEffect]) throws(MemoryError) -> [UInt8] {
         var ticket = SyncTicket(0)
         step {
             nextTicket += 1
@@ -267,7 +315,13 @@ public final class MemoryEngine: @unchecked Sendable {
         }
         readyChanged.lock()
         defer { readyChanged.unlock() }
-        while ready[ticket.id] == nil { readyChanged.wait() }
+        while ready[ticket.id] == nil {
+            lock.lock()
+            let lost = lostPeer
+            lock.unlock()
+            if let lost { throw .peerGone(rank: lost.rank, reason: lost.reason) }
+            readyChanged.wait()
+        }
         return ready.removeValue(forKey: ticket.id)!
     }
 
@@ -393,14 +447,21 @@ public final class MemoryEngine: @unchecked Sendable {
                 }
                 let frame = j == i + 1 ? batch[i].bytes : MemoryMessage.batch(batch[i..<j].map(\.bytes))
                 do { try link.sendMemory(frame, to: to) } catch {
-                    // The peer is gone; the launcher ends the job when it
-                    // sees a process fail, so report and carry on.
-                    note("cannot send to rank \(to): \(error)")
+                    // The peer is gone: `peerLost` fails every wait that
+                    // depends on it, once. Say so here only once per rank.
+                    lock.lock()
+                    let known = lostPeer != nil
+                    lock.unlock()
+                    if !known && unreachableNoted.withLock({ $0.insert(to).inserted }) {
+                        note("cannot send to rank \(to): \(error)")
+                    }
                 }
                 i = j
             }
         }
     }
+
+    private let unreachableNoted = Mutex<Set<Int>>([])
 
     /// Bytes of messages joined into one batch at most (far below a frame's limit).
     static let batchBytes = 1 << 20
@@ -451,3 +512,27 @@ final class AtomicFlag: Sendable {
     @discardableResult
     func set() -> Bool { a.exchange(true, ordering: .acquiringAndReleasing) }
 }
+
+/// Ends this process with status 1 after writing `message` to standard
+/// error. Called from the engine's threads while an application thread may
+/// be asleep in the fault handler: `exit` flushes the application's output;
+/// should that flush block (the sleeping thread held a stdio lock), a
+/// watchdog ends the process without it after 2 s. Only the first caller
+/// proceeds; any other waits for the end.
+func terminateProcess(_ message: String) -> Never {
+    if terminating.exchange(true, ordering: .acquiringAndReleasing) {
+        while true { pause() }
+    }
+    let line = message + "\n"
+    _ = line.withCString { write(2, $0, strlen($0)) }
+    let watchdog = Thread {
+        var t = timespec(tv_sec: 2, tv_nsec: 0)
+        var rest = timespec()
+        while nanosleep(&t, &rest) != 0 && errno == EINTR { t = rest }
+        _exit(1)
+    }
+    watchdog.start()
+    exit(1)
+}
+
+private let terminating = Atomic<Bool>(false)

@@ -26,6 +26,9 @@ public enum MemoryError: Error, Equatable, Sendable, CustomStringConvertible {
     case faultHandlerFailed(errno: Int32)
     /// `--protocol` named a protocol that is not registered.
     case unknownProtocol(name: String, known: [String])
+    /// A peer is gone (exited, crashed or cut off without finalize) while
+    /// this process waited for the coherence protocol.
+    case peerGone(rank: Int, reason: String)
 
     public var description: String {
         switch self {
@@ -50,6 +53,8 @@ public enum MemoryError: Error, Equatable, Sendable, CustomStringConvertible {
             return "cannot install the SIGSEGV handler for the shared region: \(errnoText(code))"
         case let .unknownProtocol(name, known):
             return "unknown coherence protocol '\(name)'; use one of: \(known.joined(separator: ", "))"
+        case let .peerGone(rank, reason):
+            return "rank \(rank) is gone (\(reason)); shared memory cannot stay coherent without it, so the job cannot go on"
         }
     }
 }

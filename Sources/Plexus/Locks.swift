@@ -53,7 +53,7 @@ extension Plexus {
 final class LockService: @unchecked Sendable {
     let rank: Int
     let size: Int
-    private var sendFrame: (@Sendable (Frame, Int) throws(TransportError) -> Void)?
+    private var sendFrame: (@Sendable (Frame, Int) throws(PlexusError) -> Void)?
     private var memory: MemoryEngine?
 
     // Manager role.
@@ -73,7 +73,8 @@ final class LockService: @unchecked Sendable {
         var denied = false
     }
     private var local: [Int: Local] = [:]
-    private var failure: String?
+    /// The first peer lost: from then on every acquire fails naming it.
+    private var failure: (rank: Int, reason: String)?
     private let cond = NSCondition()
     /// Counts grants, denials and failures as they arrive, readable without
     /// `cond` so that an acquirer can poll for its answer before sleeping.
@@ -85,7 +86,7 @@ final class LockService: @unchecked Sendable {
         self.size = size
     }
 
-    func attach(send: @escaping @Sendable (Frame, Int) throws(TransportError) -> Void, memory: MemoryEngine?) {
+    func attach(send: @escaping @Sendable (Frame, Int) throws(PlexusError) -> Void, memory: MemoryEngine?) {
         sendFrame = send
         self.memory = memory
     }
@@ -95,7 +96,12 @@ final class LockService: @unchecked Sendable {
     func acquire(_ id: Int, tryOnly: Bool, runtime: Plexus) throws(PlexusError) -> Bool {
         let me = UInt(pthread_self())
         cond.lock()
-        while local[id]?.busy == true {
+        while true {
+            if let f = failure {
+                cond.unlock()
+                throw .peerGone(rank: f.rank, reason: f.reason)
+            }
+            guard local[id]?.busy == true else { break }
             if local[id]?.holderThread == me {
                 cond.unlock()
                 throw .lockMisuse("lock \(id) is already held by this thread: Plexus locks are not recursive")
@@ -107,31 +113,42 @@ final class LockService: @unchecked Sendable {
         cond.unlock()
 
         let token = runtime.waitBegan(.lock(id))
+        defer { runtime.waitEnded(.lock(id), token) }
         let answered = answers.load(ordering: .acquiring)
-        try deliver(kind: 3, id: id, flag: tryOnly, payload: [], to: manager(of: id))
+        do throws(PlexusError) {
+            try deliver(kind: 3, id: id, flag: tryOnly, payload: [], to: manager(of: id))
+        } catch {
+            // The request never left: nothing is owed to anyone, and the
+            // threads of this process waiting for the lock may try.
+            abandon(id)
+            throw error
+        }
         // The grant is one round trip away: poll for it before sleeping.
         _ = spin.poll { answers.load(ordering: .acquiring) != answered }
         cond.lock()
         while local[id]?.grant == nil && local[id]?.denied != true && failure == nil { cond.wait() }
-        if let f = failure {
-            local[id] = nil
+        if let grant = local[id]?.grant {
+            local[id]!.holderThread = me
             cond.unlock()
-            runtime.waitEnded(.lock(id), token)
-            throw .peerGone(rank: -1, reason: f)
+            do throws(MemoryError) {
+                _ = try memory?.synchronize { c, t in c.onAcquire(lock: id, grant: grant, ticket: t) }
+            } catch {
+                abandon(id)
+                throw Self.plexusError(error)
+            }
+            return true
         }
         if local[id]?.denied == true {
             local[id] = nil
             cond.broadcast()
             cond.unlock()
-            runtime.waitEnded(.lock(id), token)
             return false
         }
-        let grant = local[id]!.grant!
-        local[id]!.holderThread = me
+        let f = failure!
+        local[id] = nil
+        cond.broadcast()
         cond.unlock()
-        runtime.waitEnded(.lock(id), token)
-        _ = memory?.synchronize { c, t in c.onAcquire(lock: id, grant: grant, ticket: t) }
-        return true
+        throw .peerGone(rank: f.rank, reason: f.reason)
     }
 
     func release(_ id: Int, runtime: Plexus) throws(PlexusError) {
@@ -146,12 +163,42 @@ final class LockService: @unchecked Sendable {
             throw .lockMisuse("cannot release lock \(id): another thread of this process holds it")
         }
         cond.unlock()
-        let payload = memory?.synchronize { c, t in c.onRelease(lock: id, ticket: t) } ?? []
+        // Whatever fails below, this process no longer holds the lock: its
+        // other threads must not wait for a release that cannot come.
+        defer { abandon(id) }
+        let payload: [UInt8]
+        do throws(MemoryError) {
+            payload = try memory?.synchronize { c, t in c.onRelease(lock: id, ticket: t) } ?? []
+        } catch {
+            throw Self.plexusError(error)
+        }
         try deliver(kind: 5, id: id, flag: false, payload: payload, to: manager(of: id))
+    }
+
+    /// Forgets this process's state for lock `id` and wakes its waiting threads.
+    private func abandon(_ id: Int) {
         cond.lock()
         local[id] = nil
         cond.broadcast()
         cond.unlock()
+    }
+
+    static func plexusError(_ e: MemoryError) -> PlexusError {
+        if case .peerGone(let r, let why) = e { return .peerGone(rank: r, reason: why) }
+        return .memory(e)
+    }
+
+    /// What this process's side of the locks looks like now, for the
+    /// stuck-job report: the locks it holds, and for the locks it manages,
+    /// who holds each and who queues for it.
+    func snapshot() -> (held: [Int], managed: [(id: Int, holder: Int, queue: [Int])]) {
+        cond.lock()
+        let held = local.filter { $0.value.holderThread != nil }.map(\.key).sorted()
+        cond.unlock()
+        managerLock.lock()
+        let managed = self.managed.compactMap { id, m in m.holder.map { (id: id, holder: $0, queue: m.queue) } }.sorted { $0.id < $1.id }
+        managerLock.unlock()
+        return (held, managed)
     }
 
     /// Sends a lock message, or handles it here when this rank is the target.
@@ -163,7 +210,7 @@ final class LockService: @unchecked Sendable {
             return
         }
         guard let send = sendFrame else { throw .finalized }
-        do { try send(Frame(.sync, payload: w.bytes), target) } catch { throw .transport(error) }
+        try send(Frame(.sync, payload: w.bytes), target)
     }
 
     func onMessage(from r: Int, _ payload: [UInt8]) throws(WireError) {
@@ -219,7 +266,7 @@ final class LockService: @unchecked Sendable {
 
     func peerLost(_ r: Int, _ why: String) {
         cond.lock()
-        failure = "rank \(r) is gone while locks were in use: \(why)"
+        if failure == nil { failure = (r, why) }
         answers.add(1, ordering: .releasing)
         cond.broadcast()
         cond.unlock()

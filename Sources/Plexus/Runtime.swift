@@ -15,6 +15,9 @@ public enum PlexusError: Error, Sendable, CustomStringConvertible {
     case join(String)
     /// A peer is gone (it exited or crashed).
     case peerGone(rank: Int, reason: String)
+    /// `send` refused: the receiver has this many messages from this rank
+    /// that it has not received yet, the most one rank may leave waiting.
+    case receiverFull(rank: Int, unreceived: Int)
     /// A rank outside 0..<size.
     case badRank(Int, size: Int)
     case transport(TransportError)
@@ -38,6 +41,9 @@ public enum PlexusError: Error, Sendable, CustomStringConvertible {
             return "\(v) is not set: start this program with `plexus run -n N PROGRAM` (it is one process of a job)"
         case .join(let why): return "cannot join the job: \(why)"
         case .peerGone(let r, let why): return "rank \(r) is gone: \(why)"
+        case let .receiverFull(r, n):
+            return "rank \(r) has \(n) unreceived messages from this rank, the most one rank may leave waiting: "
+                + "it must call receive() before more can be sent (send less at a time, or have rank \(r) receive more often)"
         case .badRank(let r, let size): return "rank \(r) does not exist: ranks are 0..<\(size)"
         case .transport(let e): return e.description
         case .finalized: return "the Plexus runtime was finalized; call Plexus.join() again only in a new process"
@@ -77,7 +83,20 @@ public final class Plexus: @unchecked Sendable {
     let transport: TCPTransport
     private let launcher: Connection
     private let rankOf: [ProcessID: Int]
-    private let inbox = Mailbox<(Int, [UInt8])>(capacity: 65_536, spin: .replyImminent)
+    /// User messages received and not yet taken by `receive`. Never full:
+    /// each sender may leave at most `maxUnreceived` (plus one unacknowledged
+    /// batch) here, so the reader thread, which also carries memory, lock and
+    /// barrier traffic, never waits for the application.
+    private let inbox: Mailbox<(Int, [UInt8])>
+    /// The most user messages one rank may have sent another that it has not
+    /// received yet; a send past it fails with `.receiverFull`.
+    public static let maxUnreceived = 16_384
+    /// Receives acknowledged in batches of this many.
+    static let ackBatch = 256
+    /// Per destination rank: messages sent, not yet acknowledged as received.
+    private let unacknowledged: Locked<[Int]>
+    /// Per source rank: messages received, not yet acknowledged.
+    private let receivedSinceAck: Locked<[Int]>
     private let collectives: Dissemination
     private let collectiveEpoch = Locked<UInt64>(0)
     /// The shared-memory engine, nil when the job runs with `--shared-memory 0`.
@@ -94,11 +113,16 @@ public final class Plexus: @unchecked Sendable {
     /// are scheduled: "realtime (…)", "partly raised (…)", "normal", or
     /// "normal (why)"; see `ServingPriority`.
     public var servingScheduling: String { serving.report }
-    private let lostPeers = Locked<[Int: String]>([:])
+    /// Every sender's way to other ranks; knows the ranks lost without a
+    /// goodbye, and the first of them: the one every error names (later
+    /// losses are usually consequences of the first).
+    let peers: PeerTable
     /// Ranks that said goodbye in `finalize`: their disconnection is orderly.
     private let departed = Locked<Set<Int>>([])
     let isFinalized = AtomicFlag()
     private let handlers = Locked<[UInt16: @Sendable (Int, Frame) -> Void]>([:])
+    /// Each thread's current wait and since when (uptime nanoseconds).
+    private let waits = Locked<[UInt64: (WaitTarget, UInt64)]>([:])
 
     /// Joins the job this process was started in by `plexus run`, using the
     /// PLEXUS_* environment variables, and connects to every other rank.
@@ -125,18 +149,22 @@ public final class Plexus: @unchecked Sendable {
         self.size = size
         self.pid = pid
         self.job = job
+        inbox = Mailbox(capacity: (Self.maxUnreceived + Self.ackBatch) * max(1, size - 1) + 1, spin: .replyImminent)
+        unacknowledged = Locked([Int](repeating: 0, count: size))
+        receivedSinceAck = Locked([Int](repeating: 0, count: size))
         let serving = try ServingScheduler(ServingPriority.fromEnvironment(ProcessInfo.processInfo.environment))
         self.serving = serving
         let binding = try CPUBinding(environment: ProcessInfo.processInfo.environment)
         self.binding = binding
         let box = FrameGate()
         let peers = PeerTable()
+        self.peers = peers
         locks = LockService(rank: rank, size: size)
         collectives = Dissemination(rank: rank, size: size, send: { [peers] r, message throws(PlexusError) in
             var w = ByteWriter()
-            w.u8(0)   // sync kind 0: a collective's round (2: goodbye, 3-6: locks)
+            w.u8(0)   // sync kind 0: a collective's round (2: goodbye, 3-6: locks, 7: messages received)
             w.raw(message)
-            do throws(TransportError) { try peers.send(Frame(.sync, payload: w.bytes), to: r) } catch { throw .transport(error) }
+            try peers.send(Frame(.sync, payload: w.bytes), to: r)
         })
         // The engine exists before any peer can reach us: a peer may fault on
         // a page we manage as soon as the mesh is up.
@@ -164,7 +192,11 @@ public final class Plexus: @unchecked Sendable {
                     onPeerLost: { from, why in box.lost(from, why) }))
             launcher = try Connection.dial(launcherAddress, hello: Hello(job: job, sender: pid, role: "process"))
             try launcher.send(ControlMessage.register(rank: rank, pid: pid, address: transport.address.description).frame())
-            guard let f = try launcher.receive(), case .directory(let entries)? = try? ControlMessage(frame: f),
+            var answer = try launcher.receive()
+            // A status or report request may come first; it is answered by
+            // the reader started below, once this process has joined.
+            while let f = answer, f.kind == .statusRequest || f.kind == .reportRequest { answer = try launcher.receive() }
+            guard let f = answer, case .directory(let entries)? = try? ControlMessage(frame: f),
                   entries.count == size else {
                 throw PlexusError.join("the launcher did not send the job's directory")
             }
@@ -178,7 +210,7 @@ public final class Plexus: @unchecked Sendable {
             self.pids = pids
             rankOf = Dictionary(uniqueKeysWithValues: pids.enumerated().map { ($1, $0) })
             peers.set(transport: transport, pids: pids)
-            locks.attach(send: { [peers] frame, r throws(TransportError) in try peers.send(frame, to: r) }, memory: memory)
+            locks.attach(send: { [peers] frame, r throws(PlexusError) in try peers.send(frame, to: r) }, memory: memory)
             if let m = memory, let h = heap {
                 // Each rank's arena starts on that rank: per-process data is
                 // written where it is allocated without a message.
@@ -195,6 +227,12 @@ public final class Plexus: @unchecked Sendable {
                 })
             }
             box.open(self)
+            // The launcher asks what this process waits for (the stuck-job
+            // report) and, when it stops a failing job, for its statistics.
+            launcher.startReader(
+                name: "plexus-launcher",
+                onFrame: { [weak self] f in self?.onLauncherFrame(f) },
+                onClose: { _ in })
             transport.updateDirectory(dir)
             try transport.connect(to: pids)
             // Bound last: the reader threads started above stay free.
@@ -213,13 +251,33 @@ public final class Plexus: @unchecked Sendable {
     /// Sends bytes to another rank. Messages from one rank arrive in order.
     public func send(_ bytes: [UInt8], to rank: Int) throws(PlexusError) {
         guard rank >= 0, rank < size else { throw .badRank(rank, size: size) }
-        if let why = lostPeers.value[rank] { throw .peerGone(rank: rank, reason: why) }
-        do { try transport.send(Frame(.user, payload: bytes), to: pids[rank]) } catch { throw .transport(error) }
+        let full = unacknowledged.withLock { u -> Int? in
+            if u[rank] >= Self.maxUnreceived { return u[rank] }
+            u[rank] += 1
+            return nil
+        }
+        if let full { throw .receiverFull(rank: rank, unreceived: full) }
+        do throws(PlexusError) { try peers.send(Frame(.user, payload: bytes), to: rank) } catch {
+            unacknowledged.withLock { $0[rank] -= 1 }
+            throw error
+        }
     }
 
     /// Receives the next message from any rank: (sender rank, bytes).
     public func receive() throws(PlexusError) -> (from: Int, bytes: [UInt8]) {
-        guard let m = inbox.take() else { throw .peerGone(rank: -1, reason: inbox.closeReason ?? "runtime closed") }
+        guard let m = inbox.take() else { throw closedError() }
+        let ack = receivedSinceAck.withLock { r -> Bool in
+            r[m.0] += 1
+            guard r[m.0] >= Self.ackBatch else { return false }
+            r[m.0] = 0
+            return true
+        }
+        if ack {
+            // The sender may send that many more (sync kind 7: received).
+            var w = ByteWriter()
+            w.u8(7); w.u32(UInt32(Self.ackBatch))
+            if m.0 == self.rank { onReceived(from: m.0, Self.ackBatch) } else { try? peers.send(Frame(.sync, payload: w.bytes), to: m.0) }
+        }
         return m
     }
 
@@ -235,15 +293,22 @@ public final class Plexus: @unchecked Sendable {
         let epoch = collectiveEpoch.withLock { e -> UInt64 in e += 1; return e }
         let token = waitBegan(.barrier(epoch))
         defer { waitEnded(.barrier(epoch), token) }
-        let mine = memory?.synchronize { c, t in c.onBarrierArrive(barrier: 0, ticket: t) } ?? []
+        let mine: [UInt8]
+        do throws(MemoryError) { mine = try memory?.synchronize { c, t in c.onBarrierArrive(barrier: 0, ticket: t) } ?? [] } catch {
+            throw LockService.plexusError(error)
+        }
         let all = try gather(epoch: epoch, mine)
-        _ = memory?.synchronize { c, t in c.onBarrierDepart(barrier: 0, contributions: all, ticket: t) }
+        do throws(MemoryError) { _ = try memory?.synchronize { c, t in c.onBarrierDepart(barrier: 0, contributions: all, ticket: t) } } catch {
+            throw LockService.plexusError(error)
+        }
     }
 
     /// Every rank contributes bytes; every rank gets all contributions, by rank.
     /// A collective: every rank must call it in the same order.
     public func allGather(_ bytes: [UInt8]) throws(PlexusError) -> [[UInt8]] {
         let epoch = collectiveEpoch.withLock { e -> UInt64 in e += 1; return e }
+        let token = waitBegan(.barrier(epoch))
+        defer { waitEnded(.barrier(epoch), token) }
         return try gather(epoch: epoch, bytes)
     }
 
@@ -252,23 +317,57 @@ public final class Plexus: @unchecked Sendable {
     }
 
     private func closedError() -> PlexusError {
-        let lost = lostPeers.value
-        if let (r, why) = lost.first { return .peerGone(rank: r, reason: why) }
+        if let (r, why) = peers.firstLost { return .peerGone(rank: r, reason: why) }
         return .finalized
     }
 
     private func sendSync(_ payload: [UInt8], to r: Int) throws(PlexusError) {
-        do { try transport.send(Frame(.sync, payload: payload), to: pids[r]) } catch { throw .transport(error) }
+        try peers.send(Frame(.sync, payload: payload), to: r)
     }
 
     func waitBegan(_ t: WaitTarget) -> UInt64 {
         let thread = UInt64(UInt(pthread_self()))
+        let now = DispatchTime.now().uptimeNanoseconds
+        waits.withLock { $0[thread] = (t, now) }
         for o in memory?.observers.waits ?? [] { o.waitBegan(t, thread: thread) }
         return thread
     }
 
     func waitEnded(_ t: WaitTarget, _ thread: UInt64) {
+        waits.withLock { _ = $0.removeValue(forKey: thread) }
         for o in memory?.observers.waits ?? [] { o.waitEnded(t, thread: thread) }
+    }
+
+    /// What this process waits for now: its threads' waits in barriers,
+    /// collectives and locks, and the pages its threads faulted on.
+    func currentStatus() -> ProcessStatus {
+        let now = DispatchTime.now().uptimeNanoseconds
+        var list: [ProcessStatus.Wait] = waits.value.values.map { t, since in
+            let target: ProcessStatus.Target
+            switch t {
+            case .barrier(let e): target = .barrier(e)
+            case .lock(let l): target = .lock(l)
+            case .page(let p): target = .page(p)
+            }
+            return ProcessStatus.Wait(target: target, millis: (now &- since) / 1_000_000)
+        }
+        for (page, nanos) in memory?.waitingPages ?? [] {
+            list.append(ProcessStatus.Wait(target: .page(page), millis: nanos / 1_000_000))
+        }
+        let lockState = locks.snapshot()
+        return ProcessStatus(rank: rank, waits: list, heldLocks: lockState.held,
+                             managedLocks: lockState.managed.map { (lock: $0.id, holder: $0.holder) })
+    }
+
+    private func onLauncherFrame(_ f: Frame) {
+        switch try? ControlMessage(frame: f) {
+        case .statusRequest?:
+            try? launcher.send(ControlMessage.status(currentStatus()).frame())
+        case .reportRequest?:
+            if memory != nil && ProcessInfo.processInfo.environment["PLEXUS_STATS"] == "1" { report(json: statisticsJSON()) }
+        default:
+            break
+        }
     }
 
     // MARK: Extension points for the layers above (shared memory, ...)
@@ -300,6 +399,9 @@ public final class Plexus: @unchecked Sendable {
         // barrier above and reported; a second barrier makes sure they have.
         try barrier()
         isFinalized.set()
+        // Every rank got here: this process's exit is now expected, and it
+        // is left to exit if another rank fails from now on.
+        try? launcher.send(ControlMessage.finalized(rank: rank).frame())
         memory?.stop()
         // Goodbye travels behind everything else we sent each peer (FIFO per
         // connection), so a peer never mistakes our close for a crash.
@@ -323,16 +425,20 @@ public final class Plexus: @unchecked Sendable {
         }
     }
 
-    fileprivate func onPeerLost(_ from: ProcessID, _ why: String) {
+    fileprivate func onPeerLost(_ from: ProcessID, _ transportReason: String) {
         guard let r = rankOf[from], !isFinalized.isSet, !departed.value.contains(r) else { return }
-        lostPeers.withLock { $0[r] = why }
+        let why = PeerTable.describeLoss(transportReason)
+        guard peers.lost(r, why) else { return }
         // Tell the launcher first: if this process now fails because of it,
         // the job's report names the rank that was lost, not this one.
         try? launcher.send(ControlMessage.peerLost(rank: rank, lost: r, reason: why).frame())
-        // Anyone blocked waiting on the job would wait forever: wake them with an error.
-        inbox.close(reason: "rank \(r) is gone: \(why)")
-        collectives.fail(why)
-        locks.peerLost(r, why)
+        // Every wait that could depend on that rank would wait forever: wake
+        // them with an error naming the first rank lost.
+        let (first, firstWhy) = peers.firstLost ?? (r, why)
+        inbox.close(reason: "rank \(first) is gone: \(firstWhy)")
+        collectives.fail(firstWhy)
+        locks.peerLost(first, firstWhy)
+        memory?.peerLost(first, reason: firstWhy)
     }
 }
 
@@ -347,6 +453,10 @@ extension Plexus {
                 try collectives.receive(from: r, Array(payload.dropFirst()))
             case 2:
                 departed.withLock { _ = $0.insert(r) }
+            case 7:
+                let n = Int(try rd.u32("messages received"))
+                try rd.expectEnd("receive acknowledgement")
+                onReceived(from: r, n)
             default:
                 try locks.onMessage(from: r, payload)
             }
@@ -356,10 +466,21 @@ extension Plexus {
     }
 }
 
-/// Maps ranks to global PIDs for the memory engine and the lock service.
+extension Plexus {
+    /// Rank `r` received `n` more of our messages.
+    fileprivate func onReceived(from r: Int, _ n: Int) {
+        unacknowledged.withLock { $0[r] = max(0, $0[r] - n) }
+    }
+}
+
+/// Maps ranks to global PIDs for every sender of the runtime (messages,
+/// collectives, locks, the memory engine), and knows which ranks are lost:
+/// a send to one fails naming the rank and why, never by dialling its old
+/// address ("connection refused").
 final class PeerTable: MemoryLink, @unchecked Sendable {
     private var transport: TCPTransport?
     private var pids: [ProcessID] = []
+    private let lostRanks = Locked<(all: [Int: String], first: (rank: Int, reason: String)?)>(([:], nil))
 
     /// Called once, before any message can flow.
     func set(transport: TCPTransport, pids: [ProcessID]) {
@@ -367,9 +488,35 @@ final class PeerTable: MemoryLink, @unchecked Sendable {
         self.pids = pids
     }
 
-    func send(_ frame: Frame, to rank: Int) throws(TransportError) {
-        guard let t = transport else { throw .closed }
-        try t.send(frame, to: pids[rank])
+    /// Records a lost rank; false if it was known already.
+    func lost(_ rank: Int, _ why: String) -> Bool {
+        lostRanks.withLock { l in
+            guard l.all[rank] == nil else { return false }
+            l.all[rank] = why
+            if l.first == nil { l.first = (rank, why) }
+            return true
+        }
+    }
+
+    /// The first rank lost and why: the likely cause of every later failure.
+    var firstLost: (rank: Int, reason: String)? { lostRanks.value.first }
+
+    /// A user-facing reason for a connection that ended without a goodbye.
+    static func describeLoss(_ transportReason: String) -> String {
+        transportReason == "closed by peer"
+            ? "it ended without calling finalize (it exited, crashed or was killed)"
+            : "its connection broke without a goodbye (\(transportReason))"
+    }
+
+    func send(_ frame: Frame, to rank: Int) throws(PlexusError) {
+        if let why = lostRanks.value.all[rank] { throw .peerGone(rank: rank, reason: why) }
+        guard let t = transport else { throw .finalized }
+        do throws(TransportError) { try t.send(frame, to: pids[rank]) } catch {
+            if case .peerLost(_, let reason) = error {
+                throw .peerGone(rank: rank, reason: lostRanks.value.all[rank] ?? Self.describeLoss(reason))
+            }
+            throw .transport(error)
+        }
     }
 
     func sendMemory(_ bytes: [UInt8], to rank: Int) throws {

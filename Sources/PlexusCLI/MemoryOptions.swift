@@ -79,8 +79,13 @@ struct MemoryOptions: ParsableArguments {
             let data: Data
             do {
                 let metadata = try JSONSerialization.jsonObject(with: JSONEncoder().encode(run))
+                // Written for failed, interrupted and timed-out jobs too: "status"
+                // is plexus run's exit status and "failures" says what went wrong;
+                // "processes" holds every report that arrived (a rank stopped
+                // before it could answer is missing).
                 let doc: [String: Any] = ["protocol": `protocol`, "pageSize": pageSize, "lookAhead": lookAhead, "processes": reports,
-                                          "seconds": result.seconds, "run": metadata]
+                                          "seconds": result.seconds, "status": Int(result.status), "failures": result.failures,
+                                          "run": metadata]
                 data = try JSONSerialization.data(withJSONObject: doc, options: [.prettyPrinted, .sortedKeys])
             } catch {
                 writeAll(2, "plexus: cannot encode the statistics for --stats: \(error)\n")

@@ -104,6 +104,16 @@ struct Run: ParsableCommand {
 
     @OptionGroup var lease: LeaseOptions
 
+    @Option(name: .long, help: ArgumentHelp(
+        "After this many seconds in which a rank waits for the same barrier, lock or page, print what every rank waits for (barrier N and the ranks not arrived, lock L and its holder, page P and the rank asked); 0 turns it off.",
+        valueName: "seconds"))
+    var stallReport: Double = 30
+
+    @Option(name: .long, help: ArgumentHelp(
+        "End the job after this many seconds: every process is stopped, what each waited for is printed, and plexus exits with status 124.",
+        valueName: "seconds"))
+    var timeout: Double?
+
     @OptionGroup var memory: MemoryOptions
 
     @OptionGroup var common: CommonOptions
@@ -118,6 +128,12 @@ struct Run: ParsableCommand {
             throw ValidationError("no program given: try `plexus run -n \(processes) ./my-program`")
         }
         guard grace >= 0 else { throw ValidationError("--grace must be >= 0") }
+        guard stallReport >= 0, stallReport.isFinite else {
+            throw ValidationError("--stall-report \(stallReport) must be a number of seconds >= 0 (0 turns the report off)")
+        }
+        if let timeout, !(timeout > 0 && timeout.isFinite) {
+            throw ValidationError("--timeout \(timeout) must be a number of seconds > 0")
+        }
     }
 
     func run() throws {
@@ -136,6 +152,8 @@ struct Run: ParsableCommand {
             spec.names = list.split(separator: ",").map(String.init)
         }
         spec.leaseTTLMillis = lease.leaseTtlMs
+        spec.stallReportSeconds = stallReport
+        spec.timeoutSeconds = timeout
         var started = RunMetadata.now()
         started.processes = processes
         let result = try runJob(spec, logger: logger)

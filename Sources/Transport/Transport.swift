@@ -57,6 +57,10 @@ public final class TCPTransport: Transport, @unchecked Sendable {
     private struct State {
         var directory: [ProcessID: SocketAddress] = [:]
         var connections: [ProcessID: Connection] = [:]
+        /// Peers whose connection ended by itself (not by `disconnect`), with
+        /// the reason: a send to one fails with that reason instead of
+        /// dialling an address where nobody listens any more.
+        var lost: [ProcessID: String] = [:]
         var closed = false
     }
 
@@ -106,7 +110,10 @@ public final class TCPTransport: Transport, @unchecked Sendable {
     }
 
     public func disconnect(_ peer: ProcessID) {
-        let c = state.withLock { $0.connections.removeValue(forKey: peer) }
+        let c = state.withLock { s -> Connection? in
+            s.lost[peer] = nil
+            return s.connections.removeValue(forKey: peer)
+        }
         c?.shutdown()
     }
 
@@ -126,9 +133,13 @@ public final class TCPTransport: Transport, @unchecked Sendable {
     public var connectedPeers: [ProcessID] { state.withLock { Array($0.connections.keys) } }
 
     private func connection(to peer: ProcessID) throws(TransportError) -> Connection {
-        let (existing, address, closed) = state.withLock { ($0.connections[peer], $0.directory[peer], $0.closed) }
+        let (existing, address, closed, lost) = state.withLock { ($0.connections[peer], $0.directory[peer], $0.closed, $0.lost[peer]) }
         if closed { throw .closed }
         if let c = existing { return c }
+        // A peer whose connection broke is gone (it exited or crashed): say
+        // so, rather than "connection refused" from dialling its old address.
+        // `disconnect` or a new connection from it makes it reachable again.
+        if let lost { throw .peerLost(peer, reason: lost) }
         guard let address else { throw .unknownPeer(peer) }
         let c = try Connection.dial(address, hello: Hello(job: job, sender: localID, role: "process"),
                                     timeoutMillis: connectTimeoutMillis)
@@ -149,6 +160,7 @@ public final class TCPTransport: Transport, @unchecked Sendable {
             if s.closed { return (c, true) }
             if let old = s.connections[peer] { return (old, false) }
             s.connections[peer] = c
+            s.lost[peer] = nil
             return (c, false)
         }
         let handler = self.handler
@@ -161,6 +173,7 @@ public final class TCPTransport: Transport, @unchecked Sendable {
                 let wasCurrent = self.state.withLock { s -> Bool in
                     guard let cur = s.connections[peer], cur === c else { return false }
                     s.connections[peer] = nil
+                    s.lost[peer] = reason
                     return true
                 }
                 if wasCurrent { handler.onPeerLost(peer, reason) }

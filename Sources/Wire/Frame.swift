@@ -73,6 +73,10 @@ public struct MessageKind: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let peerLost = MessageKind(rawValue: 0x010C)
     public static let nodeInfoRequest = MessageKind(rawValue: 0x010D)
     public static let nodeInfo = MessageKind(rawValue: 0x010E)
+    public static let finalized = MessageKind(rawValue: 0x010F)
+    public static let statusRequest = MessageKind(rawValue: 0x0110)
+    public static let status = MessageKind(rawValue: 0x0111)
+    public static let reportRequest = MessageKind(rawValue: 0x0112)
     // 0x02xx: shared memory protocols
     public static let memory = MessageKind(rawValue: 0x0201)
     public static let sync = MessageKind(rawValue: 0x0202)
