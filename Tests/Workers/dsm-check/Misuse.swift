@@ -10,8 +10,9 @@ import Plexus
 /// - releasing a lock this process does not hold, acquiring a lock twice
 ///   from one thread, and releasing from a thread that does not hold it
 ///   throw `.lockMisuse` saying so;
-/// - a collective allocation with different sizes, then with different
-///   names, on different ranks throws `.collectiveMismatch` on every rank;
+/// - a collective allocation with different sizes, names, distributions
+///   or element sizes on different ranks throws `.collectiveMismatch` on
+///   every rank;
 /// - an allocation larger than what is left (collective and per-process)
 ///   throws `.outOfSharedMemory` with the bytes asked and the bytes left, and
 ///   exactly "left" bytes can still be allocated afterwards;
@@ -44,6 +45,17 @@ func misuse(_ px: Plexus, _ o: Options) throws -> Bool {
     } match: { if case .collectiveMismatch = $0 { true } else { false } }
     expectError("allocation with different names", &failures, contains: ["'alpha'", "'beta'"]) {
         _ = try px.allocate(Int.self, count: 4, name: px.rank == 0 ? "alpha" : "beta")
+    } match: { if case .collectiveMismatch = $0 { true } else { false } }
+    // Same size and name, but pages placed differently (issue 25, item 1):
+    // without the check both ranks would own a page and write it silently.
+    expectError("allocation with different distributions", &failures, contains: ["'spread'", "distribution .block", "distribution .cyclic"]) {
+        _ = try px.allocate(Int.self, count: 4 * 512, name: "spread", distribution: px.rank == 0 ? .block : .cyclic)
+    } match: { if case .collectiveMismatch = $0 { true } else { false } }
+    expectError("allocation on different ranks", &failures, contains: ["'homed'", "distribution .on(rank: 0)", "distribution .on(rank: 1)"]) {
+        _ = try px.allocate(Int.self, count: 4 * 512, name: "homed", distribution: .on(rank: px.rank == 0 ? 0 : 1))
+    } match: { if case .collectiveMismatch = $0 { true } else { false } }
+    expectError("allocation with different element sizes", &failures, contains: ["'typed'", "(64 bytes) of 1-byte elements", "(64 bytes) of 8-byte elements"]) {
+        if px.rank == 0 { _ = try px.allocate(UInt8.self, count: 64, name: "typed") } else { _ = try px.allocate(UInt64.self, count: 8, name: "typed") }
     } match: { if case .collectiveMismatch = $0 { true } else { false } }
     // The ranks still agree afterwards: the same call gives the same address.
     let agreed = try px.allocate(Int.self, count: 4, name: "agreed")
