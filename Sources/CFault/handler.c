@@ -44,6 +44,12 @@ enum {
     SPIN_NANOSECONDS = 50000,
 };
 
+// Bits of the x86 page-fault error code (REG_ERR).
+enum {
+    PF_WRITE = 1 << 1,       // the access was a write
+    PF_INSTRUCTION = 1 << 4, // the access was an instruction fetch
+};
+
 enum phase { FREE = 0, CLAIMING = 1, PENDING = 2, IN_SERVICE = 3, DONE = 4 };
 
 // State word layout.
@@ -246,6 +252,59 @@ static void wait_for_page(uint64_t page, bool is_write, origin from) {
     }
 }
 
+// --- Messages from the handler ---------------------------------------------
+// Built in a buffer on the (alternate) stack and written with one write(2):
+// no stdio, no allocation.
+
+typedef struct line {
+    char text[768];
+    size_t length;
+} line;
+
+static void put(line *l, const char *s) {
+    while (*s && l->length < sizeof l->text) l->text[l->length++] = *s++;
+}
+
+static void put_bytes(line *l, const char *s, size_t n) {
+    for (size_t i = 0; i < n && l->length < sizeof l->text; i++) l->text[l->length++] = s[i];
+}
+
+static void put_hex(line *l, uint64_t v) {
+    char digits[16];
+    int n = 0;
+    do {
+        digits[n++] = "0123456789abcdef"[v & 15];
+        v >>= 4;
+    } while (v != 0);
+    put(l, "0x");
+    while (n > 0 && l->length < sizeof l->text) l->text[l->length++] = digits[--n];
+}
+
+static void put_decimal(line *l, uint64_t v) {
+    char digits[20];
+    int n = 0;
+    do {
+        digits[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    while (n > 0 && l->length < sizeof l->text) l->text[l->length++] = digits[--n];
+}
+
+static void write_all(const char *p, size_t n) {
+    while (n > 0) {
+        ssize_t k = write(STDERR_FILENO, p, n);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return;
+        p += k;
+        n -= (size_t)k;
+    }
+}
+
+static void emit(line *l) {
+    if (l->length == sizeof l->text) l->text[l->length - 1] = '\n';
+    write_all(l->text, l->length);
+}
+
 static void chain(int signo, siginfo_t *info, void *context) {
     count(&stat_chained);
     if (previous_action.sa_flags & SA_SIGINFO) {
@@ -269,17 +328,37 @@ static void chain(int signo, siginfo_t *info, void *context) {
     handler(signo);
 }
 
+/// A fault in the region that Plexus will not serve: says why (once per
+/// process, so a previous handler that returns without a fix cannot flood
+/// stderr), then treats it as any crash: the previous handler runs (Swift's
+/// backtracer shows where), or the default action kills the process with
+/// SIGSEGV when the access re-executes.
+static _Atomic bool refused_once;
+
+static void refuse(line *why, int signo, siginfo_t *info, void *context) {
+    if (!atomic_exchange(&refused_once, true)) emit(why);
+    chain(signo, info, context);
+}
+
 static void cfault_handler(int signo, siginfo_t *info, void *context) {
     int saved_errno = errno;
     uintptr_t address = (uintptr_t)info->si_addr;
     uintptr_t base = atomic_load_explicit(&region_base, memory_order_acquire);
     uintptr_t end = atomic_load_explicit(&region_end, memory_order_acquire);
+    const ucontext_t *uc = context;
     if (info->si_code <= 0 || address < base || address >= end) {
         chain(signo, info, context);
+    } else if ((uc->uc_mcontext.gregs[REG_ERR] & PF_INSTRUCTION) != 0) {
+        // The application view is never executable: a read grant would
+        // only make the fetch fault again, for ever.
+        line l = { .length = 0 };
+        put(&l, "plexus: instruction fetch from shared memory at ");
+        put_hex(&l, address);
+        put(&l, ": Plexus does not serve execute access (code cannot run from the shared region; copy it to private memory and run it there)\n");
+        refuse(&l, signo, info, context);
     } else {
-        const ucontext_t *uc = context;
         // Page-fault error code bit 1: the access was a write.
-        bool is_write = (uc->uc_mcontext.gregs[REG_ERR] & 2) != 0;
+        bool is_write = (uc->uc_mcontext.gregs[REG_ERR] & PF_WRITE) != 0;
         uint32_t shift = atomic_load_explicit(&page_shift, memory_order_relaxed);
         uint64_t page = (uint64_t)(address - base) >> shift;
         origin from = {

@@ -260,3 +260,50 @@ private func isMapped(_ address: UInt) -> Bool {
     let page = UInt(sysconf(Int32(_SC_PAGESIZE)))
     return msync(UnsafeMutableRawPointer(bitPattern: address / page * page), Int(page), MS_ASYNC) == 0
 }
+
+// MARK: Accesses Plexus refuses (issue 25)
+//
+// Each scenario below makes the last rank do something the fault path must
+// refuse with a message on stderr; that rank then dies of SIGSEGV (the
+// refusal is passed on as a crash). The other ranks wait at a barrier the
+// crasher never reaches and leave the end of the job to the launcher (see
+// `waitForTheLauncher`).
+
+/// The scenarios of this section, for main.swift's list.
+var refusedAccesses: [(name: String, ranks: String, run: (Plexus, Options) throws -> Bool)] {
+    [
+        ("exec-shared", "2+", execShared),
+    ]
+}
+
+/// `exec-shared`: the last rank writes a `ret` instruction into a shared page
+/// and calls it. The handler must refuse the instruction fetch naming the
+/// address, not grant read access for ever (the fetch would fault again).
+func execShared(_ px: Plexus, _ o: Options) throws -> Bool {
+    let pageSize = px.pageSize!
+    let code = try px.allocate(UInt8.self, count: pageSize, name: "code", alignment: pageSize)
+    let crasher = px.size - 1
+    if px.rank == crasher {
+        code[0] = 0xC3 // x86_64 `ret`
+        say("rank \(crasher) calls code at 0x\(String(code.address, radix: 16)) in shared memory")
+        let function = unsafeBitCast(code.base, to: (@convention(c) () -> Void).self)
+        function()
+        say("FAIL exec-shared: the call into shared memory returned")
+        exit(1)
+    }
+    return try waitForTheLauncher(px, crasher: crasher, "exec-shared")
+}
+
+/// The ranks other than `crasher` wait at a barrier it never reaches; when
+/// they learn it is gone they wait on, for the launcher to stop the job
+/// (exiting with an error would race the crash's report).
+func waitForTheLauncher(_ px: Plexus, crasher: Int, _ scenario: String) throws -> Bool {
+    do {
+        try px.barrier()
+        say("FAIL \(scenario): rank \(px.rank) passed a barrier rank \(crasher) should never reach")
+        exit(1)
+    } catch {
+        say("rank \(px.rank): \(error); waiting for the launcher to stop the job")
+        while true { _ = Glibc.pause() }
+    }
+}

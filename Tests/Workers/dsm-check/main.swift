@@ -21,7 +21,7 @@ let scenarios: [(name: String, ranks: String, run: (Plexus, Options) throws -> B
     ("scheduling", "1+", scheduling),
     ("binding", "1+", binding),
     ("prefetch", "2+", prefetchHints),
-] + litmusTests.map { test in ("litmus-\(test.name)", "\(test.roles)+", { px, o in try litmus(px, test, o) }) }
+] + refusedAccesses + litmusTests.map { test in ("litmus-\(test.name)", "\(test.roles)+", { px, o in try litmus(px, test, o) }) }
 
 let options = Options(Array(CommandLine.arguments.dropFirst()))
 

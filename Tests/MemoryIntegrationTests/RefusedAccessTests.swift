@@ -1,0 +1,35 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Plexus
+import Testing
+import TestSupport
+
+// Jobs that go wrong in the fault path (issue 25): each misbehaving
+// scenario of dsm-check (Tests/Workers/dsm-check/Misuse.swift) must end at
+// once with a message naming the cause, never hang or corrupt silently.
+
+/// The first "0x..." word of the stdout line containing `text`, without "0x".
+func address(in output: String, after text: String) -> String? {
+    let line = output.split(separator: "\n").first { $0.contains(text) }
+    return line.flatMap { $0.split(separator: " ").first { $0.hasPrefix("0x") } }.map { String($0.dropFirst(2).prefix { $0.isHexDigit }) }
+}
+
+/// The environment of a job whose crash should not spend seconds in
+/// Swift's backtracer (the tests read the handler's message, not the trace).
+let noBacktrace = ["SWIFT_BACKTRACE": "enable=no"]
+
+@Suite(.serialized) struct RefusedAccessTests {
+    /// Item 7: a call into a shared page is refused at the instruction
+    /// fetch, naming the address; the rank dies of SIGSEGV and the job ends
+    /// (before, fault and read grant alternated for ever).
+    @Test func instructionFetchFromSharedMemoryIsRefused() throws {
+        let job = try runJob(ranks: 2, protocol: "sc", ["exec-shared"], environment: noBacktrace, timeout: 30)
+        #expect(job.status == 128 + SIGSEGV, "exit status \(job.status)\n\(job.output)")
+        let code = try #require(address(in: job.stdout, after: "calls code at 0x"), "\(job.output)")
+        #expect(job.stderr.contains("[1] plexus: instruction fetch from shared memory at 0x\(code): Plexus does not serve execute access"), "\(job.stderr)")
+        #expect(job.stderr.contains("rank 1 (pid") && job.stderr.contains("killed by signal 11 (SIGSEGV)"), "\(job.stderr)")
+        #expect(!job.stdout.contains("FAIL"), "\(job.output)")
+    }
+}
