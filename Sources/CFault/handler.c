@@ -252,12 +252,54 @@ static void wait_for_page(uint64_t page, bool is_write, origin from) {
     }
 }
 
+// --- Served pages ------------------------------------------------------------
+// Written by the engine side at each allocation (rarely), read by the
+// handler: atomics only. Ranges only grow, so a handler that races an update
+// sees the old range or the new one, both of which hold what it needs.
+
+enum { DESCRIPTION_BYTES = 2048 };
+
+static _Atomic bool served_restricted;
+static _Atomic uint64_t served_first[CFAULT_SERVED_RANGES];
+static _Atomic uint64_t served_end[CFAULT_SERVED_RANGES];
+// Two buffers: the engine side writes the one not shown, then shows it.
+static char descriptions[2][DESCRIPTION_BYTES];
+static _Atomic uint64_t description_lengths[2];
+static _Atomic int description_shown;
+
+int cfault_serve_pages(uint32_t index, uint64_t first_page, uint64_t end_page) {
+    if (index >= CFAULT_SERVED_RANGES) return EINVAL;
+    atomic_store(&served_first[index], first_page);
+    atomic_store(&served_end[index], end_page);
+    atomic_store(&served_restricted, true);
+    return 0;
+}
+
+void cfault_describe_allocations(const char *text, uint64_t length) {
+    int next = 1 - atomic_load(&description_shown);
+    if (length > DESCRIPTION_BYTES - 1) length = DESCRIPTION_BYTES - 1;
+    memcpy(descriptions[next], text, length);
+    atomic_store(&description_lengths[next], length);
+    atomic_store(&description_shown, next);
+}
+
+static bool is_served(uint64_t page) {
+    if (!atomic_load_explicit(&served_restricted, memory_order_acquire)) return true;
+    for (int i = 0; i < CFAULT_SERVED_RANGES; i++) {
+        if (page >= atomic_load_explicit(&served_first[i], memory_order_acquire) &&
+            page < atomic_load_explicit(&served_end[i], memory_order_acquire)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 // --- Messages from the handler ---------------------------------------------
 // Built in a buffer on the (alternate) stack and written with one write(2):
 // no stdio, no allocation.
 
 typedef struct line {
-    char text[768];
+    char text[3072];
     size_t length;
 } line;
 
@@ -340,6 +382,26 @@ static void refuse(line *why, int signo, siginfo_t *info, void *context) {
     chain(signo, info, context);
 }
 
+/// A load or store on a page no allocation covers: before, the engine
+/// served it, and the damage showed later (a page placed by the next
+/// allocation had already been touched).
+static void refuse_unallocated(uintptr_t address, bool is_write, uintptr_t base, uintptr_t end, int signo, siginfo_t *info, void *context) {
+    line l = { .length = 0 };
+    put(&l, is_write ? "plexus: store to " : "plexus: load from ");
+    put_hex(&l, address);
+    put(&l, ", which no allocation covers (shared region ");
+    put_hex(&l, base);
+    put(&l, "-");
+    put_hex(&l, end);
+    put(&l, "): Plexus serves only allocated shared memory. Allocated: ");
+    int shown = atomic_load(&description_shown);
+    uint64_t length = atomic_load(&description_lengths[shown]);
+    if (length == 0) put(&l, "nothing yet");
+    else put_bytes(&l, descriptions[shown], length);
+    put(&l, ". Allocate the memory first, or check the index or pointer arithmetic that led here\n");
+    refuse(&l, signo, info, context);
+}
+
 static void cfault_handler(int signo, siginfo_t *info, void *context) {
     int saved_errno = errno;
     uintptr_t address = (uintptr_t)info->si_addr;
@@ -361,6 +423,11 @@ static void cfault_handler(int signo, siginfo_t *info, void *context) {
         bool is_write = (uc->uc_mcontext.gregs[REG_ERR] & PF_WRITE) != 0;
         uint32_t shift = atomic_load_explicit(&page_shift, memory_order_relaxed);
         uint64_t page = (uint64_t)(address - base) >> shift;
+        if (!is_served(page)) {
+            refuse_unallocated(address, is_write, base, end, signo, info, context);
+            errno = saved_errno;
+            return;
+        }
         origin from = {
             .offset = (uint64_t)(address - base) & ((1ull << shift) - 1),
             .instruction = (uint64_t)uc->uc_mcontext.gregs[REG_RIP],
@@ -390,6 +457,7 @@ int cfault_install(uintptr_t base, uint64_t size, uint64_t page_size) {
     atomic_store(&doorbell, fd);
     atomic_store(&page_shift, (uint32_t)__builtin_ctzll(page_size));
     atomic_store(&region_base, base);
+    atomic_store(&served_restricted, false);
     atomic_store(&region_end, base + size);
     struct sigaction action;
     memset(&action, 0, sizeof action);

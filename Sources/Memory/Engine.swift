@@ -131,6 +131,14 @@ public final class MemoryEngine: @unchecked Sendable {
         }
     }
 
+    /// Restricts the fault path to allocated memory: a fault on a page
+    /// outside `pages` fails at the access, with a message naming the
+    /// address and `allocations` (see `FaultChannel.serveOnly`). Call it
+    /// before handing out memory in the new ranges; ranges only grow.
+    public func serveFaultsOnly(on pages: [Range<Int>], allocations: String) {
+        channel.serveOnly(pages, allocations: allocations)
+    }
+
     /// How many pages past a fault the core may serve ahead from now on
     /// (`CoherenceConfiguration.lookAhead`); a decision of this rank alone.
     public func setLookAhead(_ pages: Int) {

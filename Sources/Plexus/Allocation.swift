@@ -74,6 +74,7 @@ extension Plexus {
             // Now every rank has placed them: look-ahead may fetch them.
             m.allocated(pages: first..<end)
         }
+        h.restrictFaults(of: m)
         return UnsafeMutableRawPointer(bitPattern: m.region.applicationBase + UInt(offset))!
     }
 
@@ -88,6 +89,7 @@ extension Plexus {
             offset = try h.allocateLocal(bytes: bytes, alignment: max(MemoryLayout<T>.alignment, 8),
                                          name: name, elementSize: MemoryLayout<T>.stride)
         } catch { throw .memory(error) }
+        h.restrictFaults(of: m)
         let p = UnsafeMutableRawPointer(bitPattern: m.region.applicationBase + UInt(offset))!
         return SharedArray(base: p.bindMemory(to: T.self, capacity: count), count: count, name: name)
     }

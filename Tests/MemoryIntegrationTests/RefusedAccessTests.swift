@@ -33,3 +33,23 @@ let noBacktrace = ["SWIFT_BACKTRACE": "enable=no"]
         #expect(!job.stdout.contains("FAIL"), "\(job.output)")
     }
 }
+
+extension RefusedAccessTests {
+    /// Item 3: a store or load on a page no allocation covers fails at the
+    /// access, naming the address and the allocations that exist; the rank
+    /// dies of SIGSEGV (before, the store was served silently and the next
+    /// allocation failed a bare precondition).
+    @Test(arguments: ["store", "load"])
+    func accessOutsideEveryAllocationFailsAtTheAccess(kind: String) throws {
+        let job = try runJob(ranks: 2, protocol: "sc", ["store-unallocated", "at=\(kind)"], environment: noBacktrace, timeout: 30)
+        #expect(job.status == 128 + SIGSEGV, "exit status \(job.status)\n\(job.output)")
+        let target = try #require(address(in: job.stdout, after: kind == "store" ? "stores to 0x" : "loads from 0x"), "\(job.output)")
+        let first = try #require(job.stdout.split(separator: "\n").first { $0.contains("'first' is at 0x") }
+            .flatMap { $0.split(separator: " ").last }, "\(job.output)")
+        let verb = kind == "store" ? "store to" : "load from"
+        #expect(job.stderr.contains("[1] plexus: \(verb) 0x\(target), which no allocation covers"), "\(job.stderr)")
+        #expect(job.stderr.contains("Plexus serves only allocated shared memory. Allocated: 'first' \(first)-"), "\(job.stderr)")
+        #expect(job.stderr.contains("rank 1 (pid") && job.stderr.contains("killed by signal 11 (SIGSEGV)"), "\(job.stderr)")
+        #expect(!job.stdout.contains("FAIL"), "\(job.output)")
+    }
+}

@@ -122,6 +122,22 @@ int32_t cfault_current_cpu(void);
 /// futex (default 50 us; 0: sleep at once). Call before faults happen.
 void cfault_set_spin_nanoseconds(uint64_t nanoseconds);
 
+/// How many page ranges cfault_serve_pages can hold.
+#define CFAULT_SERVED_RANGES 4
+
+/// Restricts the fault path to allocated memory: from the first call on, a
+/// fault on a page outside every range set here is refused (a message naming
+/// the address and cfault_describe_allocations' text goes to stderr, then the
+/// fault is passed on as a crash: SIGSEGV) instead of being handed to the
+/// engine. Sets range `index` (< CFAULT_SERVED_RANGES) to pages
+/// [first_page, end_page); an empty range serves nothing. Until the first
+/// call every page of the region is served. Returns 0 or EINVAL.
+int cfault_serve_pages(uint32_t index, uint64_t first_page, uint64_t end_page);
+
+/// The text a refused fault prints after "allocated:" (the allocations that
+/// exist); copied, cut at 2047 bytes.
+void cfault_describe_allocations(const char *text, uint64_t length);
+
 /// A snapshot of the counters.
 void cfault_get_statistics(cfault_statistics *out);
 

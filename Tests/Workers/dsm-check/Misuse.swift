@@ -273,6 +273,7 @@ private func isMapped(_ address: UInt) -> Bool {
 var refusedAccesses: [(name: String, ranks: String, run: (Plexus, Options) throws -> Bool)] {
     [
         ("exec-shared", "2+", execShared),
+        ("store-unallocated", "2+", storeUnallocated),
     ]
 }
 
@@ -292,6 +293,37 @@ func execShared(_ px: Plexus, _ o: Options) throws -> Bool {
         exit(1)
     }
     return try waitForTheLauncher(px, crasher: crasher, "exec-shared")
+}
+
+/// `store-unallocated [at=load]`: after a collective allocation of one
+/// page, the last rank stores to (or loads from) the collective heap 16 pages
+/// past it, where nothing is allocated. The handler must refuse the access
+/// there, naming the address and the allocation that exists; before, the
+/// store was served and only a later allocation failed, with a bare
+/// precondition failure.
+func storeUnallocated(_ px: Plexus, _ o: Options) throws -> Bool {
+    let pageSize = px.pageSize!
+    let first = try px.allocate(Int.self, count: pageSize / MemoryLayout<Int>.stride, name: "first", alignment: pageSize)
+    first[px.rank] = px.rank
+    try px.barrier()
+    let crasher = px.size - 1
+    if px.rank == crasher {
+        let target = UnsafeMutablePointer<Int>(bitPattern: first.address + UInt(16 * pageSize))!
+        let loading = o.at == "load"
+        say("rank \(crasher) \(loading ? "loads from" : "stores to") 0x\(String(UInt(bitPattern: target), radix: 16)); "
+            + "'first' is at 0x\(String(first.address, radix: 16))")
+        if loading {
+            let v = load(target)
+            say("FAIL store-unallocated: the load from unallocated memory was served (\(v))")
+        } else {
+            store(target, 42)
+            say("FAIL store-unallocated: the store to unallocated memory was served")
+        }
+        // The next allocation is where the damage used to show.
+        _ = try px.allocate(Int.self, count: 16 * pageSize, name: "second", alignment: pageSize)
+        exit(1)
+    }
+    return try waitForTheLauncher(px, crasher: crasher, "store-unallocated")
 }
 
 /// The ranks other than `crasher` wait at a barrier it never reaches; when
