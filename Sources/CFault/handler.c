@@ -1,7 +1,8 @@
 // The SIGSEGV fault path. Everything reachable from cfault_handler is
 // async-signal-safe: C11 atomics on preallocated static memory and the raw
-// system calls write (doorbell), futex, clock_gettime, gettid, getcpu,
-// sched_yield and sigaction. No allocation, no locks, no Swift.
+// system calls write (doorbell, stderr), futex, clock_gettime, gettid,
+// getcpu, sched_yield, sigaction, pthread_sigmask and raise. No allocation,
+// no locks, no stdio, no Swift.
 //
 // Hand-off protocol, per slot of a fixed table:
 //
@@ -26,6 +27,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sched.h>
 #include <time.h>
@@ -347,19 +349,29 @@ static void emit(line *l) {
     write_all(l->text, l->length);
 }
 
+// Set once SA_RESETHAND of the previous handler has taken effect: the kernel
+// resets such a handler to SIG_DFL when it delivers the signal, so after the
+// first chained call it is SIG_DFL for us too (and for cfault_uninstall).
+static _Atomic bool previous_was_reset;
+
+/// Calls the handler that was installed before ours as the kernel would
+/// have: with its sa_mask (and the signal itself, unless SA_NODEFER) blocked,
+/// SA_RESETHAND honoured, SA_SIGINFO or plain. SIG_DFL: the default action
+/// is restored, so a fault that re-executes kills the process as it would
+/// have without Plexus, and a signal sent by a process is raised again (it is
+/// blocked until we return). SIG_IGN: a sent signal is ignored; a real fault
+/// cannot be (the kernel kills a process that ignores one), so it is treated
+/// as SIG_DFL.
 static void chain(int signo, siginfo_t *info, void *context) {
     count(&stat_chained);
-    if (previous_action.sa_flags & SA_SIGINFO) {
-        previous_action.sa_sigaction(signo, info, context);
-        return;
-    }
-    void (*handler)(int) = previous_action.sa_handler;
+    struct sigaction previous = previous_action;
+    bool is_handler = (previous.sa_flags & SA_SIGINFO) || (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN);
+    if (is_handler && (previous.sa_flags & SA_RESETHAND) && atomic_exchange(&previous_was_reset, true)) is_handler = false;
     bool sent_by_process = info->si_code <= 0; // kill/tgkill/sigqueue, not a fault
-    if (handler == SIG_IGN && sent_by_process) return;
-    if (handler == SIG_DFL || handler == SIG_IGN) {
-        // Restore the default action. A real fault then re-executes and
-        // kills the process with the usual SIGSEGV; a signal sent by another
-        // process is raised again (it is blocked until we return).
+    if (!is_handler) {
+        bool ignored = !(previous.sa_flags & SA_SIGINFO) && previous.sa_handler == SIG_IGN &&
+                       !((previous.sa_flags & SA_RESETHAND) && atomic_load(&previous_was_reset));
+        if (ignored && sent_by_process) return;
         struct sigaction dfl;
         memset(&dfl, 0, sizeof dfl);
         dfl.sa_handler = SIG_DFL;
@@ -367,7 +379,71 @@ static void chain(int signo, siginfo_t *info, void *context) {
         if (sent_by_process) raise(signo);
         return;
     }
-    handler(signo);
+    sigset_t blocked = previous.sa_mask, before;
+    if (previous.sa_flags & SA_NODEFER) {
+        // Our own action blocks the signal while we run; the previous one
+        // asked not to be.
+        sigset_t self;
+        sigemptyset(&self);
+        sigaddset(&self, signo);
+        pthread_sigmask(SIG_UNBLOCK, &self, &before);
+        pthread_sigmask(SIG_BLOCK, &blocked, NULL);
+    } else {
+        pthread_sigmask(SIG_BLOCK, &blocked, &before);
+    }
+    if (previous.sa_flags & SA_SIGINFO) previous.sa_sigaction(signo, info, context);
+    else previous.sa_handler(signo);
+    pthread_sigmask(SIG_SETMASK, &before, NULL);
+}
+
+// --- Alternate signal stacks ------------------------------------------------
+// SA_ONSTACK makes the kernel run the handler on the thread's alternate
+// stack, if it has one: then a stack overflow (a fault outside the region)
+// still reaches the previous handler (a backtracer) instead of killing the
+// process without a word. Threads get one from cfault_ensure_alternate_stack;
+// it is freed when the thread exits.
+
+enum { ALTERNATE_STACK_BYTES = 256 * 1024 };
+
+static pthread_key_t stack_key;
+static pthread_once_t stack_key_once = PTHREAD_ONCE_INIT;
+static bool stack_key_made;
+
+static void release_alternate_stack(void *mapping) {
+    size_t guard = (size_t)sysconf(_SC_PAGESIZE);
+    stack_t current;
+    if (sigaltstack(NULL, &current) == 0 && !(current.ss_flags & SS_DISABLE) && current.ss_sp == (char *)mapping + guard) {
+        stack_t off = { .ss_flags = SS_DISABLE };
+        if (sigaltstack(&off, NULL) != 0) return; // still in use: leave it mapped
+    }
+    munmap(mapping, guard + ALTERNATE_STACK_BYTES);
+}
+
+static void make_stack_key(void) { stack_key_made = pthread_key_create(&stack_key, release_alternate_stack) == 0; }
+
+int cfault_ensure_alternate_stack(void) {
+    stack_t current;
+    if (sigaltstack(NULL, &current) != 0) return errno;
+    if (!(current.ss_flags & SS_DISABLE)) return 0; // it has one (ours, or another runtime's)
+    size_t guard = (size_t)sysconf(_SC_PAGESIZE);
+    char *mapping = mmap(NULL, guard + ALTERNATE_STACK_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (mapping == MAP_FAILED) return errno;
+    // A guard page below it: an overflow of the handler's own stack faults
+    // instead of writing over whatever lies there.
+    if (mprotect(mapping, guard, PROT_NONE) != 0) {
+        int error = errno;
+        munmap(mapping, guard + ALTERNATE_STACK_BYTES);
+        return error;
+    }
+    stack_t stack = { .ss_sp = mapping + guard, .ss_size = ALTERNATE_STACK_BYTES, .ss_flags = 0 };
+    if (sigaltstack(&stack, NULL) != 0) {
+        int error = errno;
+        munmap(mapping, guard + ALTERNATE_STACK_BYTES);
+        return error;
+    }
+    pthread_once(&stack_key_once, make_stack_key);
+    if (stack_key_made) pthread_setspecific(stack_key, mapping);
+    return 0;
 }
 
 /// A fault in the region that Plexus will not serve: says why (once per
@@ -448,6 +524,9 @@ int cfault_install(uintptr_t base, uint64_t size, uint64_t page_size) {
     bool expected = false;
     if (!atomic_compare_exchange_strong(&installed, &expected, true)) return EBUSY;
     pthread_once(&fork_hook_once, install_fork_hook);
+    // Without one, a thread that overflows its stack dies without a word.
+    // Not fatal: the handler then runs on the thread's own stack.
+    (void)cfault_ensure_alternate_stack();
     int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (fd < 0) {
         int error = errno;
@@ -464,8 +543,10 @@ int cfault_install(uintptr_t base, uint64_t size, uint64_t page_size) {
     action.sa_sigaction = cfault_handler;
     sigemptyset(&action.sa_mask);
     // SA_ONSTACK: a stack overflow outside the region can still reach the
-    // chained handler when the thread has an alternate stack.
+    // chained handler when the thread has an alternate stack (see
+    // cfault_ensure_alternate_stack; the installing thread gets one).
     action.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
+    atomic_store(&previous_was_reset, false);
     if (sigaction(SIGSEGV, &action, &previous_action) != 0) {
         int error = errno;
         atomic_store(&region_end, 0);
@@ -482,7 +563,12 @@ int cfault_uninstall(void) {
     for (int i = 0; i < SLOT_COUNT; i++) {
         if (phase_of(atomic_load(&slots[i].state)) != FREE) return EBUSY;
     }
-    if (sigaction(SIGSEGV, &previous_action, NULL) != 0) return errno;
+    struct sigaction restored = previous_action;
+    if ((restored.sa_flags & SA_RESETHAND) && atomic_load(&previous_was_reset)) {
+        memset(&restored, 0, sizeof restored);
+        restored.sa_handler = SIG_DFL;
+    }
+    if (sigaction(SIGSEGV, &restored, NULL) != 0) return errno;
     atomic_store(&region_end, 0);
     atomic_store(&region_base, 0);
     close(atomic_exchange(&doorbell, -1));

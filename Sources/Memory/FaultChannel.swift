@@ -112,6 +112,14 @@ public final class FaultChannel: Sendable {
         }
     }
 
+    /// Gives the calling thread an alternate signal stack unless it has one
+    /// (see `cfault_ensure_alternate_stack`): a stack overflow on it then
+    /// still reaches the previous SIGSEGV handler. `init` does it for the
+    /// thread that installs the handler. Returns the errno on failure.
+    public static func ensureAlternateStack() -> Int32 {
+        cfault_ensure_alternate_stack()
+    }
+
     /// Process-wide counters of the fault path.
     public static var statistics: cfault_statistics {
         var out = cfault_statistics()

@@ -24,6 +24,10 @@ public enum MemoryError: Error, Equatable, Sendable, CustomStringConvertible {
     case faultHandlerBusy
     /// Installing the SIGSEGV handler or its doorbell failed.
     case faultHandlerFailed(errno: Int32)
+    /// Giving a thread an alternate signal stack failed (mmap or
+    /// sigaltstack); usually ENOMEM. The thread still works, but a stack
+    /// overflow on it kills the process without a report.
+    case alternateStackFailed(errno: Int32)
     /// `--protocol` named a protocol that is not registered.
     case unknownProtocol(name: String, known: [String])
 
@@ -48,6 +52,8 @@ public enum MemoryError: Error, Equatable, Sendable, CustomStringConvertible {
             return "a shared region already takes faults in this process; uninstall it (with no thread waiting on a page) before installing another"
         case let .faultHandlerFailed(code):
             return "cannot install the SIGSEGV handler for the shared region: \(errnoText(code))"
+        case let .alternateStackFailed(code):
+            return "cannot give this thread an alternate signal stack: \(errnoText(code)); a stack overflow on it will end the process without a report. Free memory, or raise the process's limits"
         case let .unknownProtocol(name, known):
             return "unknown coherence protocol '\(name)'; use one of: \(known.joined(separator: ", "))"
         }

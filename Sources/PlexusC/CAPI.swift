@@ -77,6 +77,11 @@ public func plexus_prefetch(_ address: UnsafeRawPointer?, _ bytes: Int, _ forWri
     do { try r.prefetch([range]); return 0 } catch { return fail(error) }
 }
 
+@_cdecl("plexus_install_signal_stack")
+public func plexus_install_signal_stack() -> Int32 {
+    do { try Plexus.installAlternateSignalStack(); return 0 } catch { return fail(error) }
+}
+
 @_cdecl("plexus_lock_acquire")
 public func plexus_lock_acquire(_ id: Int32) -> Int32 {
     guard let r = runtime else { return fail(PlexusError.notLaunched(missing: "plexus_init()")) }

@@ -53,3 +53,20 @@ extension RefusedAccessTests {
         #expect(!job.stdout.contains("FAIL"), "\(job.output)")
     }
 }
+
+extension RefusedAccessTests {
+    /// Item 14: a SIGSEGV outside the region reaches the handler installed
+    /// before Plexus as the kernel would deliver it: once (SA_RESETHAND),
+    /// with its sa_mask blocked, on the alternate stack Plexus gave the
+    /// joining thread; a stack overflow reaches it too (without an alternate
+    /// stack no handler can run). The rank then dies of SIGSEGV.
+    @Test(arguments: ["null", "overflow"])
+    func previousHandlerIsCalledAsTheKernelWouldCallIt(at: String) throws {
+        let job = try runJob(ranks: 2, protocol: "sc", ["chain-previous", "at=\(at)"], environment: noBacktrace, timeout: 30)
+        #expect(job.status == 128 + SIGSEGV, "exit status \(job.status)\n\(job.output)")
+        let calls = job.stdout.split(separator: "\n").filter { $0.contains("previous SIGSEGV handler: call") }
+        #expect(calls == ["[1] previous SIGSEGV handler: call 1, SIGUSR1 blocked, on the alternate stack"], "\(job.output)")
+        #expect(job.stderr.contains("rank 1 (pid") && job.stderr.contains("killed by signal 11 (SIGSEGV)"), "\(job.stderr)")
+        #expect(!job.stdout.contains("FAIL"), "\(job.output)")
+    }
+}

@@ -70,10 +70,21 @@ int cfault_protect(void *address, uint64_t length, int32_t protection);
 
 /// Registers [base, base+size) as the application view, creates the doorbell
 /// eventfd and installs the SIGSEGV handler, saving the previous one for
-/// chaining. `page_size` is the coherence unit, a power of two. Returns 0,
+/// chaining (called as the kernel would call it: its sa_mask, SA_RESETHAND,
+/// SA_NODEFER, SA_SIGINFO, SIG_DFL and SIG_IGN honoured), and gives the
+/// calling thread an alternate signal stack (cfault_ensure_alternate_stack). `page_size` is the coherence unit, a power of two. Returns 0,
 /// EBUSY if a region is already registered, EINVAL on a bad layout, or the
 /// errno of eventfd/sigaction.
 int cfault_install(uintptr_t base, uint64_t size, uint64_t page_size);
+
+/// Gives the calling thread an alternate signal stack (256 KiB and a guard
+/// page, freed when the thread exits) unless it has one, so that the SIGSEGV
+/// of a stack overflow still reaches the previous handler (a backtracer)
+/// rather than killing the process silently. cfault_install calls it for
+/// the installing thread; other threads call it themselves (on a thread
+/// without one, the handler runs on the thread's own stack). Returns 0 or
+/// the errno of sigaltstack/mmap.
+int cfault_ensure_alternate_stack(void);
 
 /// Restores the previous SIGSEGV handler and closes the doorbell. Returns 0,
 /// or EBUSY (and changes nothing) while any thread still waits for a page.

@@ -42,6 +42,11 @@ int plexus_lock_release(int id);
  * inside shared memory allocated so far (plexus_last_error() lists what is),
  * or the job has none. */
 int plexus_prefetch(const void *addr, size_t bytes, int for_write);
+/* Gives the calling thread an alternate signal stack (if it has none), so a
+ * stack overflow on it still reaches the previous SIGSEGV handler instead of
+ * killing the process without a word. The thread that called plexus_init()
+ * has one; call this first on threads you create. -1 on error. */
+int plexus_install_signal_stack(void);
 /* Leaves the job: waits for every process, then disconnects. */
 int plexus_finalize(void);
 /* The message of the last error in this thread, or "" if none. */

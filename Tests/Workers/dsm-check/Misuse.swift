@@ -274,6 +274,7 @@ var refusedAccesses: [(name: String, ranks: String, run: (Plexus, Options) throw
     [
         ("exec-shared", "2+", execShared),
         ("store-unallocated", "2+", storeUnallocated),
+        ("chain-previous", "2+", chainPrevious),
     ]
 }
 
@@ -324,6 +325,74 @@ func storeUnallocated(_ px: Plexus, _ o: Options) throws -> Bool {
         exit(1)
     }
     return try waitForTheLauncher(px, crasher: crasher, "store-unallocated")
+}
+
+/// What a scenario of this section sets up before `Plexus.join()`.
+func beforeJoin(_ o: Options) {
+    if o.scenario == "chain-previous" { installPreviousHandler() }
+}
+
+/// `chain-previous [at=null|overflow]`: before joining, every rank installs
+/// its own SIGSEGV handler (SA_SIGINFO | SA_RESETHAND | SA_ONSTACK, with
+/// SIGUSR1 in its sa_mask), which Plexus's handler saves and chains to.
+/// Then the last rank stores near address 0 (`null`) or overflows the stack
+/// of the thread that joined (`overflow`). The previous handler must run
+/// exactly once, as the kernel would run it: with SIGUSR1 blocked, on the
+/// alternate stack Plexus gave the joining thread (an overflow can reach
+/// no handler without one), and reset to SIG_DFL by SA_RESETHAND, so the
+/// access re-executes and the rank dies of SIGSEGV. The handler reports each
+/// call on stdout; from its third call on it gives up (resets to SIG_DFL),
+/// so a broken chain ends too.
+func chainPrevious(_ px: Plexus, _ o: Options) throws -> Bool {
+    let crasher = px.size - 1
+    if px.rank == crasher {
+        switch o.at ?? "null" {
+        case "null":
+            say("rank \(crasher) stores to 0x10")
+            store(UnsafeMutablePointer<Int>(bitPattern: 0x10)!, 1)
+        case "overflow":
+            say("rank \(crasher) overflows its stack")
+            say("FAIL chain-previous: recursion ended at \(recurse(0))")
+        case let other:
+            say("FAIL chain-previous: at=\(other) is not null or overflow")
+            exit(2)
+        }
+        say("FAIL chain-previous: the bad access returned")
+        exit(1)
+    }
+    return try waitForTheLauncher(px, crasher: crasher, "chain-previous")
+}
+
+@inline(never) @_optimize(none)
+private func recurse(_ depth: Int) -> Int {
+    var frame = (depth, depth, depth, depth, depth, depth, depth, depth)
+    return withUnsafeMutablePointer(to: &frame) { recurse($0.pointee.0 + 1) + $0.pointee.7 }
+}
+
+nonisolated(unsafe) private var previousHandlerCalls = 0
+
+/// Writes a static string with write(2): all a signal handler may do.
+private func writeStdout(_ s: StaticString) {
+    _ = write(1, s.utf8Start, s.utf8CodeUnitCount)
+}
+
+private func installPreviousHandler() {
+    var action = sigaction()
+    action.__sigaction_handler.sa_sigaction = { _, _, _ in
+        previousHandlerCalls += 1
+        var mask = sigset_t()
+        pthread_sigmask(SIG_BLOCK, nil, &mask)
+        var stack = stack_t()
+        sigaltstack(nil, &stack)
+        writeStdout(previousHandlerCalls == 1 ? "previous SIGSEGV handler: call 1" : "previous SIGSEGV handler: call 2 or later")
+        writeStdout(sigismember(&mask, SIGUSR1) == 1 ? ", SIGUSR1 blocked" : ", SIGUSR1 NOT blocked")
+        writeStdout(stack.ss_flags & Int32(SS_ONSTACK) != 0 ? ", on the alternate stack\n" : ", on the thread's stack\n")
+        if previousHandlerCalls >= 3 { signal(SIGSEGV, SIG_DFL) }
+    }
+    sigemptyset(&action.sa_mask)
+    sigaddset(&action.sa_mask, SIGUSR1)
+    action.sa_flags = SA_SIGINFO | Int32(bitPattern: UInt32(SA_RESETHAND)) | SA_ONSTACK
+    sigaction(SIGSEGV, &action, nil)
 }
 
 /// The ranks other than `crasher` wait at a barrier it never reaches; when

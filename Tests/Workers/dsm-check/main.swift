@@ -35,6 +35,7 @@ guard let scenario = scenarios.first(where: { $0.name == options.scenario }) els
     exit(2)
 }
 
+beforeJoin(options)
 do {
     let px = try Plexus.join()
     guard px.memory != nil else {
