@@ -159,10 +159,17 @@ static int32_t thread_id(void) {
     return cached_thread_id;
 }
 
+// Set in a child created by fork(): it has no region (MADV_DONTFORK) and
+// no engine, so every access to the region is refused.
+static _Atomic bool is_forked_child;
+
 // After fork() the child's only thread has a new id but its parent's cache.
-static void forget_thread_id(void) { cached_thread_id = 0; }
+static void in_forked_child(void) {
+    cached_thread_id = 0;
+    atomic_store(&is_forked_child, true);
+}
 static pthread_once_t fork_hook_once = PTHREAD_ONCE_INIT;
-static void install_fork_hook(void) { pthread_atfork(NULL, NULL, forget_thread_id); }
+static void install_fork_hook(void) { pthread_atfork(NULL, NULL, in_forked_child); }
 
 /// Claims a free slot for `page` and publishes it as pending. Returns the
 /// slot index, or -1 when the table is full.
@@ -486,6 +493,14 @@ static void cfault_handler(int signo, siginfo_t *info, void *context) {
     const ucontext_t *uc = context;
     if (info->si_code <= 0 || address < base || address >= end) {
         chain(signo, info, context);
+    } else if (atomic_load_explicit(&is_forked_child, memory_order_relaxed)) {
+        line l = { .length = 0 };
+        put(&l, "plexus: a forked child cannot use Plexus shared memory: process ");
+        put_decimal(&l, (uint64_t)syscall(SYS_getpid));
+        put(&l, ", forked from a job process, touched ");
+        put_hex(&l, address);
+        put(&l, ". The region is not copied to children (MADV_DONTFORK); use it from the job process itself, or exec a new program in the child\n");
+        refuse(&l, signo, info, context);
     } else if ((uc->uc_mcontext.gregs[REG_ERR] & PF_INSTRUCTION) != 0) {
         // The application view is never executable: a read grant would
         // only make the fetch fault again, for ever.

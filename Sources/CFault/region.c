@@ -49,6 +49,17 @@ int cfault_map(uintptr_t base, uint64_t size, cfault_mapping *out) {
         close(fd);
         return fail(out, CFAULT_STEP_MAP_SYSTEM, error);
     }
+    // A forked child must not share the region: its writes would land in
+    // the parent's pages past coherence, and its faults would ring the
+    // parent's doorbell. Without the views, a child's access is refused by
+    // the handler ("a forked child cannot use Plexus shared memory").
+    if (madvise(app, size, MADV_DONTFORK) != 0 || madvise(sys, size, MADV_DONTFORK) != 0) {
+        int error = errno;
+        munmap(sys, size);
+        munmap(app, size);
+        close(fd);
+        return fail(out, CFAULT_STEP_MADVISE, error);
+    }
     out->application_view = app;
     out->system_view = sys;
     out->size = size;

@@ -139,6 +139,7 @@ public final class SharedRegion: Sendable {
         case CFAULT_STEP_FTRUNCATE.rawValue: "ftruncate of the memfd"
         case CFAULT_STEP_MAP_APPLICATION.rawValue: "mmap of the application view"
         case CFAULT_STEP_MAP_SYSTEM.rawValue: "mmap of the system view"
+        case CFAULT_STEP_MADVISE.rawValue: "madvise(MADV_DONTFORK) of the views"
         default: "mapping"
         }
     }

@@ -70,3 +70,16 @@ extension RefusedAccessTests {
         #expect(!job.stdout.contains("FAIL"), "\(job.output)")
     }
 }
+
+extension RefusedAccessTests {
+    /// Item 2: a child forked by a job process does not share the region
+    /// (MADV_DONTFORK): its store is refused with a message and it dies of
+    /// SIGSEGV; the parent's page is untouched and the job passes.
+    @Test func forkedChildCannotTouchTheRegion() throws {
+        let job = try runJob(ranks: 2, protocol: "sc", ["fork-child"], environment: noBacktrace, timeout: 30)
+        expectPass(job, "fork-child")
+        #expect(job.stdout.contains("[1] rank 1: the forked child died of SIGSEGV"), "\(job.output)")
+        #expect(job.stderr.contains("[1] plexus: a forked child cannot use Plexus shared memory: process "), "\(job.stderr)")
+        #expect(job.stderr.contains(". The region is not copied to children (MADV_DONTFORK)"), "\(job.stderr)")
+    }
+}

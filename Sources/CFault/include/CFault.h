@@ -35,6 +35,7 @@ typedef enum cfault_map_step {
     CFAULT_STEP_FTRUNCATE = 2,
     CFAULT_STEP_MAP_APPLICATION = 3,
     CFAULT_STEP_MAP_SYSTEM = 4,
+    CFAULT_STEP_MADVISE = 5,
 } cfault_map_step;
 
 /// A memfd mapped twice. Shared with Swift; its layout is asserted in CFault.c.
@@ -55,7 +56,8 @@ typedef struct cfault_statistics {
 } cfault_statistics;
 
 /// Creates a memfd of `size` bytes and maps it at exactly `base` (PROT_NONE,
-/// MAP_FIXED_NOREPLACE) and anywhere (read-write). Returns 0, or an errno
+/// MAP_FIXED_NOREPLACE) and anywhere (read-write), both MADV_DONTFORK: a
+/// child created by fork() has neither view. Returns 0, or an errno
 /// with out->failed_step saying which call failed. EEXIST from
 /// CFAULT_STEP_MAP_APPLICATION means the fixed range is already mapped.
 int cfault_map(uintptr_t base, uint64_t size, cfault_mapping *out);

@@ -275,6 +275,7 @@ var refusedAccesses: [(name: String, ranks: String, run: (Plexus, Options) throw
         ("exec-shared", "2+", execShared),
         ("store-unallocated", "2+", storeUnallocated),
         ("chain-previous", "2+", chainPrevious),
+        ("fork-child", "1+", forkChild),
     ]
 }
 
@@ -325,6 +326,40 @@ func storeUnallocated(_ px: Plexus, _ o: Options) throws -> Bool {
         exit(1)
     }
     return try waitForTheLauncher(px, crasher: crasher, "store-unallocated")
+}
+
+/// `fork-child`: the last rank writes 7 to a shared word, then forks; the
+/// child stores 99 to that word. The child must not share the parent's
+/// region: the store is refused ("a forked child cannot use Plexus shared
+/// memory") and the child dies of SIGSEGV, the parent's word still holds 7,
+/// and the job goes on. Before, the child's store landed in the parent's
+/// page past coherence, or its fault rang the parent's doorbell and hung.
+func forkChild(_ px: Plexus, _ o: Options) throws -> Bool {
+    var failures = Failures()
+    let word = try px.allocate(Int.self, count: 1, name: "parent-word")
+    let forker = px.size - 1
+    if px.rank == forker {
+        store(word.base, 7)
+        let child = fork()
+        if child == 0 {
+            // Only async-signal-safe calls in the child of a threaded process.
+            store(word.base, 99)
+            _exit(0)
+        }
+        guard child > 0 else { throw PlexusError.join("fork failed: errno \(errno)") }
+        var status: Int32 = 0
+        while waitpid(child, &status, 0) < 0 && errno == EINTR {}
+        let signal = status & 0x7f
+        if signal == SIGSEGV {
+            say("rank \(forker): the forked child died of SIGSEGV")
+        } else {
+            failures.add("the forked child ended with wait status \(status), not by SIGSEGV")
+        }
+        let seen = load(word.base)
+        if seen != 7 { failures.add("the parent's word holds \(seen) after the child's store, not 7") }
+    }
+    try px.barrier()
+    return try verdict(px, "fork-child", failures, detail: "a forked child could not touch the region, and the job went on")
 }
 
 /// What a scenario of this section sets up before `Plexus.join()`.
