@@ -88,3 +88,13 @@ int cfault_protect(void *address, uint64_t length, int32_t protection) {
     }
     return mprotect(address, length, prot) == 0 ? 0 : errno;
 }
+
+void cfault_touch(const void *address, uint64_t bytes, uint64_t unit, bool for_write) {
+    if (bytes == 0) return;
+    uintptr_t first = (uintptr_t)address, last = first + bytes - 1;
+    for (uintptr_t p = first; ; p = (p | (unit - 1)) + 1) {
+        if (for_write) __atomic_fetch_or((uint8_t *)p, 0, __ATOMIC_RELAXED);
+        else (void)*(volatile const uint8_t *)p;
+        if ((p | (unit - 1)) >= last) break;
+    }
+}

@@ -92,6 +92,15 @@ public final class SharedRegion: Sendable {
         return Int(address - applicationBase) / pageSize
     }
 
+    /// Touches every page of `bytes` bytes at `address` (application view)
+    /// for reading or writing, so that each is accessible when this returns
+    /// (see `cfault_touch`). The caller checks the range is in the region.
+    public func touch(_ address: UInt, bytes: Int, forWriting: Bool) {
+        precondition(bytes >= 0 && address >= applicationBase && address - applicationBase <= UInt(size)
+                     && bytes <= size - Int(address - applicationBase), "touch of \(bytes) bytes at 0x\(String(address, radix: 16)) outside the region")
+        cfault_touch(UnsafeRawPointer(bitPattern: address), UInt64(bytes), UInt64(pageSize), forWriting)
+    }
+
     /// Sets the protection of a run of pages in the application view with a
     /// single mprotect (one TLB shootdown for the whole run).
     public func setProtection(pages: Range<Int>, _ access: PageAccess) throws(MemoryError) {

@@ -83,3 +83,16 @@ extension RefusedAccessTests {
         #expect(job.stderr.contains(". The region is not copied to children (MADV_DONTFORK)"), "\(job.stderr)")
     }
 }
+
+extension RefusedAccessTests {
+    /// Item 13: read(2) into shared pages without access fails with EFAULT
+    /// (the kernel does not fault them in); after `px.touch` it reads every
+    /// byte, across a page boundary, and the other rank sees them.
+    @Test(arguments: try Registered.all())
+    func touchMakesSharedMemoryUsableBySystemCalls(protocol: String) throws {
+        let job = try runJob(ranks: 2, protocol: `protocol`, ["syscall-io"], timeout: 30)
+        expectPass(job, "syscall-io")
+        #expect(job.stdout.contains("[1] rank 1: read(2) into shared memory without access gave errno \(EFAULT)"), "\(job.output)")
+        #expect(job.stdout.contains("[1] rank 1: read(2) of 4196 bytes into shared memory after touch: 4196"), "\(job.output)")
+    }
+}

@@ -151,6 +151,14 @@ int cfault_serve_pages(uint32_t index, uint64_t first_page, uint64_t end_page);
 /// exist); copied, cut at 2047 bytes.
 void cfault_describe_allocations(const char *text, uint64_t length);
 
+/// Touches one byte of every `unit`-byte page of [address, address+bytes)
+/// in order: a load, or with `for_write` an atomic OR of 0 (a write that
+/// changes nothing, even while other threads write the byte), so that every
+/// page is accessible when it returns (the faults are served as usual).
+/// System calls do not fault pages in for the process: read(2) into a page
+/// without access returns EFAULT. `unit` is a power of two.
+void cfault_touch(const void *address, uint64_t bytes, uint64_t unit, bool for_write);
+
 /// A snapshot of the counters.
 void cfault_get_statistics(cfault_statistics *out);
 

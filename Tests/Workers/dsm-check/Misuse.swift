@@ -276,6 +276,7 @@ var refusedAccesses: [(name: String, ranks: String, run: (Plexus, Options) throw
         ("store-unallocated", "2+", storeUnallocated),
         ("chain-previous", "2+", chainPrevious),
         ("fork-child", "1+", forkChild),
+        ("syscall-io", "2+", syscallIO),
     ]
 }
 
@@ -360,6 +361,68 @@ func forkChild(_ px: Plexus, _ o: Options) throws -> Bool {
     }
     try px.barrier()
     return try verdict(px, "fork-child", failures, detail: "a forked child could not touch the region, and the job went on")
+}
+
+/// `syscall-io`: system calls on shared memory. The last rank reads from a
+/// pipe into two pages of a shared array that live on rank 0 (so it has no
+/// access): read(2) fails with EFAULT, since the kernel does not fault pages
+/// in for a system call. After `px.touch(..., for: .write)` the same read
+/// succeeds, then write(2) from the array (touched for reading) sends the
+/// bytes on; rank 0 sees them after a barrier. Touching memory outside
+/// every allocation throws `.notShared`.
+func syscallIO(_ px: Plexus, _ o: Options) throws -> Bool {
+    var failures = Failures()
+    let pageSize = px.pageSize!
+    let bytes = pageSize + 100 // across a page boundary
+    let buffer = try px.allocate(UInt8.self, count: 2 * pageSize, name: "io-buffer", alignment: pageSize, distribution: .on(rank: 0))
+    let pattern = (0..<bytes).map { UInt8(truncatingIfNeeded: $0 * 7 + 1) }
+    let reader = px.size - 1
+    /// read(2) of `pattern` through a fresh pipe into `buffer`: the count, or -errno.
+    func readThroughPipe() -> Int {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { return -Int(errno) }
+        defer { close(fds[0]); close(fds[1]) }
+        let wrote = pattern.withUnsafeBytes { write(fds[1], $0.baseAddress, $0.count) }
+        guard wrote == bytes else { return -1_000_000 }
+        var got = 0
+        while got < bytes {
+            let n = read(fds[0], UnsafeMutableRawPointer(buffer.base + got), bytes - got)
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { return -Int(errno) }
+            if n == 0 { break }
+            got += n
+        }
+        return got
+    }
+    if px.rank == reader {
+        let untouched = readThroughPipe()
+        say("rank \(reader): read(2) into shared memory without access gave \(untouched < 0 ? "errno \(-untouched)" : "\(untouched) bytes")")
+        if untouched != -Int(EFAULT) { failures.add("read(2) into pages without access gave \(untouched), not -EFAULT: the premise of touch() changed") }
+        try px.touch(buffer, 0..<bytes, for: .write)
+        let touched = readThroughPipe()
+        if touched != bytes { failures.add("read(2) after touch(.write) gave \(touched), not \(bytes)") }
+        if Array(buffer.buffer[0..<bytes]) != pattern { failures.add("the bytes read(2) put in shared memory differ from the pipe's") }
+        // write(2) from shared memory, touched for reading.
+        var fds: [Int32] = [0, 0]
+        if pipe(&fds) == 0 {
+            try px.touch(UnsafeRawPointer(buffer.base), bytes: bytes, for: .read)
+            let sent = write(fds[1], UnsafeRawPointer(buffer.base), bytes)
+            if sent != bytes { failures.add("write(2) from shared memory after touch(.read) gave \(sent) (errno \(errno)), not \(bytes)") }
+            close(fds[0]); close(fds[1])
+        }
+        do {
+            try px.touch(UnsafeRawPointer(bitPattern: buffer.address + UInt(64 * pageSize))!, bytes: 8, for: .write)
+            failures.add("touch outside every allocation did not throw")
+        } catch {
+            if case .notShared = error {} else { failures.add("touch outside every allocation threw \(error), not notShared") }
+        }
+        say("rank \(reader): read(2) of \(bytes) bytes into shared memory after touch: \(touched)")
+    }
+    try px.barrier()
+    if px.rank != reader && Array(buffer.buffer[0..<bytes]) != pattern {
+        failures.add("rank \(px.rank) does not see the bytes rank \(reader) read into shared memory")
+    }
+    return try verdict(px, "syscall-io", failures, detail: "read(2) into shared memory fails with EFAULT untouched and works after touch")
 }
 
 /// What a scenario of this section sets up before `Plexus.join()`.
