@@ -96,3 +96,30 @@ extension RefusedAccessTests {
         #expect(job.stdout.contains("[1] rank 1: read(2) of 4196 bytes into shared memory after touch: 4196"), "\(job.output)")
     }
 }
+
+extension RefusedAccessTests {
+    /// Item 12: writing every other page of an array larger than twice
+    /// vm.max_map_count runs out of mappings. The allocation warns first,
+    /// naming the limit and the sysctl that raises it; the failing
+    /// protection change then stops the process with the same advice
+    /// instead of a bare "Cannot allocate memory".
+    @Test func runningOutOfMappingsSaysWhatToRaise() throws {
+        let text = try String(contentsOfFile: "/proc/sys/vm/max_map_count", encoding: .utf8)
+        let limit = try #require(Int(text.trimmingCharacters(in: .whitespacesAndNewlines)))
+        guard limit < 1 << 20 else { return } // a raised limit cannot be reached with a test-sized region
+        // The array is 2 x (limit + 1000) pages; the collective heap is half the region.
+        let regionMiB = ((4 * (limit + 1000) * 4096) >> 20) + 16
+        let job = try runJob(ranks: 1, protocol: "sc", ["map-count"], plexusOptions: ["--look-ahead", "0", "--shared-memory", "\(regionMiB)M"],
+                             environment: noBacktrace, timeout: 120)
+        let regionPages = (regionMiB << 20) / 4096
+        let raise = "sudo sysctl -w vm.max_map_count=\((regionPages + limit + 65535) / 65536 * 65536)"
+        #expect(job.status == 128 + SIGILL, "exit status \(job.status)\n\(job.output)")
+        #expect(job.stderr.contains("[0] plexus[0]: warning: shared allocations span \(2 * (limit + 1000)) pages of 4096 bytes")
+                && job.stderr.contains("this process may have \(limit) (vm.max_map_count;") && job.stderr.contains("Raise it before the job: \(raise)"),
+                "\(job.stderr)")
+        #expect(job.stderr.contains("this process has reached vm.max_map_count (\(limit) mappings")
+                && job.stderr.contains("Raise the limit on every node before the job: \(raise) "), "\(job.stderr)")
+        #expect(job.stderr.contains("rank 0 (pid") && job.stderr.contains("killed by signal 4 (SIGILL)"), "\(job.stderr)")
+        #expect(!job.stdout.contains("FAIL"), "\(job.output)")
+    }
+}

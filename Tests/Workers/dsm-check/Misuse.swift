@@ -277,6 +277,7 @@ var refusedAccesses: [(name: String, ranks: String, run: (Plexus, Options) throw
         ("chain-previous", "2+", chainPrevious),
         ("fork-child", "1+", forkChild),
         ("syscall-io", "2+", syscallIO),
+        ("map-count", "1+", mapCount),
     ]
 }
 
@@ -423,6 +424,31 @@ func syscallIO(_ px: Plexus, _ o: Options) throws -> Bool {
         failures.add("rank \(px.rank) does not see the bytes rank \(reader) read into shared memory")
     }
     return try verdict(px, "syscall-io", failures, detail: "read(2) into shared memory fails with EFAULT untouched and works after touch")
+}
+
+/// `map-count`: rank 0 allocates 2 x (vm.max_map_count + 1000) pages and
+/// writes every other one, so that each written page becomes a mapping of
+/// its own; the mappings run out before the end. The allocation must warn
+/// (naming vm.max_map_count and the sysctl to raise it), and the failing
+/// protection change must stop the process saying the same, not die
+/// with a bare "Cannot allocate memory". Run it with --look-ahead 0 (pages
+/// served ahead would merge mappings) and a region of twice the array.
+func mapCount(_ px: Plexus, _ o: Options) throws -> Bool {
+    guard let limit = MappingLimit.limit, limit < 1 << 20 else {
+        say("FAIL map-count: vm.max_map_count is unreadable or too large to reach here")
+        exit(2)
+    }
+    let pageSize = px.pageSize!
+    let pages = 2 * (limit + 1000)
+    let words = pageSize / MemoryLayout<Int>.stride
+    let array = try px.allocate(Int.self, count: pages * words, name: "strided", alignment: pageSize, distribution: .on(rank: 0))
+    if px.rank == 0 {
+        say("rank 0 writes every other page of \(pages) (vm.max_map_count \(limit))")
+        for page in stride(from: 0, to: pages, by: 2) { store(array.base + page * words, 1) }
+        say("FAIL map-count: \(pages / 2) pages with their own access did not exhaust vm.max_map_count \(limit)")
+        exit(1)
+    }
+    return try waitForTheLauncher(px, crasher: 0, "map-count")
 }
 
 /// What a scenario of this section sets up before `Plexus.join()`.
