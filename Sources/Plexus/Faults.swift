@@ -40,7 +40,8 @@ extension Plexus {
     public func touch(_ range: PrefetchRange) throws(PlexusError) {
         guard let m = memory, let h = heap else { throw .noSharedMemory }
         if isFinalized.isSet { throw .finalized }
-        guard try sharedPages(range, m, h) != nil else { return }
+        let pages = try sharedPages(range, m, h)
+        if pages.isEmpty { return }
         m.region.touch(range.address, bytes: range.bytes, forWriting: range.intent == .write)
     }
 

@@ -58,16 +58,16 @@ extension Plexus {
         if isFinalized.isSet { throw .finalized }
         var hints: [PrefetchHint] = []
         for r in ranges {
-            guard let pages = try sharedPages(r, m, h) else { continue }
-            hints.append(PrefetchHint(pages: pages, forWriting: r.intent == .write))
+            let pages = try sharedPages(r, m, h)
+            if !pages.isEmpty { hints.append(PrefetchHint(pages: pages, forWriting: r.intent == .write)) }
         }
         m.prefetch(hints)
     }
 
-    /// The pages of `r`, nil if it is empty; throws `.notShared` unless it
+    /// The pages of `r` (none if it is empty); throws `.notShared` unless it
     /// lies inside shared memory allocated so far (the collective heap this
     /// process has allocated, and the per-process arenas).
-    func sharedPages(_ r: PrefetchRange, _ m: MemoryEngine, _ h: Heap) throws(PlexusError) -> Range<Int>? {
+    func sharedPages(_ r: PrefetchRange, _ m: MemoryEngine, _ h: Heap) throws(PlexusError) -> Range<Int> {
         let base = m.region.applicationBase, unit = m.region.pageSize
         let allowed = h.hintable.filter { !$0.isEmpty }
         // Offsets into the region, without overflow: `address` may be anything.
@@ -79,8 +79,8 @@ extension Plexus {
             throw .notShared(address: r.address, bytes: r.bytes,
                              allocated: allowed.map { (base + UInt($0.lowerBound))...(base + UInt($0.upperBound) - 1) })
         }
-        guard r.bytes > 0 else { return nil }
         let offset = Int(r.address - base)
+        guard r.bytes > 0 else { return offset / unit..<offset / unit }
         return (offset / unit)..<((offset + r.bytes - 1) / unit + 1)
     }
 
