@@ -1,7 +1,7 @@
 // The SIGSEGV fault path. Everything reachable from cfault_handler is
 // async-signal-safe: C11 atomics on preallocated static memory and the raw
 // system calls write (doorbell, stderr), futex, clock_gettime, gettid,
-// getcpu, sched_yield, sigaction, pthread_sigmask and raise. No allocation,
+// getpid, getcpu, sched_yield, sigaction, pthread_sigmask and raise. No allocation,
 // no locks, no stdio, no Swift.
 //
 // Hand-off protocol, per slot of a fixed table:

@@ -1,7 +1,10 @@
 // CFault: the only C in Plexus (with CFaultProcess.h, the parent-death signal). It does what Swift cannot do safely inside a
 // signal handler: map the shared region twice, catch SIGSEGV on the
 // application view, hand the fault to the engine and sleep until the engine
-// says the page is ready. Nothing else lives here.
+// says the page is ready; refuse, with a message, the faults Plexus does not
+// serve (outside allocations, instruction fetches, in a forked child); give
+// threads an alternate signal stack; touch pages for system calls. Nothing
+// else lives here.
 //
 // Threading: the mapping functions are called once at start-up. The handler
 // runs on any application thread. The engine side (cfault_next_fault,
