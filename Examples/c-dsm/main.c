@@ -1,10 +1,14 @@
 /* c-dsm: shared memory and locks from plain C.
  * Every rank increments one shared counter under a lock, and its own slot of
  * a shared array without one; after a barrier every rank hints that it will
- * read them (plexus_prefetch) and checks the totals.
+ * read them (plexus_prefetch) and checks the totals. The last rank then
+ * read()s from a pipe into shared memory, after plexus_touch (a system call
+ * does not fault pages in: without it read() may fail with EFAULT).
  *   plexus run -n 4 .build/debug/c-dsm [increments] */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 #include "plexus.h"
 
 #define CHECK(call)                                                          \
@@ -44,6 +48,36 @@ int main(int argc, char **argv) {
     if (plexus_prefetch(NULL, 8, 1) == 0) {
         fprintf(stderr, "c-dsm: a prefetch of NULL was accepted\n");
         return 1;
+    }
+    /* read() into shared memory: touch the buffer for writing first. */
+    enum { IO_BYTES = 6000 };
+    unsigned char *io = plexus_alloc(2 * 4096, "io");
+    if (io == NULL) {
+        fprintf(stderr, "c-dsm: plexus_alloc: %s\n", plexus_last_error());
+        return 1;
+    }
+    if (rank == size - 1) {
+        static unsigned char pattern[IO_BYTES];
+        for (int i = 0; i < IO_BYTES; i++) pattern[i] = (unsigned char)(i * 7 + 1);
+        int fds[2];
+        if (pipe(fds) != 0 || write(fds[1], pattern, IO_BYTES) != IO_BYTES) {
+            perror("c-dsm: pipe");
+            return 1;
+        }
+        CHECK(plexus_touch(io, IO_BYTES, 1));
+        ssize_t got = 0;
+        while (got < IO_BYTES) {
+            ssize_t n = read(fds[0], io + got, (size_t)(IO_BYTES - got));
+            if (n <= 0) break;
+            got += n;
+        }
+        if (got != IO_BYTES || memcmp(io, pattern, IO_BYTES) != 0) {
+            perror("c-dsm: read() into shared memory after plexus_touch");
+            return 1;
+        }
+        printf("rank %d: read() of %d bytes into shared memory after plexus_touch\n", rank, IO_BYTES);
+        close(fds[0]);
+        close(fds[1]);
     }
     long expected = increments * size, sum = 0;
     for (int r = 0; r < size; r++) sum += counters[1 + r];

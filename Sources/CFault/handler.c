@@ -1,7 +1,8 @@
 // The SIGSEGV fault path. Everything reachable from cfault_handler is
 // async-signal-safe: C11 atomics on preallocated static memory and the raw
-// system calls write (doorbell), futex, clock_gettime, gettid, getcpu,
-// sched_yield and sigaction. No allocation, no locks, no Swift.
+// system calls write (doorbell, stderr), futex, clock_gettime, gettid,
+// getpid, getcpu, sched_yield, sigaction, pthread_sigmask and raise. No allocation,
+// no locks, no stdio, no Swift.
 //
 // Hand-off protocol, per slot of a fixed table:
 //
@@ -26,6 +27,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sched.h>
 #include <time.h>
@@ -42,6 +44,12 @@ enum {
     // engine or a fast peer arrives within this, and a futex sleep/wake pair
     // costs about 7 us on each side (MEASUREMENTS.md).
     SPIN_NANOSECONDS = 50000,
+};
+
+// Bits of the x86 page-fault error code (REG_ERR).
+enum {
+    PF_WRITE = 1 << 1,       // the access was a write
+    PF_INSTRUCTION = 1 << 4, // the access was an instruction fetch
 };
 
 enum phase { FREE = 0, CLAIMING = 1, PENDING = 2, IN_SERVICE = 3, DONE = 4 };
@@ -151,10 +159,17 @@ static int32_t thread_id(void) {
     return cached_thread_id;
 }
 
+// Set in a child created by fork(): it has no region (MADV_DONTFORK) and
+// no engine, so every access to the region is refused.
+static _Atomic bool is_forked_child;
+
 // After fork() the child's only thread has a new id but its parent's cache.
-static void forget_thread_id(void) { cached_thread_id = 0; }
+static void in_forked_child(void) {
+    cached_thread_id = 0;
+    atomic_store(&is_forked_child, true);
+}
 static pthread_once_t fork_hook_once = PTHREAD_ONCE_INIT;
-static void install_fork_hook(void) { pthread_atfork(NULL, NULL, forget_thread_id); }
+static void install_fork_hook(void) { pthread_atfork(NULL, NULL, in_forked_child); }
 
 /// Claims a free slot for `page` and publishes it as pending. Returns the
 /// slot index, or -1 when the table is full.
@@ -246,19 +261,124 @@ static void wait_for_page(uint64_t page, bool is_write, origin from) {
     }
 }
 
+// --- Served pages ------------------------------------------------------------
+// Written by the engine side at each allocation (rarely), read by the
+// handler: atomics only. Ranges only grow, so a handler that races an update
+// sees the old range or the new one, both of which hold what it needs.
+
+enum { DESCRIPTION_BYTES = 2048 };
+
+static _Atomic bool served_restricted;
+static _Atomic uint64_t served_first[CFAULT_SERVED_RANGES];
+static _Atomic uint64_t served_end[CFAULT_SERVED_RANGES];
+// Two buffers: the engine side writes the one not shown, then shows it.
+static char descriptions[2][DESCRIPTION_BYTES];
+static _Atomic uint64_t description_lengths[2];
+static _Atomic int description_shown;
+
+int cfault_serve_pages(uint32_t index, uint64_t first_page, uint64_t end_page) {
+    if (index >= CFAULT_SERVED_RANGES) return EINVAL;
+    atomic_store(&served_first[index], first_page);
+    atomic_store(&served_end[index], end_page);
+    atomic_store(&served_restricted, true);
+    return 0;
+}
+
+void cfault_describe_allocations(const char *text, uint64_t length) {
+    int next = 1 - atomic_load(&description_shown);
+    if (length > DESCRIPTION_BYTES - 1) length = DESCRIPTION_BYTES - 1;
+    memcpy(descriptions[next], text, length);
+    atomic_store(&description_lengths[next], length);
+    atomic_store(&description_shown, next);
+}
+
+static bool is_served(uint64_t page) {
+    if (!atomic_load_explicit(&served_restricted, memory_order_acquire)) return true;
+    for (int i = 0; i < CFAULT_SERVED_RANGES; i++) {
+        if (page >= atomic_load_explicit(&served_first[i], memory_order_acquire) &&
+            page < atomic_load_explicit(&served_end[i], memory_order_acquire)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// --- Messages from the handler ---------------------------------------------
+// Built in a buffer on the (alternate) stack and written with one write(2):
+// no stdio, no allocation.
+
+typedef struct line {
+    char text[3072];
+    size_t length;
+} line;
+
+static void put(line *l, const char *s) {
+    while (*s && l->length < sizeof l->text) l->text[l->length++] = *s++;
+}
+
+static void put_bytes(line *l, const char *s, size_t n) {
+    for (size_t i = 0; i < n && l->length < sizeof l->text; i++) l->text[l->length++] = s[i];
+}
+
+static void put_hex(line *l, uint64_t v) {
+    char digits[16];
+    int n = 0;
+    do {
+        digits[n++] = "0123456789abcdef"[v & 15];
+        v >>= 4;
+    } while (v != 0);
+    put(l, "0x");
+    while (n > 0 && l->length < sizeof l->text) l->text[l->length++] = digits[--n];
+}
+
+static void put_decimal(line *l, uint64_t v) {
+    char digits[20];
+    int n = 0;
+    do {
+        digits[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    while (n > 0 && l->length < sizeof l->text) l->text[l->length++] = digits[--n];
+}
+
+static void write_all(const char *p, size_t n) {
+    while (n > 0) {
+        ssize_t k = write(STDERR_FILENO, p, n);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return;
+        p += k;
+        n -= (size_t)k;
+    }
+}
+
+static void emit(line *l) {
+    if (l->length == sizeof l->text) l->text[l->length - 1] = '\n';
+    write_all(l->text, l->length);
+}
+
+// Set once SA_RESETHAND of the previous handler has taken effect: the kernel
+// resets such a handler to SIG_DFL when it delivers the signal, so after the
+// first chained call it is SIG_DFL for us too (and for cfault_uninstall).
+static _Atomic bool previous_was_reset;
+
+/// Calls the handler that was installed before ours as the kernel would
+/// have: with its sa_mask (and the signal itself, unless SA_NODEFER) blocked,
+/// SA_RESETHAND honoured, SA_SIGINFO or plain. SIG_DFL: the default action
+/// is restored, so a fault that re-executes kills the process as it would
+/// have without Plexus, and a signal sent by a process is raised again (it is
+/// blocked until we return). SIG_IGN: a sent signal is ignored; a real fault
+/// cannot be (the kernel kills a process that ignores one), so it is treated
+/// as SIG_DFL.
 static void chain(int signo, siginfo_t *info, void *context) {
     count(&stat_chained);
-    if (previous_action.sa_flags & SA_SIGINFO) {
-        previous_action.sa_sigaction(signo, info, context);
-        return;
-    }
-    void (*handler)(int) = previous_action.sa_handler;
+    struct sigaction previous = previous_action;
+    bool is_handler = (previous.sa_flags & SA_SIGINFO) || (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN);
+    if (is_handler && (previous.sa_flags & SA_RESETHAND) && atomic_exchange(&previous_was_reset, true)) is_handler = false;
     bool sent_by_process = info->si_code <= 0; // kill/tgkill/sigqueue, not a fault
-    if (handler == SIG_IGN && sent_by_process) return;
-    if (handler == SIG_DFL || handler == SIG_IGN) {
-        // Restore the default action. A real fault then re-executes and
-        // kills the process with the usual SIGSEGV; a signal sent by another
-        // process is raised again (it is blocked until we return).
+    if (!is_handler) {
+        bool ignored = !(previous.sa_flags & SA_SIGINFO) && previous.sa_handler == SIG_IGN &&
+                       !((previous.sa_flags & SA_RESETHAND) && atomic_load(&previous_was_reset));
+        if (ignored && sent_by_process) return;
         struct sigaction dfl;
         memset(&dfl, 0, sizeof dfl);
         dfl.sa_handler = SIG_DFL;
@@ -266,7 +386,103 @@ static void chain(int signo, siginfo_t *info, void *context) {
         if (sent_by_process) raise(signo);
         return;
     }
-    handler(signo);
+    sigset_t blocked = previous.sa_mask, before;
+    if (previous.sa_flags & SA_NODEFER) {
+        // Our own action blocks the signal while we run; the previous one
+        // asked not to be.
+        sigset_t self;
+        sigemptyset(&self);
+        sigaddset(&self, signo);
+        pthread_sigmask(SIG_UNBLOCK, &self, &before);
+        pthread_sigmask(SIG_BLOCK, &blocked, NULL);
+    } else {
+        pthread_sigmask(SIG_BLOCK, &blocked, &before);
+    }
+    if (previous.sa_flags & SA_SIGINFO) previous.sa_sigaction(signo, info, context);
+    else previous.sa_handler(signo);
+    pthread_sigmask(SIG_SETMASK, &before, NULL);
+}
+
+// --- Alternate signal stacks ------------------------------------------------
+// SA_ONSTACK makes the kernel run the handler on the thread's alternate
+// stack, if it has one: then a stack overflow (a fault outside the region)
+// still reaches the previous handler (a backtracer) instead of killing the
+// process without a word. Threads get one from cfault_ensure_alternate_stack;
+// it is freed when the thread exits.
+
+enum { ALTERNATE_STACK_BYTES = 256 * 1024 };
+
+static pthread_key_t stack_key;
+static pthread_once_t stack_key_once = PTHREAD_ONCE_INIT;
+static bool stack_key_made;
+
+static void release_alternate_stack(void *mapping) {
+    size_t guard = (size_t)sysconf(_SC_PAGESIZE);
+    stack_t current;
+    if (sigaltstack(NULL, &current) == 0 && !(current.ss_flags & SS_DISABLE) && current.ss_sp == (char *)mapping + guard) {
+        stack_t off = { .ss_flags = SS_DISABLE };
+        if (sigaltstack(&off, NULL) != 0) return; // still in use: leave it mapped
+    }
+    munmap(mapping, guard + ALTERNATE_STACK_BYTES);
+}
+
+static void make_stack_key(void) { stack_key_made = pthread_key_create(&stack_key, release_alternate_stack) == 0; }
+
+int cfault_ensure_alternate_stack(void) {
+    stack_t current;
+    if (sigaltstack(NULL, &current) != 0) return errno;
+    if (!(current.ss_flags & SS_DISABLE)) return 0; // it has one (ours, or another runtime's)
+    size_t guard = (size_t)sysconf(_SC_PAGESIZE);
+    char *mapping = mmap(NULL, guard + ALTERNATE_STACK_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (mapping == MAP_FAILED) return errno;
+    // A guard page below it: an overflow of the handler's own stack faults
+    // instead of writing over whatever lies there.
+    if (mprotect(mapping, guard, PROT_NONE) != 0) {
+        int error = errno;
+        munmap(mapping, guard + ALTERNATE_STACK_BYTES);
+        return error;
+    }
+    stack_t stack = { .ss_sp = mapping + guard, .ss_size = ALTERNATE_STACK_BYTES, .ss_flags = 0 };
+    if (sigaltstack(&stack, NULL) != 0) {
+        int error = errno;
+        munmap(mapping, guard + ALTERNATE_STACK_BYTES);
+        return error;
+    }
+    pthread_once(&stack_key_once, make_stack_key);
+    if (stack_key_made) pthread_setspecific(stack_key, mapping);
+    return 0;
+}
+
+/// A fault in the region that Plexus will not serve: says why (once per
+/// process, so a previous handler that returns without a fix cannot flood
+/// stderr), then treats it as any crash: the previous handler runs (Swift's
+/// backtracer shows where), or the default action kills the process with
+/// SIGSEGV when the access re-executes.
+static _Atomic bool refused_once;
+
+static void refuse(line *why, int signo, siginfo_t *info, void *context) {
+    if (!atomic_exchange(&refused_once, true)) emit(why);
+    chain(signo, info, context);
+}
+
+/// A load or store on a page no allocation covers: before, the engine
+/// served it, and the damage showed later (a page placed by the next
+/// allocation had already been touched).
+static void refuse_unallocated(uintptr_t address, bool is_write, uintptr_t base, uintptr_t end, int signo, siginfo_t *info, void *context) {
+    line l = { .length = 0 };
+    put(&l, is_write ? "plexus: store to " : "plexus: load from ");
+    put_hex(&l, address);
+    put(&l, ", which no allocation covers (shared region ");
+    put_hex(&l, base);
+    put(&l, "-");
+    put_hex(&l, end);
+    put(&l, "): Plexus serves only allocated shared memory. Allocated: ");
+    int shown = atomic_load(&description_shown);
+    uint64_t length = atomic_load(&description_lengths[shown]);
+    if (length == 0) put(&l, "nothing yet");
+    else put_bytes(&l, descriptions[shown], length);
+    put(&l, ". Allocate the memory first, or check the index or pointer arithmetic that led here\n");
+    refuse(&l, signo, info, context);
 }
 
 static void cfault_handler(int signo, siginfo_t *info, void *context) {
@@ -274,14 +490,35 @@ static void cfault_handler(int signo, siginfo_t *info, void *context) {
     uintptr_t address = (uintptr_t)info->si_addr;
     uintptr_t base = atomic_load_explicit(&region_base, memory_order_acquire);
     uintptr_t end = atomic_load_explicit(&region_end, memory_order_acquire);
+    const ucontext_t *uc = context;
     if (info->si_code <= 0 || address < base || address >= end) {
         chain(signo, info, context);
+    } else if (atomic_load_explicit(&is_forked_child, memory_order_relaxed)) {
+        line l = { .length = 0 };
+        put(&l, "plexus: a forked child cannot use Plexus shared memory: process ");
+        put_decimal(&l, (uint64_t)syscall(SYS_getpid));
+        put(&l, ", forked from a job process, touched ");
+        put_hex(&l, address);
+        put(&l, ". The region is not copied to children (MADV_DONTFORK); use it from the job process itself, or exec a new program in the child\n");
+        refuse(&l, signo, info, context);
+    } else if ((uc->uc_mcontext.gregs[REG_ERR] & PF_INSTRUCTION) != 0) {
+        // The application view is never executable: a read grant would
+        // only make the fetch fault again, for ever.
+        line l = { .length = 0 };
+        put(&l, "plexus: instruction fetch from shared memory at ");
+        put_hex(&l, address);
+        put(&l, ": Plexus does not serve execute access (code cannot run from the shared region; copy it to private memory and run it there)\n");
+        refuse(&l, signo, info, context);
     } else {
-        const ucontext_t *uc = context;
         // Page-fault error code bit 1: the access was a write.
-        bool is_write = (uc->uc_mcontext.gregs[REG_ERR] & 2) != 0;
+        bool is_write = (uc->uc_mcontext.gregs[REG_ERR] & PF_WRITE) != 0;
         uint32_t shift = atomic_load_explicit(&page_shift, memory_order_relaxed);
         uint64_t page = (uint64_t)(address - base) >> shift;
+        if (!is_served(page)) {
+            refuse_unallocated(address, is_write, base, end, signo, info, context);
+            errno = saved_errno;
+            return;
+        }
         origin from = {
             .offset = (uint64_t)(address - base) & ((1ull << shift) - 1),
             .instruction = (uint64_t)uc->uc_mcontext.gregs[REG_RIP],
@@ -302,6 +539,9 @@ int cfault_install(uintptr_t base, uint64_t size, uint64_t page_size) {
     bool expected = false;
     if (!atomic_compare_exchange_strong(&installed, &expected, true)) return EBUSY;
     pthread_once(&fork_hook_once, install_fork_hook);
+    // Without one, a thread that overflows its stack dies without a word.
+    // Not fatal: the handler then runs on the thread's own stack.
+    (void)cfault_ensure_alternate_stack();
     int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (fd < 0) {
         int error = errno;
@@ -311,14 +551,17 @@ int cfault_install(uintptr_t base, uint64_t size, uint64_t page_size) {
     atomic_store(&doorbell, fd);
     atomic_store(&page_shift, (uint32_t)__builtin_ctzll(page_size));
     atomic_store(&region_base, base);
+    atomic_store(&served_restricted, false);
     atomic_store(&region_end, base + size);
     struct sigaction action;
     memset(&action, 0, sizeof action);
     action.sa_sigaction = cfault_handler;
     sigemptyset(&action.sa_mask);
     // SA_ONSTACK: a stack overflow outside the region can still reach the
-    // chained handler when the thread has an alternate stack.
+    // chained handler when the thread has an alternate stack (see
+    // cfault_ensure_alternate_stack; the installing thread gets one).
     action.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
+    atomic_store(&previous_was_reset, false);
     if (sigaction(SIGSEGV, &action, &previous_action) != 0) {
         int error = errno;
         atomic_store(&region_end, 0);
@@ -335,7 +578,12 @@ int cfault_uninstall(void) {
     for (int i = 0; i < SLOT_COUNT; i++) {
         if (phase_of(atomic_load(&slots[i].state)) != FREE) return EBUSY;
     }
-    if (sigaction(SIGSEGV, &previous_action, NULL) != 0) return errno;
+    struct sigaction restored = previous_action;
+    if ((restored.sa_flags & SA_RESETHAND) && atomic_load(&previous_was_reset)) {
+        memset(&restored, 0, sizeof restored);
+        restored.sa_handler = SIG_DFL;
+    }
+    if (sigaction(SIGSEGV, &restored, NULL) != 0) return errno;
     atomic_store(&region_end, 0);
     atomic_store(&region_base, 0);
     close(atomic_exchange(&doorbell, -1));

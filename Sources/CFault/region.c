@@ -49,6 +49,17 @@ int cfault_map(uintptr_t base, uint64_t size, cfault_mapping *out) {
         close(fd);
         return fail(out, CFAULT_STEP_MAP_SYSTEM, error);
     }
+    // A forked child must not share the region: its writes would land in
+    // the parent's pages past coherence, and its faults would ring the
+    // parent's doorbell. Without the views, a child's access is refused by
+    // the handler ("a forked child cannot use Plexus shared memory").
+    if (madvise(app, size, MADV_DONTFORK) != 0 || madvise(sys, size, MADV_DONTFORK) != 0) {
+        int error = errno;
+        munmap(sys, size);
+        munmap(app, size);
+        close(fd);
+        return fail(out, CFAULT_STEP_MADVISE, error);
+    }
     out->application_view = app;
     out->system_view = sys;
     out->size = size;
@@ -76,4 +87,14 @@ int cfault_protect(void *address, uint64_t length, int32_t protection) {
     default: return EINVAL;
     }
     return mprotect(address, length, prot) == 0 ? 0 : errno;
+}
+
+void cfault_touch(const void *address, uint64_t bytes, uint64_t unit, bool for_write) {
+    if (bytes == 0) return;
+    uintptr_t first = (uintptr_t)address, last = first + bytes - 1;
+    for (uintptr_t p = first; ; p = (p | (unit - 1)) + 1) {
+        if (for_write) __atomic_fetch_or((uint8_t *)p, 0, __ATOMIC_RELAXED);
+        else (void)*(volatile const uint8_t *)p;
+        if ((p | (unit - 1)) >= last) break;
+    }
 }

@@ -134,6 +134,27 @@ public final class MemoryEngine: @unchecked Sendable {
         }
     }
 
+    /// Restricts the fault path to allocated memory: a fault on a page
+    /// outside `pages` fails at the access, with a message naming the
+    /// address and `allocations` (see `FaultChannel.serveOnly`). Call it
+    /// before handing out memory in the new ranges; ranges only grow.
+    public func serveFaultsOnly(on pages: [Range<Int>], allocations: String) {
+        channel.serveOnly(pages, allocations: allocations)
+    }
+
+    /// Warns once on stderr when `pages` pages of allocations could need
+    /// more mappings than vm.max_map_count allows (see `MappingLimit`).
+    /// Cheap below half the limit (no /proc read).
+    public func checkMappingLimit(allocatedPages pages: Int) {
+        guard !mappingWarningGiven.isSet, let limit = Self.mappingLimit, pages > limit / 2,
+              let text = MappingLimit.warning(pages: pages, pageSize: region.pageSize, regionPages: region.pageCount),
+              !mappingWarningGiven.set() else { return }
+        note(text)
+    }
+
+    private let mappingWarningGiven = AtomicFlag()
+    private static let mappingLimit = MappingLimit.limit
+
     /// How many pages past a fault the core may serve ahead from now on
     /// (`CoherenceConfiguration.lookAhead`); a decision of this rank alone.
     public func setLookAhead(_ pages: Int) {

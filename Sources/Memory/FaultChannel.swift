@@ -93,6 +93,33 @@ public final class FaultChannel: Sendable {
         return cpu >= 0 ? cpu : nil
     }
 
+    /// From now on, faults on pages outside `pages` are refused: the
+    /// handler prints the address and `allocations` (what is allocated, in
+    /// words) to stderr and passes the fault on as a crash (SIGSEGV), so a
+    /// stray access fails where it happens. Ranges may only grow between
+    /// calls (a thread may be faulting on one meanwhile). At most
+    /// `CFAULT_SERVED_RANGES` ranges.
+    public func serveOnly(_ pages: [Range<Int>], allocations: String) {
+        precondition(pages.count <= Int(CFAULT_SERVED_RANGES), "at most \(CFAULT_SERVED_RANGES) served ranges, got \(pages.count)")
+        var bytes = Array(allocations.utf8)
+        if bytes.isEmpty { bytes = Array("nothing yet".utf8) }
+        bytes.withUnsafeBufferPointer { b in
+            b.withMemoryRebound(to: CChar.self) { cfault_describe_allocations($0.baseAddress, UInt64($0.count)) }
+        }
+        for i in 0..<Int(CFAULT_SERVED_RANGES) {
+            let r = i < pages.count ? pages[i] : 0..<0
+            _ = cfault_serve_pages(UInt32(i), UInt64(r.lowerBound), UInt64(r.upperBound))
+        }
+    }
+
+    /// Gives the calling thread an alternate signal stack unless it has one
+    /// (see `cfault_ensure_alternate_stack`): a stack overflow on it then
+    /// still reaches the previous SIGSEGV handler. `init` does it for the
+    /// thread that installs the handler. Returns the errno on failure.
+    public static func ensureAlternateStack() -> Int32 {
+        cfault_ensure_alternate_stack()
+    }
+
     /// Process-wide counters of the fault path.
     public static var statistics: cfault_statistics {
         var out = cfault_statistics()

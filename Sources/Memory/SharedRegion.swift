@@ -1,4 +1,5 @@
 import CFault
+import Foundation
 import Synchronization
 
 #if canImport(Glibc)
@@ -92,6 +93,15 @@ public final class SharedRegion: Sendable {
         return Int(address - applicationBase) / pageSize
     }
 
+    /// Touches every page of `bytes` bytes at `address` (application view)
+    /// for reading or writing, so that each is accessible when this returns
+    /// (see `cfault_touch`). The caller checks the range is in the region.
+    public func touch(_ address: UInt, bytes: Int, forWriting: Bool) {
+        precondition(bytes >= 0 && address >= applicationBase && address - applicationBase <= UInt(size)
+                     && bytes <= size - Int(address - applicationBase), "touch of \(bytes) bytes at 0x\(String(address, radix: 16)) outside the region")
+        cfault_touch(UnsafeRawPointer(bitPattern: address), UInt64(bytes), UInt64(pageSize), forWriting)
+    }
+
     /// Sets the protection of a run of pages in the application view with a
     /// single mprotect (one TLB shootdown for the whole run).
     public func setProtection(pages: Range<Int>, _ access: PageAccess) throws(MemoryError) {
@@ -101,6 +111,9 @@ public final class SharedRegion: Sendable {
                                   UInt64(pages.count * pageSize), access.cProtection)
         // EINVAL/EFAULT here would mean a Plexus bug (bad address or value).
         precondition(code != EINVAL && code != EFAULT, "mprotect rejected pages \(pages): \(errnoText(code))")
+        if code == ENOMEM, let limit = MappingLimit.limit {
+            throw .outOfMappings(pages: pages, access: access, limit: limit, inUse: MappingLimit.inUse, regionPages: pageCount)
+        }
         if code != 0 { throw .protectionFailed(pages: pages, access: access, errno: code) }
     }
 
@@ -139,8 +152,42 @@ public final class SharedRegion: Sendable {
         case CFAULT_STEP_FTRUNCATE.rawValue: "ftruncate of the memfd"
         case CFAULT_STEP_MAP_APPLICATION.rawValue: "mmap of the application view"
         case CFAULT_STEP_MAP_SYSTEM.rawValue: "mmap of the system view"
+        case CFAULT_STEP_MADVISE.rawValue: "madvise(MADV_DONTFORK) of the views"
         default: "mapping"
         }
+    }
+}
+
+/// vm.max_map_count: how many mappings (VMAs) a process may have. Each run of
+/// region pages with one protection is a mapping, so a region whose pages
+/// alternate between accesses needs up to one per page; mprotect fails with
+/// ENOMEM past the limit.
+public enum MappingLimit {
+    /// The limit, from /proc/sys/vm/max_map_count (nil if unreadable).
+    public static var limit: Int? {
+        readFile("/proc/sys/vm/max_map_count").flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
+
+    /// The mappings this process has now (lines of /proc/self/maps).
+    public static var inUse: Int? {
+        readFile("/proc/self/maps").map { $0.utf8.reduce(0) { $1 == 10 ? $0 + 1 : $0 } }
+    }
+
+    /// A limit that leaves room for one mapping per page of `regionPages`
+    /// besides what the process has now: the present limit on top, rounded
+    /// up to a multiple of 65536.
+    public static func suggested(regionPages: Int, limit: Int) -> Int {
+        (regionPages + limit + 65535) / 65536 * 65536
+    }
+
+    /// A warning when `pages` pages in use could need more mappings than
+    /// the limit leaves (with what the process has now), else nil.
+    public static func warning(pages: Int, pageSize: Int, regionPages: Int) -> String? {
+        guard let limit, let used = inUse, pages + used > limit else { return nil }
+        return "warning: shared allocations span \(pages) pages of \(pageSize) bytes; if neighbouring pages get different access "
+            + "(strided or cyclic writes), each is a mapping, and this process may have \(limit) (vm.max_map_count; \(used) in use). "
+            + "Past that, setting a page's access fails and the process stops. Raise it before the job: "
+            + "sudo sysctl -w vm.max_map_count=\(suggested(regionPages: regionPages, limit: limit)), or use a larger --page-size"
     }
 }
 

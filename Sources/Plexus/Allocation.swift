@@ -44,14 +44,14 @@ extension Plexus {
         }
         let (m, h) = try requireMemory()
         // Every rank must ask for the same thing: compare before allocating.
-        var w = ByteWriter()
-        w.u64(UInt64(bytes)); w.u64(UInt64(alignment)); w.string(name)
-        let all = try allGather(w.bytes)
-        if let (r, _) = all.enumerated().first(where: { $0.element != w.bytes }) {
-            var rd = ByteReader(all[r])
-            let theirs = (try? rd.u64()).map { "\($0) bytes" } ?? "?"
-            let theirName = (try? rd.u64()).flatMap { _ in try? rd.string() } ?? "?"
-            throw .collectiveMismatch("rank \(rank) allocates '\(name)' (\(bytes) bytes) where rank \(r) allocates '\(theirName)' (\(theirs))")
+        // Size, alignment and name decide the address; element size and
+        // distribution decide where the pages start (a rank that placed them
+        // differently would own a page another rank also owns).
+        let mine = CollectiveRequest(bytes: bytes, alignment: alignment, name: name, elementSize: elementSize, distribution: distribution)
+        let all = try allGather(mine.encoded)
+        if let (r, _) = all.enumerated().first(where: { $0.element != mine.encoded }) {
+            let theirs = CollectiveRequest(decoding: all[r]).map(\.description) ?? "something else (an undecodable request)"
+            throw .collectiveMismatch("rank \(rank) allocates \(mine) where rank \(r) allocates \(theirs)")
         }
         let offset: Int
         do { offset = try h.allocateCollective(bytes: bytes, alignment: alignment, name: name, elementSize: elementSize) } catch { throw .memory(error) }
@@ -74,6 +74,7 @@ extension Plexus {
             // Now every rank has placed them: look-ahead may fetch them.
             m.allocated(pages: first..<end)
         }
+        h.restrictFaults(of: m)
         return UnsafeMutableRawPointer(bitPattern: m.region.applicationBase + UInt(offset))!
     }
 
@@ -88,6 +89,7 @@ extension Plexus {
             offset = try h.allocateLocal(bytes: bytes, alignment: max(MemoryLayout<T>.alignment, 8),
                                          name: name, elementSize: MemoryLayout<T>.stride)
         } catch { throw .memory(error) }
+        h.restrictFaults(of: m)
         let p = UnsafeMutableRawPointer(bitPattern: m.region.applicationBase + UInt(offset))!
         return SharedArray(base: p.bindMemory(to: T.self, capacity: count), count: count, name: name)
     }
@@ -104,4 +106,59 @@ extension Plexus {
 
     /// The page size (coherence unit) of the shared region, or nil without one.
     public var pageSize: Int? { memory?.region.pageSize }
+}
+
+/// What one rank asks of a collective allocation, as the ranks compare it.
+private struct CollectiveRequest: CustomStringConvertible {
+    var bytes: Int
+    var alignment: Int
+    var name: String
+    var elementSize: Int
+    var distribution: Distribution
+
+    init(bytes: Int, alignment: Int, name: String, elementSize: Int, distribution: Distribution) {
+        self.bytes = bytes
+        self.alignment = alignment
+        self.name = name
+        self.elementSize = elementSize
+        self.distribution = distribution
+    }
+
+    init?(decoding bytes: [UInt8]) {
+        var r = ByteReader(bytes)
+        guard let size = try? r.u64(), let alignment = try? r.u64(), let name = try? r.string(),
+              let elementSize = try? r.u64(), let kind = try? r.u8(), let home = try? r.u64() else { return nil }
+        let distribution: Distribution
+        switch kind {
+        case 0: distribution = .block
+        case 1: distribution = .cyclic
+        case 2: distribution = .on(rank: Int(truncatingIfNeeded: home))
+        default: return nil
+        }
+        self.init(bytes: Int(truncatingIfNeeded: size), alignment: Int(truncatingIfNeeded: alignment), name: name,
+                  elementSize: Int(truncatingIfNeeded: elementSize), distribution: distribution)
+    }
+
+    var encoded: [UInt8] {
+        var w = ByteWriter()
+        w.u64(UInt64(bitPattern: Int64(bytes))); w.u64(UInt64(bitPattern: Int64(alignment))); w.string(name)
+        w.u64(UInt64(bitPattern: Int64(elementSize)))
+        switch distribution {
+        case .block: w.u8(0); w.u64(0)
+        case .cyclic: w.u8(1); w.u64(0)
+        case .on(let r): w.u8(2); w.u64(UInt64(bitPattern: Int64(r)))
+        }
+        return w.bytes
+    }
+
+    /// "'grid' (4096 bytes) of 8-byte elements, aligned to 8, distribution .block".
+    var description: String {
+        let d: String
+        switch distribution {
+        case .block: d = ".block"
+        case .cyclic: d = ".cyclic"
+        case .on(let r): d = ".on(rank: \(r))"
+        }
+        return "'\(name)' (\(bytes) bytes) of \(elementSize)-byte elements, aligned to \(alignment), distribution \(d)"
+    }
 }

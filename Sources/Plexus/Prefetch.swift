@@ -56,24 +56,32 @@ extension Plexus {
     public func prefetch(_ ranges: [PrefetchRange]) throws(PlexusError) {
         guard let m = memory, let h = heap else { throw .noSharedMemory }
         if isFinalized.isSet { throw .finalized }
-        let base = m.region.applicationBase, unit = m.region.pageSize
-        let allowed = h.hintable.filter { !$0.isEmpty }
         var hints: [PrefetchHint] = []
         for r in ranges {
-            // Offsets into the region, without overflow: `address` may be anything.
-            let inside = r.bytes >= 0 && r.address >= base && r.address - base <= UInt(m.region.size) && allowed.contains { a in
-                let offset = Int(r.address - base)
-                return offset >= a.lowerBound && offset <= a.upperBound && r.bytes <= a.upperBound - offset
-            }
-            guard inside else {
-                throw .notShared(address: r.address, bytes: r.bytes,
-                                 allocated: allowed.map { (base + UInt($0.lowerBound))...(base + UInt($0.upperBound) - 1) })
-            }
-            guard r.bytes > 0 else { continue }
-            let offset = Int(r.address - base)
-            hints.append(PrefetchHint(pages: (offset / unit)..<((offset + r.bytes - 1) / unit + 1), forWriting: r.intent == .write))
+            let pages = try sharedPages(r, m, h)
+            if !pages.isEmpty { hints.append(PrefetchHint(pages: pages, forWriting: r.intent == .write)) }
         }
         m.prefetch(hints)
+    }
+
+    /// The pages of `r` (none if it is empty); throws `.notShared` unless it
+    /// lies inside shared memory allocated so far (the collective heap this
+    /// process has allocated, and the per-process arenas).
+    func sharedPages(_ r: PrefetchRange, _ m: MemoryEngine, _ h: Heap) throws(PlexusError) -> Range<Int> {
+        let base = m.region.applicationBase, unit = m.region.pageSize
+        let allowed = h.hintable.filter { !$0.isEmpty }
+        // Offsets into the region, without overflow: `address` may be anything.
+        let inside = r.bytes >= 0 && r.address >= base && r.address - base <= UInt(m.region.size) && allowed.contains { a in
+            let offset = Int(r.address - base)
+            return offset >= a.lowerBound && offset <= a.upperBound && r.bytes <= a.upperBound - offset
+        }
+        guard inside else {
+            throw .notShared(address: r.address, bytes: r.bytes,
+                             allocated: allowed.map { (base + UInt($0.lowerBound))...(base + UInt($0.upperBound) - 1) })
+        }
+        let offset = Int(r.address - base)
+        guard r.bytes > 0 else { return offset / unit..<offset / unit }
+        return (offset / unit)..<((offset + r.bytes - 1) / unit + 1)
     }
 
     /// One prefetch hint (see `prefetch(_:)`).

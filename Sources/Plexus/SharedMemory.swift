@@ -174,6 +174,34 @@ final class Heap: @unchecked Sendable {
         return [0..<collectiveNext, collectiveLimit..<(collectiveLimit + ranks * arenaSize)]
     }
 
+    /// Tells `engine`'s fault path which pages hold memory a process may
+    /// touch, and what is allocated (for its message when it refuses one):
+    /// the pages of the collective heap allocated so far, and the
+    /// per-process arenas. The arenas are served whole, since another
+    /// rank's per-process allocations are known only to that rank; so is
+    /// the rest of a page an allocation ends in (page granularity). Called
+    /// at join and after each allocation.
+    func restrictFaults(of engine: MemoryEngine) {
+        lock.lock()
+        let collectivePages = 0..<((collectiveNext + pageSize - 1) / pageSize)
+        let arenaPages = (collectiveLimit / pageSize)..<((collectiveLimit + ranks * arenaSize) / pageSize)
+        // The latest allocations, the likeliest to be the ones overrun.
+        let shown = allocations.suffix(16)
+        let base = engine.region.applicationBase
+        func hex(_ offset: Int) -> String { "0x" + String(base + UInt(offset), radix: 16) }
+        var parts = shown.map { "'\($0.name)' \(hex($0.offset))-\(hex($0.offset + $0.bytes)) (\($0.bytes) bytes)" }
+        if allocations.count > shown.count { parts.insert("\(allocations.count - shown.count) earlier allocations", at: 0) }
+        lock.unlock()
+        let collective = parts.isEmpty ? "no collective or per-process allocation in this process" : parts.joined(separator: ", ")
+        let arenas = "; the per-process arenas of the \(ranks) ranks \(hex(collectiveLimit))-\(hex(collectiveLimit + ranks * arenaSize))"
+        engine.serveFaultsOnly(on: [collectivePages, arenaPages], allocations: collective + arenas)
+        // Issue 25, item 12: say before it happens that the mappings may run out.
+        lock.lock()
+        let allocatedPages = collectivePages.count + (localNext - arenaStart + pageSize - 1) / pageSize
+        lock.unlock()
+        engine.checkMappingLimit(allocatedPages: allocatedPages)
+    }
+
     /// The element at byte `offset` of the region, "name[index]", or nil
     /// outside every allocation this process knows of (another rank's
     /// per-process allocations are known only to that rank).

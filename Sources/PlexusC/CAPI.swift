@@ -77,6 +77,19 @@ public func plexus_prefetch(_ address: UnsafeRawPointer?, _ bytes: Int, _ forWri
     do { try r.prefetch([range]); return 0 } catch { return fail(error) }
 }
 
+@_cdecl("plexus_touch")
+public func plexus_touch(_ address: UnsafeRawPointer?, _ bytes: Int, _ forWrite: Int32) -> Int32 {
+    guard let r = runtime else { return fail(PlexusError.notLaunched(missing: "plexus_init()")) }
+    // NULL is refused like any address outside shared memory.
+    let range = PrefetchRange(address: address.map { UInt(bitPattern: $0) } ?? 0, bytes: bytes, for: forWrite != 0 ? .write : .read)
+    do { try r.touch(range); return 0 } catch { return fail(error) }
+}
+
+@_cdecl("plexus_install_signal_stack")
+public func plexus_install_signal_stack() -> Int32 {
+    do { try Plexus.installAlternateSignalStack(); return 0 } catch { return fail(error) }
+}
+
 @_cdecl("plexus_lock_acquire")
 public func plexus_lock_acquire(_ id: Int32) -> Int32 {
     guard let r = runtime else { return fail(PlexusError.notLaunched(missing: "plexus_init()")) }

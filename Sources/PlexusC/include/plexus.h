@@ -42,6 +42,21 @@ int plexus_lock_release(int id);
  * inside shared memory allocated so far (plexus_last_error() lists what is),
  * or the job has none. */
 int plexus_prefetch(const void *addr, size_t bytes, int for_write);
+/* Makes the `bytes` bytes of shared memory at `addr` accessible to system
+ * calls, and returns once they are: the kernel does not fault pages in for a
+ * system call, so read()/recv()/fread() into shared memory this process has
+ * no access to fail with EFAULT (or come up short), and write()/send() from
+ * it too. Call plexus_touch(buf, n, 1) before reading into buf, (buf, n, 0)
+ * before writing from it, and make the call while no other process touches
+ * those pages (the access lasts until the protocol takes them back: under
+ * sc, when another process writes them). -1 on error: the range is not
+ * inside shared memory allocated so far. */
+int plexus_touch(const void *addr, size_t bytes, int for_write);
+/* Gives the calling thread an alternate signal stack (if it has none), so a
+ * stack overflow on it still reaches the previous SIGSEGV handler instead of
+ * killing the process without a word. The thread that called plexus_init()
+ * has one; call this first on threads you create. -1 on error. */
+int plexus_install_signal_stack(void);
 /* Leaves the job: waits for every process, then disconnects. */
 int plexus_finalize(void);
 /* The message of the last error in this thread, or "" if none. */

@@ -21,7 +21,7 @@ let scenarios: [(name: String, ranks: String, run: (Plexus, Options) throws -> B
     ("scheduling", "1+", scheduling),
     ("binding", "1+", binding),
     ("prefetch", "2+", prefetchHints),
-] + litmusTests.map { test in ("litmus-\(test.name)", "\(test.roles)+", { px, o in try litmus(px, test, o) }) }
+] + refusedAccesses + litmusTests.map { test in ("litmus-\(test.name)", "\(test.roles)+", { px, o in try litmus(px, test, o) }) }
     + failureScenarios()
 
 let options = Options(Array(CommandLine.arguments.dropFirst()))
@@ -36,6 +36,7 @@ guard let scenario = scenarios.first(where: { $0.name == options.scenario }) els
     exit(2)
 }
 
+beforeJoin(options)
 do {
     let px = try Plexus.join()
     guard px.memory != nil else {
