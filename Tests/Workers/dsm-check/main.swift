@@ -22,7 +22,7 @@ let scenarios: [(name: String, ranks: String, run: (Plexus, Options) throws -> B
     ("binding", "1+", binding),
     ("prefetch", "2+", prefetchHints),
 ] + refusedAccesses + litmusTests.map { test in ("litmus-\(test.name)", "\(test.roles)+", { px, o in try litmus(px, test, o) }) }
-    + failureScenarios()
+    + failureScenarios() + crashScenarios()
 
 let options = Options(Array(CommandLine.arguments.dropFirst()))
 
@@ -39,7 +39,7 @@ guard let scenario = scenarios.first(where: { $0.name == options.scenario }) els
 beforeJoin(options)
 do {
     let px = try Plexus.join()
-    guard px.memory != nil else {
+    guard px.memory != nil || runsWithoutSharedMemory(scenario.name) else {
         say("FAIL \(scenario.name): the job has no shared memory (--shared-memory 0)")
         exit(1)
     }
