@@ -24,4 +24,10 @@ int cfault_bind_current_thread(int cpu);
    with errno set. */
 int cfault_set_ordinary_thread(int nice, unsigned long long slice_ns);
 
+/* Waits until process `pid` (any process, not only a child) has exited, at
+   most `timeout_ms` milliseconds (-1: no limit), with a pidfd. Returns 0 once
+   it has exited (or if there is no such process), 1 if the time ran out,
+   -1 with errno set if it cannot wait (ENOSYS before Linux 5.3). */
+int cfault_wait_for_exit(int pid, int timeout_ms);
+
 #endif
