@@ -279,6 +279,8 @@ public final class Launcher: @unchecked Sendable {
             env["PLEXUS_NODE"] = hostOf[rank]
             env["PLEXUS_LOCAL_RANK"] = "\(localIndex[rank])"
             env["PLEXUS_LOCAL_SIZE"] = "\(onHost[hostOf[rank]]!)"
+            // A short backtrace of a crashing rank, unless the user chose (issue 25, item 10).
+            env["SWIFT_BACKTRACE"] = CrashReports.setting(job: spec.environment, launcher: ProcessInfo.processInfo.environment)
             let req = SpawnRequest(job: job, rank: rank, size: n, pid: globalPIDs[rank], program: spec.program,
                                    arguments: spec.arguments, environment: env, workingDirectory: spec.workingDirectory)
             do { try nodes[node].send(ControlMessage.spawn(req).frame()) } catch {
@@ -342,7 +344,8 @@ public final class Launcher: @unchecked Sendable {
             killedAll = spare.isEmpty
             // Spared ranks are waited for without a limit (Ctrl-C or
             // --timeout stops them too).
-            stopDeadline = spare.isEmpty ? Date().addingTimeInterval(Double(spec.graceMillis) / 1000 + 3) : .distantFuture
+            // Nodes leave a rank writing a crash report time to finish it.
+            stopDeadline = spare.isEmpty ? Date().addingTimeInterval(Double(spec.graceMillis + CrashReports.allowanceMillis) / 1000 + 3) : .distantFuture
         }
         /// The ranks left to exit by themselves when the job is stopped.
         func spared() -> Set<Int> { finalized.filter { exited[$0] == nil } }

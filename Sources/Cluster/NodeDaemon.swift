@@ -241,11 +241,31 @@ final class Session: @unchecked Sendable {
 
     /// SIGTERM to every live process group now, SIGKILL after the grace
     /// period, except the ranks in `except` (they finalized and are left to
-    /// exit; the session's end still kills them).
+    /// exit; the session's end still kills them). A rank writing a crash
+    /// report is left to finish it first (see `CrashReports`).
     func killAll(graceMillis: Int, except: Set<Int> = []) {
-        signalAll(SIGTERM, except: except)
+        let reporting = Set(children.value.filter { rank, c in
+            !c.reaped && !except.contains(rank) && !CrashReports.reporters(of: c.pid).isEmpty
+        }.keys)
+        signalAll(SIGTERM, except: except.union(reporting))
         DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(graceMillis)) { [self] in
-            signalAll(SIGKILL, except: except)
+            signalAll(SIGKILL, except: except.union(reporting))
+        }
+        for rank in reporting {
+            guard let pid = children.value[rank]?.pid else { continue }
+            let deadline = Date().addingTimeInterval(Double(CrashReports.allowanceMillis) / 1000)
+            let t = Thread { [self] in
+                if !CrashReports.waitForReport(of: pid, until: deadline) {
+                    log.warning("rank \(rank) (pid \(pid)) did not finish its crash report within \(CrashReports.allowanceMillis) ms; stopping it")
+                }
+                // Normally it has died of its crash by now (and is skipped).
+                signalAll(SIGTERM, only: rank)
+                DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(graceMillis)) { [self] in
+                    signalAll(SIGKILL, only: rank)
+                }
+            }
+            t.name = "plexus-crash-report \(rank)"
+            t.start()
         }
     }
 
@@ -255,8 +275,8 @@ final class Session: @unchecked Sendable {
         connection.shutdown()
     }
 
-    private func signalAll(_ sig: Int32, except: Set<Int> = []) {
-        for (rank, c) in children.value where !c.reaped && !except.contains(rank) {
+    private func signalAll(_ sig: Int32, except: Set<Int> = [], only: Int? = nil) {
+        for (rank, c) in children.value where !c.reaped && !except.contains(rank) && (only == nil || only == rank) {
             kill(-c.pid, sig)
             if sig == SIGKILL, let cgroup = c.cgroup { ProcessCgroups.signalKill(cgroup) }
         }
