@@ -216,6 +216,7 @@ public final class Connection: @unchecked Sendable {
         let t = Thread { [self] in
             onStart?()
             var reason = "closed by peer"
+            var told = false
             while true {
                 do throws(TransportError) {
                     guard let f = try receive() else { break }
@@ -226,7 +227,10 @@ public final class Connection: @unchecked Sendable {
                         reason = fault.reason
                         // Tell the peer what was found, so that it does not
                         // take the close for the end of this process.
-                        if case .foundByPeer = fault {} else { try? send(Frame(.linkBroken, payload: fault.encoded()), injecting: false) }
+                        if case .foundByPeer = fault {} else {
+                            try? send(Frame(.linkBroken, payload: fault.encoded()), injecting: false)
+                            told = true
+                        }
                     }
                     break
                 }
@@ -236,11 +240,35 @@ public final class Connection: @unchecked Sendable {
             } else if isShutdown.load(ordering: .sequentiallyConsistent) {
                 reason = "closed locally"
             }
-            shutdown()
-            onClose(reason)
+            if told {
+                closeLingering { onClose(reason) }
+            } else {
+                shutdown()
+                onClose(reason)
+            }
         }
         t.name = name
         t.start()
+    }
+
+    /// Closes after telling the peer of a link fault: this side's end of
+    /// sending goes out after the finding, then `report` runs, then what the
+    /// peer still sends is read and dropped until it closes too (at most
+    /// `lingerMillis`). Closing for reading at once would make this side's
+    /// kernel answer the peer's next frame with a reset, and a reset can
+    /// discard the finding before the peer has read it: it would then
+    /// report a broken pipe instead of the lost frame.
+    private func closeLingering(lingerMillis: Int = 2000, _ report: () -> Void) {
+        faults?.line?.finish()
+        _ = Glibc.shutdown(fd, Int32(SHUT_WR))
+        report()
+        let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(lingerMillis) * 1_000_000
+        Sys.setReceiveTimeout(fd, millis: lingerMillis)
+        while DispatchTime.now().uptimeNanoseconds < deadline {
+            let n = readBuffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n == 0 || (n < 0 && errno != EINTR) { break }
+        }
+        shutdown()
     }
 
     /// Shuts the connection down in both directions; the reader (if any) sees
