@@ -102,8 +102,9 @@ public final class Connection: @unchecked Sendable {
         }
     }
 
-    /// How many frames this connection has sent (numbered) so far.
-    public var framesSent: UInt32 { sendLock.withLock { $0 } }
+    /// How many frames this connection has sent (numbered) so far; nil if
+    /// a send is in progress (the link is not idle), rather than waiting.
+    public var framesSentIfIdle: UInt32? { sendLock.withLockIfAvailable { $0 } }
 
     // MARK: Fault injection (tests only)
 

@@ -114,8 +114,11 @@ public final class TCPTransport: Transport, @unchecked Sendable {
         if closed { return false }
         var sentNow: [ObjectIdentifier: UInt32] = [:]
         for c in connections {
-            if sentBefore[ObjectIdentifier(c)] == c.framesSent { try? c.send(Frame(.linkCheck)) }
-            sentNow[ObjectIdentifier(c)] = c.framesSent
+            // A connection in the middle of a send is busy, not idle: skip it
+            // rather than wait for it.
+            guard let sent = c.framesSentIfIdle else { continue }
+            if sentBefore[ObjectIdentifier(c)] == sent { try? c.send(Frame(.linkCheck)) }
+            sentNow[ObjectIdentifier(c)] = c.framesSentIfIdle
         }
         sentBefore = sentNow
         return true

@@ -46,7 +46,7 @@ private func expectCorrectOrClearError(_ job: Job, _ scenario: String, failureNa
 /// it, or the rank it told).
 private let lostFrame = ["from it is missing (frame ", "from this process missing (frame "]
 private let duplicatedFrame = ["from it arrived a second time (frame ", "from this process a second time (frame "]
-private let resetLink = ["reset the connection on purpose (fault injection", "Connection reset by peer"]
+private let resetLink = ["reset the connection on purpose (fault injection", "Connection reset by peer", "failed: Broken pipe"]
 
 @Suite(.serialized) struct FaultInjectionTests {
     /// Delay and jitter only: a slow network under TCP. Every check passes
