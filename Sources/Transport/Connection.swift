@@ -226,6 +226,9 @@ public final class Connection: @unchecked Sendable {
                     reason = error.description
                     if case .linkBroken(_, let fault) = error {
                         reason = fault.reason
+                        // A send that fails from now on (this side closes)
+                        // fails with this reason, not "broken pipe".
+                        brokenBecause.withLock { if $0 == nil { $0 = fault.reason } }
                         // Tell the peer what was found, so that it does not
                         // take the close for the end of this process.
                         if case .foundByPeer = fault {} else {
