@@ -126,6 +126,10 @@ public final class Plexus: @unchecked Sendable {
 
     /// Joins the job this process was started in by `plexus run`, using the
     /// PLEXUS_* environment variables, and connects to every other rank.
+    /// For tests, PLEXUS_FAULT_INJECTION (`LinkFaultPlan`, e.g.
+    /// "seed=7,drop=0.001,duplicate=0.001,delay=2,jitter=3,reset=0.0005")
+    /// injects faults into the links to the other ranks; a value that does
+    /// not parse refuses the join, saying the syntax.
     public static func join() throws(PlexusError) -> Plexus {
         let env = ProcessInfo.processInfo.environment
         func need(_ name: String) throws(PlexusError) -> String {
@@ -156,6 +160,7 @@ public final class Plexus: @unchecked Sendable {
         self.serving = serving
         let binding = try CPUBinding(environment: ProcessInfo.processInfo.environment)
         self.binding = binding
+        let linkFaults = try Self.linkFaultPlan(rank: rank)
         let box = FrameGate()
         let peers = PeerTable()
         self.peers = peers
@@ -186,7 +191,7 @@ public final class Plexus: @unchecked Sendable {
         do {
             transport = try TCPTransport(
                 job: job, localID: pid, bind: SocketAddress(host: host, port: 0), connectTimeoutMillis: 20_000,
-                readerStart: { serving.applyToCurrentThread(.reader) },
+                linkFaults: linkFaults, readerStart: { serving.applyToCurrentThread(.reader) },
                 handler: TransportHandler(
                     onFrame: { from, f in box.deliver(from, f) },
                     onPeerLost: { from, why in box.lost(from, why) }))
@@ -505,7 +510,10 @@ final class PeerTable: MemoryLink, @unchecked Sendable {
 
     /// A user-facing reason for a connection that ended without a goodbye.
     static func describeLoss(_ transportReason: String) -> String {
-        transportReason == "closed by peer"
+        if transportReason.hasPrefix(LinkFault.reasonPrefix) {
+            return "its link broke: " + transportReason.dropFirst(LinkFault.reasonPrefix.count)
+        }
+        return transportReason == "closed by peer"
             ? "it ended without calling finalize (it exited, crashed or was killed)"
             : "its connection broke without a goodbye (\(transportReason))"
     }
@@ -577,5 +585,23 @@ final class FrameGate: @unchecked Sendable {
         }
         early.removeAll()
         target = p
+    }
+}
+
+extension Plexus {
+    /// Fault injection on the links between ranks, for tests: the plan in
+    /// PLEXUS_FAULT_INJECTION (see `LinkFaultPlan`), nil when unset; a value
+    /// that does not parse refuses the join, saying the syntax. Rank 0 says
+    /// on standard error that faults are injected, so that a run with the
+    /// variable left set is not taken for a broken network.
+    fileprivate static func linkFaultPlan(rank: Int) throws(PlexusError) -> LinkFaultPlan? {
+        let plan: LinkFaultPlan?
+        do { plan = try LinkFaultPlan.fromEnvironment(ProcessInfo.processInfo.environment) } catch {
+            throw .join(error.description)
+        }
+        if let plan, rank == 0 {
+            writeStderr("plexus[0]: \(LinkFaultPlan.environmentVariable) is set: the links between ranks inject faults (\(plan)); for tests only")
+        }
+        return plan
     }
 }

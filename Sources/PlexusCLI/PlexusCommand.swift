@@ -82,6 +82,10 @@ struct Run: ParsableCommand {
             dies, the process is marked lost within --lease-ttl-ms. Without a name service
             (the embedded local node), PIDs are job-scoped: unique within this job only.
 
+            Every frame between ranks is numbered and checked: a lost or repeated frame
+            ends the job naming it. For tests, $PLEXUS_FAULT_INJECTION injects faults into
+            the links between ranks, e.g. seed=7,drop=0.001,duplicate=0.001,reset=0.0005,delay=2,jitter=3.
+
             Examples:
               plexus run -n 4 ./my-program --size 1000
               plexus run -n 8 --nodes 10.0.0.1:7400,10.0.0.2:7400 ./my-program

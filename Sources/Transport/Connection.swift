@@ -23,10 +23,19 @@ public final class Connection: @unchecked Sendable {
     public internal(set) var peerHello: Hello
     public internal(set) var remote: String
     private let fd: Int32
-    private let sendLock = Mutex(())
+    /// Serialises writes and numbers frames: the next frame's `sequence`.
+    private let sendLock = Mutex<UInt32>(0)
     private var decoder: FrameDecoder
     private var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
+    /// The `sequence` the next frame received must carry (the reader's alone).
+    private var expectedSequence: UInt32 = 0
     private let isShutdown = Atomic<Bool>(false)
+    /// Why this side broke the connection on purpose (a link fault found,
+    /// an injected reset): what the reader reports instead of "closed locally".
+    private let brokenBecause = Mutex<String?>(nil)
+    /// Faults injected into this connection's frames (tests only), set
+    /// before the connection is shared; see `injectFaults`.
+    private var faults: InjectedFaults?
 
     init(fd: Int32, peerHello: Hello, remote: String, maxPayload: Int) {
         self.fd = fd
@@ -71,25 +80,105 @@ public final class Connection: @unchecked Sendable {
         }
     }
 
-    /// Sends one frame. Throws `.peerLost` if the connection is broken.
+    /// Sends one frame, numbered next on this connection (`Frame.sequence`:
+    /// whatever the frame carries is replaced). Throws `.peerLost` if the
+    /// connection is broken.
     public func send(_ frame: Frame) throws(TransportError) {
-        let header = frame.encodedHeader()
-        let err: Int32? = sendLock.withLock { _ in
-            header.withUnsafeBytes { h in frame.payload.withUnsafeBytes { p in Sys.writeAll(fd, h, p) } }
+        try send(frame, injecting: true)
+    }
+
+    private func send(_ frame: Frame, injecting: Bool) throws(TransportError) {
+        var header = frame.encodedHeader()
+        let err: Int32? = sendLock.withLock { next in
+            // Numbered under the lock that orders the writes: numbers go out in order.
+            header.withUnsafeMutableBytes { $0.storeBytes(of: next.littleEndian, toByteOffset: Frame.sequenceOffset, as: UInt32.self) }
+            next &+= 1
+            if let faults { return sendFaulty(header, frame.payload, faults, injecting: injecting) }
+            return header.withUnsafeBytes { h in frame.payload.withUnsafeBytes { p in Sys.writeAll(fd, h, p) } }
         }
         if let e = err {
+            if let why = brokenBecause.withLock({ $0 }) { throw .peerLost(peerHello.sender, reason: why) }
             throw .peerLost(peerHello.sender, reason: "send to \(remote) failed: \(String(cString: strerror(e)))")
         }
+    }
+
+    /// How many frames this connection has sent (numbered) so far; nil if
+    /// a send is in progress (the link is not idle), rather than waiting.
+    public var framesSentIfIdle: UInt32? { sendLock.withLockIfAvailable { $0 } }
+
+    // MARK: Fault injection (tests only)
+
+    /// Injects `plan`'s faults into every frame this connection sends from
+    /// now on, below the numbering. Call before the connection is shared
+    /// with other threads (before it is handed out or its reader started).
+    public func injectFaults(_ plan: LinkFaultPlan, local: ProcessID) {
+        faults = InjectedFaults(plan: plan, local: local, peer: peerHello.sender, fd: fd)
+    }
+
+    /// A numbered frame through the injected faults. Caller holds `sendLock`.
+    private func sendFaulty(_ header: [UInt8], _ payload: [UInt8], _ faults: InjectedFaults, injecting: Bool) -> Int32? {
+        let decision = injecting ? faults.decide() : .send(copies: 1, delayNanos: 0)
+        switch decision {
+        case .drop:
+            return nil
+        case .reset:
+            resetAbruptly()
+            return ECONNRESET
+        case let .send(copies, delayNanos):
+            for _ in 0..<copies {
+                let err = if let line = faults.line {
+                    line.put(header, payload, delayNanos: delayNanos)
+                } else {
+                    header.withUnsafeBytes { h in payload.withUnsafeBytes { p in Sys.writeAll(fd, h, p) } }
+                }
+                if let err { return err }
+            }
+            return nil
+        }
+    }
+
+    /// Ends the connection as a crash of the network would: a TCP reset
+    /// (`connect` to AF_UNSPEC makes Linux send RST at once), then the local
+    /// shutdown that wakes this side's reader.
+    private func resetAbruptly() {
+        brokenBecause.withLock { if $0 == nil { $0 = LinkFault.injectedReset.reason } }
+        isShutdown.store(true, ordering: .sequentiallyConsistent)
+        var unspecified = sockaddr()
+        unspecified.sa_family = sa_family_t(AF_UNSPEC)
+        _ = Glibc.connect(fd, &unspecified, socklen_t(MemoryLayout<sockaddr>.size))
+        _ = Glibc.shutdown(fd, Int32(SHUT_RDWR))
+        faults?.line?.abort()
     }
 
     /// Blocks until a frame arrives; nil on orderly close. Throws on a broken
     /// connection or a frame that violates the protocol.
     public func receive() throws(TransportError) -> Frame? {
         while true {
-            do {
-                if let f = try decoder.next() { return f }
-            } catch {
+            let decoded: Frame?
+            do { decoded = try decoder.next() } catch {
                 throw .protocolViolation("from \(remote): \(error)")
+            }
+            if let f = decoded {
+                // The link's integrity: one compare per frame on a healthy network.
+                if f.sequence != expectedSequence {
+                    let fault: LinkFault = f.sequence &- expectedSequence < 1 << 31
+                        ? .missing(expected: expectedSequence, got: f.sequence)
+                        : .repeated(got: f.sequence, expected: expectedSequence)
+                    throw .linkBroken(peerHello.sender, fault)
+                }
+                expectedSequence &+= 1
+                switch f.kind {
+                case .linkCheck:
+                    continue
+                case .linkBroken:
+                    let found: LinkFault
+                    do { found = try LinkFault.decode(f.payload) } catch {
+                        throw .protocolViolation("from \(remote): a link-broken frame: \(error)")
+                    }
+                    throw .linkBroken(peerHello.sender, .foundByPeer(found))
+                default:
+                    return f
+                }
             }
             let n = readBuffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n > 0 {
@@ -128,31 +217,103 @@ public final class Connection: @unchecked Sendable {
         let t = Thread { [self] in
             onStart?()
             var reason = "closed by peer"
+            var told = false
             while true {
                 do throws(TransportError) {
                     guard let f = try receive() else { break }
                     onFrame(f)
                 } catch {
                     reason = error.description
+                    if case .linkBroken(_, let fault) = error {
+                        reason = fault.reason
+                        // A send that fails from now on (this side closes)
+                        // fails with this reason, not "broken pipe".
+                        brokenBecause.withLock { if $0 == nil { $0 = fault.reason } }
+                        // Tell the peer what was found, so that it does not
+                        // take the close for the end of this process.
+                        if case .foundByPeer = fault {} else {
+                            try? send(Frame(.linkBroken, payload: fault.encoded()), injecting: false)
+                            told = true
+                        }
+                    }
                     break
                 }
             }
-            if isShutdown.load(ordering: .sequentiallyConsistent) { reason = "closed locally" }
-            shutdown()
-            onClose(reason)
+            if let why = brokenBecause.withLock({ $0 }) {
+                reason = why
+            } else if isShutdown.load(ordering: .sequentiallyConsistent) {
+                reason = "closed locally"
+            }
+            if told {
+                closeLingering { onClose(reason) }
+            } else {
+                shutdown()
+                onClose(reason)
+            }
         }
         t.name = name
         t.start()
+    }
+
+    /// Closes after telling the peer of a link fault: this side's end of
+    /// sending goes out after the finding, then `report` runs, then what the
+    /// peer still sends is read and dropped until it closes too (at most
+    /// `lingerMillis`). Closing for reading at once would make this side's
+    /// kernel answer the peer's next frame with a reset, and a reset can
+    /// discard the finding before the peer has read it: it would then
+    /// report a broken pipe instead of the lost frame.
+    private func closeLingering(lingerMillis: Int = 2000, _ report: () -> Void) {
+        faults?.line?.finish()
+        _ = Glibc.shutdown(fd, Int32(SHUT_WR))
+        report()
+        let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(lingerMillis) * 1_000_000
+        Sys.setReceiveTimeout(fd, millis: lingerMillis)
+        while DispatchTime.now().uptimeNanoseconds < deadline {
+            let n = readBuffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n == 0 || (n < 0 && errno != EINTR) { break }
+        }
+        shutdown()
     }
 
     /// Shuts the connection down in both directions; the reader (if any) sees
     /// the end. Idempotent. The descriptor is closed at deinitialisation.
     public func shutdown() {
         if isShutdown.exchange(true, ordering: .sequentiallyConsistent) { return }
+        sendClosingCheck()
+        // Frames held back by injected delay were sent as far as the sender
+        // knows: they go out before the close, as they would with TCP.
+        faults?.line?.finish()
         _ = Glibc.shutdown(fd, Int32(SHUT_RDWR))
     }
 
-    deinit { Glibc.close(fd) }
+    /// A last `.linkCheck` before the close, so that the receiver finds a
+    /// gap just before it (a lost last frame, such as a goodbye) instead of
+    /// an orderly end. Best effort and never blocking: skipped if another
+    /// thread is sending or the socket has no room (then the close is
+    /// reported as it always was). Not subject to injected faults: it
+    /// stands for the close itself, which TCP delivers in order.
+    private func sendClosingCheck() {
+        let check = Frame(.linkCheck)
+        _ = sendLock.withLockIfAvailable { next in
+            var header = check.encodedHeader()
+            header.withUnsafeMutableBytes { $0.storeBytes(of: next.littleEndian, toByteOffset: Frame.sequenceOffset, as: UInt32.self) }
+            if let line = faults?.line {
+                if line.put(header, [], delayNanos: 0, waiting: false) == nil { next &+= 1 }
+                return
+            }
+            let n = header.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+            if n > 0 { next &+= 1 }
+        }
+    }
+
+    deinit {
+        if let line = faults?.line {
+            _ = Glibc.shutdown(fd, Int32(SHUT_RDWR))
+            line.abort()
+            line.waitUntilStopped()
+        }
+        Glibc.close(fd)
+    }
 }
 
 /// Accepts connections, checks each hello with `admit` (nil = accept, else the

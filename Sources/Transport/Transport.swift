@@ -50,6 +50,10 @@ public final class TCPTransport: Transport, @unchecked Sendable {
 
     private let handler: TransportHandler
     private let readerStart: (@Sendable () -> Void)?
+    /// Faults injected into every connection (tests only; see `LinkFaultPlan`).
+    public let linkFaults: LinkFaultPlan?
+    /// A connection that sent nothing for this long sends a `.linkCheck`.
+    public let linkCheckMillis: Int
     private var listener: Listener!
     private let state = Mutex(State())
     private let changed = NSCondition()
@@ -66,8 +70,17 @@ public final class TCPTransport: Transport, @unchecked Sendable {
 
     /// `readerStart` runs first on every reader thread (the threads that run
     /// `handler`), for example to give them a scheduling priority.
+    ///
+    /// Link integrity: every connection numbers its frames and its receiver
+    /// checks the numbers (`LinkFault`); a link that lost or repeated a frame
+    /// is reported through `onPeerLost` with the reason. So that a lost last
+    /// frame (the one a peer now waits for the answer to) is found too, a
+    /// connection that sent nothing for `linkCheckMillis` sends an empty
+    /// `.linkCheck` frame: an idle link costs one small frame per period.
+    /// `linkFaults` injects faults into every connection, for tests.
     public init(
         job: String, localID: ProcessID, bind: SocketAddress, connectTimeoutMillis: Int32 = 5000,
+        linkFaults: LinkFaultPlan? = nil, linkCheckMillis: Int = 500,
         readerStart: (@Sendable () -> Void)? = nil, handler: TransportHandler
     ) throws(TransportError) {
         self.job = job
@@ -75,11 +88,40 @@ public final class TCPTransport: Transport, @unchecked Sendable {
         self.handler = handler
         self.readerStart = readerStart
         self.connectTimeoutMillis = connectTimeoutMillis
+        self.linkFaults = linkFaults
+        self.linkCheckMillis = max(1, linkCheckMillis)
         let me = Hello(job: job, sender: localID, role: "process")
         listener = try Listener(
             address: bind, identity: me,
             admit: { hello in hello.refusal(expectedJob: job) },
             onConnection: { [weak self] c in self?.adopt(c) })
+        let checker = Thread { [weak self] in
+            var sentBefore: [ObjectIdentifier: UInt32] = [:]
+            while let t = self, t.checkLinks(&sentBefore) {}
+        }
+        checker.name = "plexus-link-check"
+        checker.start()
+    }
+
+    /// One round of link checks: waits `linkCheckMillis` (or less), then
+    /// sends a `.linkCheck` on each connection that sent nothing since the
+    /// round before. False once the transport is closed.
+    private func checkLinks(_ sentBefore: inout [ObjectIdentifier: UInt32]) -> Bool {
+        changed.lock()
+        if !state.withLock({ $0.closed }) { _ = changed.wait(until: Date().addingTimeInterval(Double(linkCheckMillis) / 1000)) }
+        changed.unlock()
+        let (connections, closed) = state.withLock { s in (Array(s.connections.values), s.closed) }
+        if closed { return false }
+        var sentNow: [ObjectIdentifier: UInt32] = [:]
+        for c in connections {
+            // A connection in the middle of a send is busy, not idle: skip it
+            // rather than wait for it.
+            guard let sent = c.framesSentIfIdle else { continue }
+            if sentBefore[ObjectIdentifier(c)] == sent { try? c.send(Frame(.linkCheck)) }
+            sentNow[ObjectIdentifier(c)] = c.framesSentIfIdle
+        }
+        sentBefore = sentNow
+        return true
     }
 
     /// Tells the transport where processes are (from the launcher or the name service).
@@ -156,6 +198,7 @@ public final class TCPTransport: Transport, @unchecked Sendable {
     @discardableResult
     private func adopt(_ c: Connection) -> Connection {
         let peer = c.peerHello.sender
+        if let linkFaults { c.injectFaults(linkFaults, local: localID) }
         let (current, closed) = state.withLock { s -> (Connection, Bool) in
             if s.closed { return (c, true) }
             if let old = s.connections[peer] { return (old, false) }

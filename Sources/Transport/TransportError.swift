@@ -19,6 +19,9 @@ public enum TransportError: Error, Sendable, CustomStringConvertible {
     case refused(address: String, reason: String)
     /// The connection to a peer broke or was closed.
     case peerLost(ProcessID, reason: String)
+    /// The link to a peer lost or repeated a frame (`LinkFault`): it is
+    /// broken, and the job cannot rely on it any more.
+    case linkBroken(ProcessID, LinkFault)
     /// The peer violated the wire protocol.
     case protocolViolation(String)
     /// A wait for a reply or a connection ran out of time.
@@ -40,6 +43,8 @@ public enum TransportError: Error, Sendable, CustomStringConvertible {
             return "\(a) refused the connection: \(reason)"
         case .peerLost(let pid, let reason):
             return "lost connection to process \(pid): \(reason)"
+        case .linkBroken(let pid, let fault):
+            return "the link to process \(pid) broke: \(fault)"
         case .protocolViolation(let why):
             return "wire protocol violation: \(why)"
         case .timedOut(let what):

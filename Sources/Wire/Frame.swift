@@ -1,27 +1,41 @@
-/// The unit of everything Plexus sends: a fixed 20-byte header and a payload.
+/// The unit of everything Plexus sends: a fixed 24-byte header and a payload.
 ///
 ///     offset  size  field
 ///          0     4  magic        0x504C5853 ("PLXS"), little-endian
 ///          4     2  version      Frame.version
 ///          6     2  kind         MessageKind raw value
 ///          8     8  requestID    correlates a reply with its request (0: none)
-///         16     4  length       payload length in bytes, <= the decoder's limit
-///         20     n  payload
+///         16     4  sequence     the frame's number on its connection, in its
+///                                direction: 0, 1, 2, ... (wrapping); stamped
+///                                by the sending `Connection`, checked by the
+///                                receiving one (a gap or a repeat breaks the link)
+///         20     4  length       payload length in bytes, <= the decoder's limit
+///         24     n  payload
+///
+/// Version 2 added `sequence` (version 1 had a 20-byte header without it).
 public struct Frame: Equatable, Sendable {
     public static let magic: UInt32 = 0x504C_5853
-    public static let version: UInt16 = 1
-    public static let headerSize = 20
+    public static let version: UInt16 = 2
+    public static let headerSize = 24
+    /// Where `sequence` sits in the header, for a sender that stamps it into
+    /// a header encoded earlier.
+    public static let sequenceOffset = 16
     /// Default bound on a payload: large enough for a batch of pages, small
     /// enough that a lying length cannot make a process allocate gigabytes.
     public static let defaultMaxPayload = 16 << 20
 
     public var kind: MessageKind
     public var requestID: UInt64
+    /// The frame's number on the connection that carried it (see the header
+    /// layout above). A `Connection` overwrites it when it sends the frame:
+    /// callers leave it 0; receivers read the sender's number.
+    public var sequence: UInt32
     public var payload: [UInt8]
 
-    public init(_ kind: MessageKind, requestID: UInt64 = 0, payload: [UInt8] = []) {
+    public init(_ kind: MessageKind, requestID: UInt64 = 0, sequence: UInt32 = 0, payload: [UInt8] = []) {
         self.kind = kind
         self.requestID = requestID
+        self.sequence = sequence
         self.payload = payload
     }
 
@@ -42,6 +56,7 @@ public struct Frame: Equatable, Sendable {
         w.u16(Frame.version)
         w.u16(kind.rawValue)
         w.u64(requestID)
+        w.u32(sequence)
         w.u32(UInt32(payload.count))
         return w.bytes
     }
@@ -58,6 +73,15 @@ public struct MessageKind: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let hello = MessageKind(rawValue: 0x0001)
     public static let helloAccepted = MessageKind(rawValue: 0x0002)
     public static let helloRejected = MessageKind(rawValue: 0x0003)
+    /// Sent on a link idle for a while: carries nothing but its sequence
+    /// number, so a receiver learns of a lost last frame (the one a peer now
+    /// waits for an answer to) without waiting for more traffic. Consumed by
+    /// `Connection`, never delivered.
+    public static let linkCheck = MessageKind(rawValue: 0x0004)
+    /// The last frame on a link whose receiver found a gap or a repeat in
+    /// the sequence numbers: says which (payload: `LinkFault` encoded).
+    /// Consumed by `Connection`, never delivered.
+    public static let linkBroken = MessageKind(rawValue: 0x0005)
     // 0x01xx: node daemon and launcher
     public static let spawn = MessageKind(rawValue: 0x0101)
     public static let spawned = MessageKind(rawValue: 0x0102)
@@ -128,12 +152,13 @@ public struct FrameDecoder: Sendable {
     public mutating func next() throws(WireError) -> Frame? {
         guard buffered >= Frame.headerSize else { return nil }
         // The header is read in place: `buffered` covers it.
-        let (magic, version, rawKind, requestID, rawLength) = buffer.withUnsafeBytes { b in
+        let (magic, version, rawKind, requestID, sequence, rawLength) = buffer.withUnsafeBytes { b in
             (UInt32(littleEndian: b.loadUnaligned(fromByteOffset: start, as: UInt32.self)),
              UInt16(littleEndian: b.loadUnaligned(fromByteOffset: start + 4, as: UInt16.self)),
              UInt16(littleEndian: b.loadUnaligned(fromByteOffset: start + 6, as: UInt16.self)),
              UInt64(littleEndian: b.loadUnaligned(fromByteOffset: start + 8, as: UInt64.self)),
-             UInt32(littleEndian: b.loadUnaligned(fromByteOffset: start + 16, as: UInt32.self)))
+             UInt32(littleEndian: b.loadUnaligned(fromByteOffset: start + 16, as: UInt32.self)),
+             UInt32(littleEndian: b.loadUnaligned(fromByteOffset: start + 20, as: UInt32.self)))
         }
         guard magic == Frame.magic else { throw .badMagic(magic) }
         guard version == Frame.version else { throw .unsupportedVersion(got: version, supported: Frame.version) }
@@ -148,7 +173,7 @@ public struct FrameDecoder: Sendable {
             buffer.removeAll(keepingCapacity: true)
             start = 0
         }
-        return Frame(kind, requestID: requestID, payload: payload)
+        return Frame(kind, requestID: requestID, sequence: sequence, payload: payload)
     }
 
     /// Decodes exactly one frame from a complete byte array (datagram use, tests).

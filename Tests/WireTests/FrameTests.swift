@@ -10,8 +10,35 @@ import Transport
         #expect(try FrameDecoder.decodeOne(bytes) == f)
     }
 
+    /// The header's layout, byte by byte: version 2 put the connection's
+    /// frame number after the request ID.
+    @Test func headerLayoutCarriesTheSequenceNumber() throws {
+        let f = Frame(.memory, requestID: 0x0807_0605_0403_0201, sequence: 0xDDCC_BBAA, payload: [9, 8, 7])
+        let bytes = f.encoded()
+        #expect(Frame.version == 2 && Frame.headerSize == 24 && Frame.sequenceOffset == 16)
+        #expect(Array(bytes[0..<4]) == [0x53, 0x58, 0x4C, 0x50])   // "PLXS" little-endian
+        #expect(Array(bytes[4..<6]) == [2, 0])
+        #expect(Array(bytes[6..<8]) == [0x01, 0x02])               // kind 0x0201
+        #expect(Array(bytes[8..<16]) == [1, 2, 3, 4, 5, 6, 7, 8])
+        #expect(Array(bytes[16..<20]) == [0xAA, 0xBB, 0xCC, 0xDD])
+        #expect(Array(bytes[20..<24]) == [3, 0, 0, 0])
+        #expect(Array(bytes[24...]) == [9, 8, 7])
+        let back = try FrameDecoder.decodeOne(bytes)
+        #expect(back == f && back.sequence == 0xDDCC_BBAA)
+    }
+
+    /// A version-1 frame (20-byte header, no sequence) is refused as
+    /// another version, not misread.
+    @Test func versionOneFramesAreRefused() {
+        var w = ByteWriter()
+        w.u32(Frame.magic); w.u16(1); w.u16(0x0401); w.u64(0); w.u32(4); w.raw([1, 2, 3, 4])
+        #expect(throws: WireError.unsupportedVersion(got: 1, supported: 2)) { try FrameDecoder.decodeOne(w.bytes) }
+    }
+
     @Test func decodesAcrossArbitrarySplits() throws {
-        let frames = (0..<50).map { i in Frame(MessageKind(rawValue: UInt16(i)), requestID: UInt64(i), payload: Array(repeating: UInt8(i), count: i * 7)) }
+        let frames = (0..<50).map { i in
+            Frame(MessageKind(rawValue: UInt16(i)), requestID: UInt64(i), sequence: UInt32(i) &* 0x0101_0101, payload: Array(repeating: UInt8(i), count: i * 7))
+        }
         let stream = frames.flatMap { $0.encoded() }
         var rng = SplitMix64(seed: 7)
         var d = FrameDecoder()
@@ -49,7 +76,7 @@ import Transport
     /// any payload arrives and without allocating the claimed size.
     @Test func rejectsOversizedFromHeaderAlone() {
         var w = ByteWriter()
-        w.u32(Frame.magic); w.u16(Frame.version); w.u16(1); w.u64(0); w.u32(0xFFFF_FFFF)
+        w.u32(Frame.magic); w.u16(Frame.version); w.u16(1); w.u64(0); w.u32(0); w.u32(0xFFFF_FFFF)
         var d = FrameDecoder(maxPayload: 1 << 20)
         d.append(w.bytes)
         #expect(throws: WireError.oversized(what: "frame payload", length: 0xFFFF_FFFF, limit: 1 << 20)) { try d.next() }

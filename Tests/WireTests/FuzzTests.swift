@@ -21,7 +21,7 @@ import Transport
             case 1:  // valid frame, a few bytes flipped
                 let n = Int(rng.next() % 300)
                 bytes = Frame(MessageKind(rawValue: UInt16(truncatingIfNeeded: rng.next())), requestID: rng.next(),
-                              payload: (0..<n).map { _ in UInt8(truncatingIfNeeded: rng.next()) }).encoded()
+                              sequence: UInt32(truncatingIfNeeded: rng.next()), payload: (0..<n).map { _ in UInt8(truncatingIfNeeded: rng.next()) }).encoded()
                 for _ in 0..<(1 + Int(rng.next() % 3)) {
                     let at = Int(rng.next() % UInt64(bytes.count))
                     bytes[at] = UInt8(truncatingIfNeeded: rng.next())
@@ -32,7 +32,7 @@ import Transport
                 bytes = Array(b[0..<Int(rng.next() % UInt64(b.count))])
             default:  // valid header with a random length field
                 var w = ByteWriter()
-                w.u32(Frame.magic); w.u16(Frame.version); w.u16(3); w.u64(rng.next())
+                w.u32(Frame.magic); w.u16(Frame.version); w.u16(3); w.u64(rng.next()); w.u32(UInt32(truncatingIfNeeded: rng.next()))
                 w.u32(UInt32(truncatingIfNeeded: rng.next() >> UInt64(rng.next() % 32)))
                 w.raw((0..<Int(rng.next() % 64)).map { _ in UInt8(truncatingIfNeeded: rng.next()) })
                 bytes = w.bytes
