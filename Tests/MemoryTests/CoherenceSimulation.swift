@@ -89,6 +89,8 @@ struct CoherenceSimulation {
     private let model: MemoryModel
     /// What each rank's memory holds, per page (the "system view").
     private var contents: [[[UInt8]]]
+    /// Twins the cores asked for (`MemoryEffect.makeTwin`), per rank and page.
+    private var twins: [[[UInt8]?]]
     /// The application-view protections, as the cores' effects set them.
     private var protection: [[PageAccess]]
     /// channels[from][to], FIFO.
@@ -134,6 +136,7 @@ struct CoherenceSimulation {
         model = type(of: cores[0]).model
         contents = Array(repeating: Array(repeating: Array(repeating: 0, count: CoherenceSimulation.pageSize), count: pages), count: n)
         protection = Array(repeating: Array(repeating: .none, count: pages), count: n)
+        twins = Array(repeating: Array(repeating: nil, count: pages), count: n)
         channels = Array(repeating: Array(repeating: [], count: n), count: n)
         operationsLeft = parameters.totalOperations
         prefetchesLeft = parameters.prefetches
@@ -292,6 +295,15 @@ struct CoherenceSimulation {
                 channels[rank][to].append(message.attaching(contents: contents[rank][page]).encoded())
             case let .installPage(page, bytes):
                 contents[rank][page] = bytes
+            case let .makeTwin(page):
+                twins[rank][page] = contents[rank][page]
+            case let .sendDiff(to, page, message):
+                precondition(to != rank, "a core sent a diff to itself")
+                let diff = PageDiff.encode(twin: twins[rank][page] ?? contents[rank][page], current: contents[rank][page])
+                twins[rank][page] = nil
+                channels[rank][to].append(message.attaching(diff: diff).encoded())
+            case let .applyDiff(page, diff):
+                do { try PageDiff.apply(diff, to: &contents[rank][page]) } catch { preconditionFailure("a decoded diff failed to apply: \(error)") }
             case let .setProtection(pages, access):
                 for page in pages { protection[rank][page] = access }
             case let .completeFaults(page):
@@ -372,6 +384,7 @@ struct CoherenceSimulation {
         }
         for core in cores { combine(core: core) }
         h.combine(contents)
+        h.combine(twins)
         for row in protection { for access in row { h.combine(access.rawValue) } }
         h.combine(channels)
         for t in threads {
