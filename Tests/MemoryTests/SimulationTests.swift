@@ -30,6 +30,31 @@ import Glibc
         #expect(messages > 10 * Self.schedulesPerShape)
     }
 
+    /// Store buffering, racy: each rank writes one page, then reads the
+    /// other's, without synchronisation. Under sequential consistency one
+    /// read at least sees the other's write; under release consistency
+    /// both may read 0, and a protocol that never shows it is not really
+    /// relaxing anything (the pages' home is a third rank, so neither
+    /// write reaches it before a release).
+    @Test(arguments: ProtocolRegistry.names)
+    func storeBufferingShowsRelaxedOutcomesOnlyUnderReleaseConsistency(protocolName: String) throws {
+        var parameters = CoherenceSimulation.Parameters(protocolName: protocolName, rankCount: 3, pageCount: 2, operations: 0)
+        parameters.threadsPerRank = 1
+        parameters.homes = [2, 2]
+        parameters.scripts = [[.write(0), .read(1)], [.write(1), .read(0)], []]
+        var relaxed = 0
+        for seed in 0..<200 as Range<UInt64> {
+            guard let simulation = try Self.run(seed: seed, parameters, "\(protocolName), store buffering") else { return }
+            if simulation.reads.allSatisfy({ $0.value == 0 }) && simulation.reads.count == 2 { relaxed += 1 }
+        }
+        let model = try ProtocolRegistry.make(protocolName, configuration: CoherenceConfiguration(rank: 0, rankCount: 1, pageCount: 1, pageSize: 8))
+        if type(of: model).model == .sequential {
+            #expect(relaxed == 0)
+        } else {
+            #expect(relaxed > 0, "\(protocolName) never let both reads miss the other's write")
+        }
+    }
+
     /// sc with look-ahead: faults also start requests for pages nobody
     /// waits for, which must keep the model as the faults themselves do.
     @Test(arguments: [2, 3, 4])
