@@ -15,7 +15,9 @@
 /// barrier departures). An acquirer invalidates every page named by a
 /// notice it had not seen (its copy may be stale); its next access fetches
 /// the whole page from the home. A home writes its own pages in place (no
-/// twin, no diff) but still reports them in notices.
+/// twin, no diff) but still reports them in notices: its page loses write
+/// access when it serves a copy, so its next write faults and is noticed;
+/// a page nobody fetched stays writable at its home across intervals.
 ///
 /// Terminology (paper -> here):
 /// - interval index / vector timestamp -> `interval`, `timestamp`
@@ -252,10 +254,12 @@ public struct HLRCProtocol: CoherenceProtocol {
             var v = notices[p] ?? Array(repeating: 0, count: configuration.rankCount)
             v[rank] = interval
             notices[p] = v
-            guard pages[p].access == .readWrite else { continue } // flushed at an acquire
+            // A home keeps writing its page in place (see `serve`); a copy
+            // flushed at an acquire is no longer writable.
+            guard pages[p].home != rank, pages[p].access == .readWrite else { continue }
             // Downgrade first, so no write slips in between diff and protection.
             setAccess(p, .read)
-            if pages[p].home != rank { sendDiff(p, interval: interval) }
+            sendDiff(p, interval: interval)
         }
         writtenPages = []
     }
@@ -373,6 +377,13 @@ public struct HLRCProtocol: CoherenceProtocol {
     }
 
     private mutating func serve(_ page: Int, to peer: Int) {
+        // From now on the requester holds a copy: the home's next write to
+        // the page must fault, to be named in a notice. Until someone
+        // fetches it, a home writes its page across intervals without
+        // faults: nobody holds a copy that such a write could make stale
+        // (every copy was fetched before the home's last write fault,
+        // which named the page in that interval's notices).
+        if pages[page].access == .readWrite { setAccess(page, .read) }
         var version = applied[page] ?? Array(repeating: 0, count: configuration.rankCount)
         version[rank] = interval
         let message = MemoryMessage.pageData(page: page, version: version, contents: [])

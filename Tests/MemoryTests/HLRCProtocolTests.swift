@@ -29,17 +29,27 @@ import Testing
     }
 
     /// Section 2: a home writes its own pages in place, without twin or
-    /// diff, but the write is noticed (the write faults once per interval)
-    /// and named in the release's notices.
+    /// diff, and names a written page in the release's notices. The page
+    /// stays writable until someone fetches a copy; then the home's next
+    /// write faults, so it is noticed.
     @Test func aHomeWritesInPlaceAndNamesThePageAtRelease() throws {
         var home = core(rank: 0, of: 2)
         #expect(home.home(ofPage: 0) == 0 && home.home(ofPage: 1) == 1)
         #expect(acts(home.onWriteFault(page: 0)) == [.setProtection(pages: 0..<1, .readWrite), .completeFaults(page: 0)])
         let release = home.onRelease(lock: 7, ticket: SyncTicket(1))
-        #expect(acts(release) == [.setProtection(pages: 0..<1, .read), .syncReady(SyncTicket(1), payload: home.encodedNotices())])
+        #expect(acts(release) == [.syncReady(SyncTicket(1), payload: home.encodedNotices())])
         #expect(home.interval == 1 && home.notices == [0: [1, 0]])
-        // The next interval's first write faults again, locally.
+        #expect(home.access(ofPage: 0) == .readWrite)
+        // Nobody holds a copy: the next interval writes without faults, and
+        // names nothing.
+        #expect(acts(home.onRelease(lock: 7, ticket: SyncTicket(2))) == [.syncReady(SyncTicket(2), payload: home.encodedNotices())])
+        #expect(home.interval == 1)
+        // A copy is served after a downgrade; the next write faults and is named.
+        #expect(acts(home.onMessage(.fetch(page: 0, version: [0, 0]), from: 1))
+                == [.setProtection(pages: 0..<1, .read), .sendWithPage(to: 1, page: 0, .pageData(page: 0, version: [1, 0], contents: []))])
         #expect(acts(home.onWriteFault(page: 0)) == [.setProtection(pages: 0..<1, .readWrite), .completeFaults(page: 0)])
+        _ = home.onRelease(lock: 7, ticket: SyncTicket(3))
+        #expect(home.interval == 2 && home.notices == [0: [2, 0]])
         #expect(home.isQuiescent)
     }
 
