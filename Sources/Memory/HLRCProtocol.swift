@@ -167,6 +167,21 @@ public struct HLRCProtocol: CoherenceProtocol {
         return takeEffects()
     }
 
+    /// Fetches the hinted pages this rank has no copy of, with no thread
+    /// waiting (a later fault waits for the fetch like any fault). A hint
+    /// to write fetches for reading: the write fault that follows twins the
+    /// copy locally. At most one fetch per page is in flight, so the hints
+    /// need no bound of their own.
+    public mutating func onPrefetch(pages range: Range<Int>, forWriting: Bool) -> [MemoryEffect] {
+        for p in range {
+            checkPage(p)
+            guard pages[p].home != rank, pages[p].access == .none, !pages[p].fetching else { continue }
+            record(.prefetch(page: p))
+            fetch(p, forWrite: false)
+        }
+        return takeEffects()
+    }
+
     public mutating func onMessage(_ message: MemoryMessage, from peer: Int) -> [MemoryEffect] {
         precondition((0..<configuration.rankCount).contains(peer) && peer != rank, "message from invalid peer \(peer)")
         checkPage(message.page)

@@ -187,6 +187,21 @@ import Testing
         #expect(reader.access(ofPage: 1) == .read)
     }
 
+    /// Prefetch hints fetch the pages without a copy, once; a fault on one
+    /// of them waits for its fetch, and a write fault after it twins locally.
+    @Test func prefetchHintsFetchPagesWithoutACopy() {
+        var r1 = core(rank: 1, of: 2)
+        readCopy(&r1, page: 2, version: [0, 0])
+        let effects = r1.onPrefetch(pages: 0..<4, forWriting: true)
+        #expect(acts(effects) == [.send(to: 0, .fetch(page: 0, version: [0, 0]))])
+        #expect(effects.contains(.record(.prefetch(page: 0))) && r1.statistics.total.prefetches == 1)
+        #expect(acts(r1.onPrefetch(pages: 0..<1, forWriting: false)).isEmpty)
+        #expect(acts(r1.onWriteFault(page: 0)).isEmpty)
+        #expect(acts(r1.onMessage(.pageData(page: 0, version: [0, 0], contents: Self.zeros), from: 0))
+                == [.installPage(page: 0, contents: Self.zeros), .makeTwin(page: 0), .setProtection(pages: 0..<1, .readWrite), .completeFaults(page: 0)])
+        #expect(r1.isQuiescent)
+    }
+
     /// Placement gives homes; a page's home serves it.
     @Test func placementGivesPagesTheirHome() {
         var r1 = core(rank: 1, of: 2)

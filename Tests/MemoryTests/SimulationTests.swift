@@ -78,31 +78,36 @@ import Glibc
         #expect(operations == 3 * 150 * 60)
     }
 
-    /// sc with prefetch hints, with and without look-ahead: hints start
+    /// Every protocol with prefetch hints, with and without look-ahead (sc
+    /// alone has look-ahead; others ignore it): hints start
     /// transactions nobody waits for, at any moment, for pages in any
     /// state (held, in flight, owned), which must keep the model and leave
     /// every core quiescent (`isQuiescent` counts hints still in flight, so
     /// a hint whose end is never accounted for fails here).
-    @Test(arguments: [2, 3, 4], [0, 2])
-    func prefetchSchedulesKeepTheMemoryModel(rankCount: Int, lookAhead: Int) throws {
+    @Test(arguments: ProtocolRegistry.names, [2, 3, 4])
+    func prefetchSchedulesKeepTheMemoryModel(protocolName: String, rankCount: Int) throws {
+        for lookAhead in [0, 2] { try prefetchSchedules(protocolName: protocolName, rankCount: rankCount, lookAhead: lookAhead) }
+    }
+
+    func prefetchSchedules(protocolName: String, rankCount: Int, lookAhead: Int) throws {
         var prefetched = 0, operations = 0
         for pageCount in 1...3 {
             for index in 0..<150 {
                 let seed = 0x9f << 56 | UInt64(rankCount) << 48 | UInt64(pageCount) << 40 | UInt64(lookAhead) << 32 | UInt64(index)
-                var parameters = CoherenceSimulation.Parameters(protocolName: "sc", rankCount: rankCount, pageCount: pageCount, operations: 40)
+                var parameters = CoherenceSimulation.Parameters(protocolName: protocolName, rankCount: rankCount, pageCount: pageCount, operations: 40)
                 parameters.lookAhead = lookAhead
                 parameters.prefetches = 12
                 // Every other schedule at a bound of one hint in flight, so
                 // that hints also meet it.
                 if index % 2 == 1 { parameters.prefetchLimit = 1 }
                 guard let simulation = try Self.run(seed: seed, parameters,
-                                                    "sc, prefetch, look-ahead \(lookAhead), \(rankCount) ranks, \(pageCount) pages") else { return }
+                                                    "\(protocolName), prefetch, look-ahead \(lookAhead), \(rankCount) ranks, \(pageCount) pages") else { return }
                 prefetched += simulation.coreStatistics.reduce(0) { $0 + $1.total.prefetches }
                 operations += simulation.completedReads + simulation.completedWrites
             }
         }
         // Hints must actually have started work, not only been given.
-        #expect(prefetched > 1000, "\(prefetched) pages prefetched")
+        #expect(prefetched > 500, "\(prefetched) pages prefetched")
         #expect(operations == 3 * 150 * 40)
     }
 
