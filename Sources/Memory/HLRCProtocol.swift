@@ -101,12 +101,23 @@ public struct HLRCProtocol: CoherenceProtocol {
     /// More synchronisations in flight at once than threads could ask for is a bug.
     static let maxWaitingSyncs = 4096
 
+    /// Pages fetched past a sequential read miss (`CoherenceConfiguration.lookAhead`).
+    private var lookAhead: Int
+    /// Pages of collective allocations every rank has placed: only these
+    /// may be fetched before anyone touched them (`onAllocated`).
+    private var allocated: [Bool]
+    /// The last page a read miss fetched (itself or ahead): a miss on the
+    /// page after it continues a sequential scan.
+    private var lastReadFetched: Int?
+
     private var effects: [MemoryEffect] = []
 
     public init(configuration: CoherenceConfiguration) {
         self.configuration = configuration
         let n = configuration.rankCount
         pages = (0..<configuration.pageCount).map { Page(home: $0 % n) }
+        lookAhead = configuration.lookAhead
+        allocated = Array(repeating: false, count: configuration.pageCount)
         timestamp = Array(repeating: 0, count: n)
         diffsSent = Array(repeating: 0, count: n)
         diffsAcknowledged = Array(repeating: 0, count: n)
@@ -142,8 +153,35 @@ public struct HLRCProtocol: CoherenceProtocol {
             effects.append(.completeFaults(page: page))
         } else {
             fetch(page, forWrite: false)
+            var last = page
+            if lastReadFetched == page - 1 {
+                // A sequential scan: fetch the next pages with it (their
+                // replies travel together if they share a home).
+                var next = page + 1
+                while next < min(configuration.pageCount, page + 1 + lookAhead), allocated[next] {
+                    if pages[next].home != rank && pages[next].access == .none && !pages[next].fetching {
+                        record(.readAhead(page: next))
+                        fetch(next, forWrite: false)
+                    }
+                    last = next
+                    next += 1
+                }
+            }
+            lastReadFetched = last
         }
         return takeEffects()
+    }
+
+    public mutating func setLookAhead(_ pages: Int) {
+        precondition(pages >= 0, "negative look-ahead \(pages)")
+        lookAhead = pages
+    }
+
+    public mutating func onAllocated(pages range: Range<Int>) {
+        for p in range {
+            checkPage(p)
+            allocated[p] = true
+        }
     }
 
     public mutating func onWriteFault(page: Int) -> [MemoryEffect] {

@@ -202,6 +202,25 @@ import Testing
         #expect(r1.isQuiescent)
     }
 
+    /// Look-ahead: a read miss right after the previous page's continues a
+    /// scan, so the next pages of the allocation come with it; pages this
+    /// rank is the home of, holds or is fetching are skipped, and nothing
+    /// past the allocation is fetched.
+    @Test func aSequentialReadMissFetchesThePagesAhead() {
+        var r1 = HLRCProtocol(configuration: CoherenceConfiguration(rank: 1, rankCount: 2, pageCount: 8, pageSize: Self.pageSize, lookAhead: 3))
+        #expect(r1.onPlacement(pages: 0..<6, home: 0).isEmpty)
+        r1.onAllocated(pages: 0..<6)
+        #expect(acts(r1.onReadFault(page: 0)) == [.send(to: 0, .fetch(page: 0, version: [0, 0]))])
+        let effects = r1.onReadFault(page: 1)
+        #expect(acts(effects) == [.send(to: 0, .fetch(page: 1, version: [0, 0])), .send(to: 0, .fetch(page: 2, version: [0, 0])),
+                                  .send(to: 0, .fetch(page: 3, version: [0, 0])), .send(to: 0, .fetch(page: 4, version: [0, 0]))])
+        #expect(effects.contains(.record(.readAhead(page: 4))))
+        // The scan goes on past the pages fetched ahead, up to the allocation's end.
+        #expect(acts(r1.onReadFault(page: 5)) == [.send(to: 0, .fetch(page: 5, version: [0, 0]))])
+        // Past the allocation, nothing is fetched ahead.
+        #expect(acts(r1.onReadFault(page: 6)) == [.send(to: 0, .fetch(page: 6, version: [0, 0]))])
+    }
+
     /// Placement gives homes; a page's home serves it.
     @Test func placementGivesPagesTheirHome() {
         var r1 = core(rank: 1, of: 2)
