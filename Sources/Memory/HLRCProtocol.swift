@@ -237,6 +237,7 @@ public struct HLRCProtocol: CoherenceProtocol {
             onPageData(page: page, version: version, contents: contents)
         case let .diff(page, writerInterval, diff):
             precondition(pages[page].home == rank, "diff of page \(page) sent to rank \(rank), not its home \(pages[page].home)")
+            record(.diffApplied(page: page))
             effects.append(.applyDiff(page: page, diff: diff))
             var v = applied[page] ?? Array(repeating: 0, count: configuration.rankCount)
             v[peer] = max(v[peer], writerInterval)
@@ -448,6 +449,7 @@ public struct HLRCProtocol: CoherenceProtocol {
     private mutating func sendDiff(_ page: Int, interval: Int) {
         let home = pages[page].home
         diffsSent[home] += 1
+        record(.diffSent(page: page))
         let message = MemoryMessage.diff(page: page, interval: interval, diff: [])
         // The diff's size is known only to the engine; counted without it.
         record(.messageSent(bytes: message.encodedCount))

@@ -76,6 +76,7 @@ import Testing
         let decoded = try #require(HLRCProtocol.decodeNotices(notices, writer.configuration))
         #expect(decoded.0 == [0, 1] && decoded.1.count == 1 && decoded.1[0].0 == 0 && decoded.1[0].1 == [0, 1])
         #expect(writer.isQuiescent && home.isQuiescent)
+        #expect(writer.statistics.total.diffsSent == 1 && home.statistics.pages[0]?.diffsApplied == 1)
         // The home now answers with the writer's interval applied.
         #expect(acts(home.onMessage(.fetch(page: 0, version: [0, 1]), from: 1))
                 == [.sendWithPage(to: 1, page: 0, .pageData(page: 0, version: [0, 1], contents: []))])
