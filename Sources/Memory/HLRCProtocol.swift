@@ -332,12 +332,16 @@ public struct HLRCProtocol: CoherenceProtocol {
         for (p, v) in theirNotices {
             var mine = notices[p] ?? Array(repeating: 0, count: configuration.rankCount)
             var isNew = false
-            for w in v.indices where w != rank {
-                if v[w] > timestamp[w] { isNew = true }
+            // A notice of an interval this rank has seen is kept already, or
+            // was dropped at a barrier (its diffs are home): not kept again,
+            // so a payload from before a barrier does not bring it back.
+            for w in v.indices where w != rank && v[w] > timestamp[w] {
+                isNew = true
                 mine[w] = max(mine[w], v[w])
             }
+            guard isNew else { continue }
             notices[p] = mine
-            if isNew && pages[p].home != rank { invalidate(p) }
+            if pages[p].home != rank { invalidate(p) }
         }
         for w in timestamp.indices where w != rank { timestamp[w] = max(timestamp[w], theirTimestamp[w]) }
         return theirTimestamp

@@ -176,6 +176,20 @@ import Testing
         #expect(r[1].timestamp == [1, 0])
     }
 
+    /// A lock released before a barrier and acquired after it carries
+    /// notices the barrier already spread: nothing is invalidated, and the
+    /// dropped notices do not come back.
+    @Test func notesFromBeforeABarrierAreNotLearnedAgain() throws {
+        var r = (0..<2).map { core(rank: $0, of: 2) }
+        _ = r[0].onWriteFault(page: 0)
+        let grant = try #require(payload(r[0].onRelease(lock: 5, ticket: SyncTicket(1)), SyncTicket(1)))
+        let arrivals = try (0..<2).map { i in try #require(payload(r[i].onBarrierArrive(barrier: 0, ticket: SyncTicket(2)), SyncTicket(2))) }
+        for i in 0..<2 { _ = r[i].onBarrierDepart(barrier: 0, contributions: arrivals, ticket: SyncTicket(3)) }
+        readCopy(&r[1], page: 0, version: [1, 0])
+        #expect(acts(r[1].onAcquire(lock: 5, grant: grant, ticket: SyncTicket(4))) == [.syncReady(SyncTicket(4), payload: [])])
+        #expect(r[1].notices.isEmpty && r[1].access(ofPage: 0) == .read)
+    }
+
     /// A payload that does not decode cannot say what changed: every copy
     /// is dropped, which is always safe.
     @Test func aMalformedPayloadInvalidatesEveryCopy() {
