@@ -54,6 +54,13 @@
 ///   interval (another writer wrote other words of it) is flushed to its
 ///   home first; the home applies the diff before any later fetch of this
 ///   rank (FIFO per pair), so no write of this rank is lost.
+/// - Look-ahead (a read miss right after the previous page's also fetches
+///   the next pages of the allocation) and prefetch hints start fetches
+///   with no thread waiting; their replies follow the same stale rule.
+/// - A payload takes 4 + 4 × ranks bytes per page named. It nears the
+///   transport's 16 MiB frame limit only when that many pages are written
+///   between two barriers (every page of a 1 GiB region with 16 ranks);
+///   a compact encoding (one entry per writer) would be the fix.
 public struct HLRCProtocol: CoherenceProtocol {
     public static let name = "hlrc"
     public static let model = MemoryModel.release
