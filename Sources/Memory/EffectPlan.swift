@@ -31,7 +31,8 @@
 public enum PlannedOperation: Sendable, Equatable {
     /// One `mprotect`; `effects` are the indices of the merged `.setProtection`s.
     case protect(pages: Range<Int>, PageAccess, effects: [Int])
-    /// The `.send`, `.sendWithPage`, `.installPage`, `.syncReady` or `.record` at this index.
+    /// The `.send`, `.sendWithPage`, `.sendDiff`, `.installPage`,
+    /// `.applyDiff`, `.makeTwin`, `.syncReady` or `.record` at this index.
     case perform(Int)
     /// Wake the waiters of the page of the `.completeFaults` at this index.
     case complete(Int)
@@ -71,7 +72,13 @@ extension PlannedOperation {
             case .sendWithPage(_, let page, _):
                 messages.append(i)
                 copied.append(page)
-            case .installPage(let page, _):
+            case .sendDiff(_, let page, _):
+                // Reads the page and its twin, like a copy.
+                messages.append(i)
+                copied.append(page)
+            case .installPage(let page, _), .applyDiff(let page, _), .makeTwin(let page):
+                // A twin replaced, or contents changed, after an earlier
+                // copy or diff of the page would change what that holds.
                 if copyPending(page..<page + 1) { encodeMessages() }
                 if let p = protection, p.pages.contains(page) { applyProtection() }
                 out.append(.perform(i))

@@ -83,6 +83,8 @@ public final class MemoryEngine: @unchecked Sendable {
     private let writing = NSLock()
     private var core: any CoherenceProtocol
     private var faultStarted: [Int: (UInt64, Fault)] = [:]
+    /// Twins of pages (`MemoryEffect.makeTwin`), at most one per page.
+    private var twins: [Int: [UInt8]] = [:]
     private var ready: [UInt64: [UInt8]] = [:]
     private let readyChanged = NSCondition()
     private var nextTicket: UInt64 = 0
@@ -398,6 +400,17 @@ public final class MemoryEngine: @unchecked Sendable {
         case .installPage(let page, let contents):
             let dst = region.systemPage(page)
             contents.withUnsafeBytes { dst.copyMemory(from: $0) }
+        case .makeTwin(let page):
+            twins[page] = Array(UnsafeRawBufferPointer(region.systemPage(page)))
+        case .sendDiff(let to, let page, let message):
+            let current = UnsafeRawBufferPointer(region.systemPage(page))
+            let diff = twins.removeValue(forKey: page).map { twin in twin.withUnsafeBytes { PageDiff.encode(twin: $0, current: current) } }
+            send(message.attaching(diff: diff ?? PageDiff.encode(twin: current, current: current)).encoded(), to: to)
+        case .applyDiff(let page, let diff):
+            do { try PageDiff.apply(diff, to: region.systemPage(page)) } catch {
+                // The decoder checked it against the page size already.
+                fatalError("plexus[\(configuration.rank)]: a checked diff for page \(page) failed to apply: \(error)")
+            }
         case .setProtection(let pages, let access):
             protect(pages, access)
         case .completeFaults(let page):

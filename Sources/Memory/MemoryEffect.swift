@@ -10,6 +10,16 @@ public enum MemoryEffect: Sendable, Equatable {
     case sendWithPage(to: Int, page: Int, MemoryMessage)
     /// Write `contents` into `page` through the system view.
     case installPage(page: Int, contents: [UInt8])
+    /// Copy `page` from the system view into the engine's twin of it
+    /// (replacing any): the page as it was before this interval's writes.
+    case makeTwin(page: Int)
+    /// Encode `page` (system view) against its twin as a `PageDiff`, attach
+    /// it to `message` (a `.diff` whose diff is empty: `attaching(diff:)`),
+    /// send it, and drop the twin. A page without a twin sends an empty diff.
+    case sendDiff(to: Int, page: Int, MemoryMessage)
+    /// Write the runs of `diff` (already checked against the page size by
+    /// the message decoder) into `page` through the system view.
+    case applyDiff(page: Int, diff: [UInt8])
     /// Set the application-view protection of a run of pages (one mprotect).
     case setProtection(pages: Range<Int>, PageAccess)
     /// Wake every thread waiting on a fault of `page`; a thread whose access

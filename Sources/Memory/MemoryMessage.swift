@@ -23,10 +23,26 @@ public enum MemoryMessage: Sendable, Equatable, CustomStringConvertible {
     /// release the next request. Reads are not confirmed.
     case confirm(page: Int)
 
+    // Home-based release consistency (hlrc).
+
+    /// Writer -> home: the changes the writer made to `page` in its
+    /// interval `interval` (a `PageDiff`, checked against the page size
+    /// when decoded). The home applies it and acknowledges.
+    case diff(page: Int, interval: Int, diff: [UInt8])
+    /// Home -> writer: the diff for `page` is applied.
+    case diffAck(page: Int)
+    /// Requester -> home: the whole page, once the home has applied every
+    /// writer's diffs up to `version[writer]` (one interval per rank).
+    case fetch(page: Int, version: [Int])
+    /// Home -> requester: the page, holding at least every writer's
+    /// intervals up to `version[writer]` (what the home had applied).
+    case pageData(page: Int, version: [Int], contents: [UInt8])
+
     public var page: Int {
         switch self {
         case let .request(page, _), let .forward(page, _, _), let .readGrant(page, _), let .writeGrant(page, _, _),
-             let .invalidate(page), let .invalidateAck(page), let .confirm(page):
+             let .invalidate(page), let .invalidateAck(page), let .confirm(page),
+             let .diff(page, _, _), let .diffAck(page), let .fetch(page, _), let .pageData(page, _, _):
             page
         }
     }
@@ -36,8 +52,15 @@ public enum MemoryMessage: Sendable, Equatable, CustomStringConvertible {
         switch self {
         case let .readGrant(page, _): .readGrant(page: page, contents: contents)
         case let .writeGrant(page, copyset, _): .writeGrant(page: page, copyset: copyset, contents: contents)
+        case let .pageData(page, version, _): .pageData(page: page, version: version, contents: contents)
         default: preconditionFailure("only grants carry page contents, not \(self)")
         }
+    }
+
+    /// The same `.diff` with its diff filled in (see `MemoryEffect.sendDiff`).
+    public func attaching(diff: [UInt8]) -> MemoryMessage {
+        guard case let .diff(page, interval, _) = self else { preconditionFailure("only .diff carries a diff, not \(self)") }
+        return .diff(page: page, interval: interval, diff: diff)
     }
 
     public var description: String {
@@ -49,6 +72,10 @@ public enum MemoryMessage: Sendable, Equatable, CustomStringConvertible {
         case let .invalidate(page): "invalidate(page \(page))"
         case let .invalidateAck(page): "invalidateAck(page \(page))"
         case let .confirm(page): "confirm(page \(page))"
+        case let .diff(page, interval, d): "diff(page \(page), interval \(interval), \(d.count) bytes)"
+        case let .diffAck(page): "diffAck(page \(page))"
+        case let .fetch(page, v): "fetch(page \(page), version \(v))"
+        case let .pageData(page, v, c): "pageData(page \(page), version \(v), \(c.count) bytes)"
         }
     }
 }
@@ -81,10 +108,15 @@ extension MemoryMessage {
         case trailingBytes(Int)
         /// A batch must hold 2...`maxBatchCount` messages.
         case batchCount(UInt16)
+        /// A version vector whose length is not the job's rank count.
+        case versionLength(UInt32)
+        /// A diff that does not fit the page.
+        case diff(PageDiff.DecodingError)
     }
 
     private enum Tag: UInt8 {
         case request = 1, forward, readGrant, writeGrant, invalidate, invalidateAck, confirm
+        case diff, diffAck, fetch, pageData
     }
 
     /// Little-endian: tag u8, page u64, then the case's fields (ranks u32,
@@ -95,7 +127,7 @@ extension MemoryMessage {
     /// straight from memory into the encoding (the engine's send path).
     public func encoded(attaching page: UnsafeRawBufferPointer) -> [UInt8] {
         switch self {
-        case .readGrant, .writeGrant: return encode(pageBytes: page)
+        case .readGrant, .writeGrant, .pageData: return encode(pageBytes: page)
         default: preconditionFailure("only grants carry page contents, not \(self)")
         }
     }
@@ -108,6 +140,10 @@ extension MemoryMessage {
             withUnsafeBytes(of: value.littleEndian) { out.append(contentsOf: $0) }
         }
         func putFlag(_ flag: Bool) { out.append(flag ? 1 : 0) }
+        func putVersion(_ version: [Int]) {
+            put(UInt32(version.count))
+            for v in version { put(UInt32(v)) }
+        }
         func putContents(_ contents: [UInt8]) {
             if let pageBytes {
                 put(UInt32(pageBytes.count))
@@ -136,6 +172,15 @@ extension MemoryMessage {
             put(Tag.invalidateAck.rawValue); put(UInt64(page))
         case let .confirm(page):
             put(Tag.confirm.rawValue); put(UInt64(page))
+        case let .diff(page, interval, d):
+            put(Tag.diff.rawValue); put(UInt64(page)); put(UInt32(interval))
+            put(UInt32(d.count)); out.append(contentsOf: d)
+        case let .diffAck(page):
+            put(Tag.diffAck.rawValue); put(UInt64(page))
+        case let .fetch(page, version):
+            put(Tag.fetch.rawValue); put(UInt64(page)); putVersion(version)
+        case let .pageData(page, version, contents):
+            put(Tag.pageData.rawValue); put(UInt64(page)); putVersion(version); putContents(contents)
         }
         return out
     }
@@ -148,7 +193,10 @@ extension MemoryMessage {
         case .forward: return header + 4 + 1
         case let .readGrant(_, contents): return header + 4 + contents.count
         case let .writeGrant(_, copyset, contents): return header + 4 + 4 * copyset.count + 1 + (contents.map { 4 + $0.count } ?? 0)
-        case .invalidate, .invalidateAck, .confirm: return header
+        case .invalidate, .invalidateAck, .confirm, .diffAck: return header
+        case let .diff(_, _, d): return header + 4 + 4 + d.count
+        case let .fetch(_, v): return header + 4 + 4 * v.count
+        case let .pageData(_, v, c): return header + 4 + 4 * v.count + 4 + c.count
         }
     }
 
@@ -177,6 +225,14 @@ extension MemoryMessage {
             guard Int(length) == limits.pageSize else { throw .contentsLength(length) }
             return try reader.bytes(Int(length))
         }
+        func version() throws(DecodingError) -> [Int] {
+            let count = try reader.u32()
+            guard Int(count) == limits.rankCount else { throw .versionLength(count) }
+            var v: [Int] = []
+            v.reserveCapacity(Int(count))
+            for _ in 0..<count { v.append(Int(try reader.u32())) }
+            return v
+        }
         switch tag {
         case .request:
             self = .request(page: page, isWrite: try reader.flag())
@@ -204,6 +260,21 @@ extension MemoryMessage {
             self = .invalidateAck(page: page)
         case .confirm:
             self = .confirm(page: page)
+        case .diff:
+            let interval = Int(try reader.u32())
+            let length = try reader.u32()
+            let limit = PageDiff.maxEncodedCount(pageSize: limits.pageSize)
+            guard Int(length) <= limit else { throw .diff(.oversized(count: Int(length), limit: limit)) }
+            let d = try reader.bytes(Int(length))
+            do { _ = try PageDiff.runs(of: d, pageSize: limits.pageSize) } catch { throw .diff(error) }
+            self = .diff(page: page, interval: interval, diff: d)
+        case .diffAck:
+            self = .diffAck(page: page)
+        case .fetch:
+            self = .fetch(page: page, version: try version())
+        case .pageData:
+            let v = try version()
+            self = .pageData(page: page, version: v, contents: try contents())
         }
         guard reader.remaining == 0 else { throw .trailingBytes(reader.remaining) }
     }

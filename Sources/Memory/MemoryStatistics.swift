@@ -17,6 +17,10 @@ public struct PageStatistics: Sendable, Equatable {
     /// Requests (or local upgrades) for this page made by a prefetch hint
     /// (`MemoryEngine.prefetch`; not counted in the faults either).
     public var prefetches = 0
+    /// Diffs of this page sent to its home, and applied here as its home
+    /// (multiple-writer protocols: `hlrc`).
+    public var diffsSent = 0
+    public var diffsApplied = 0
     public init() {}
 }
 
@@ -33,6 +37,8 @@ public enum MemoryStatistic: Sendable, Equatable {
     case readAhead(page: Int)
     case writeAhead(page: Int)
     case prefetch(page: Int)
+    case diffSent(page: Int)
+    case diffApplied(page: Int)
     /// A message left for a peer: its encoded size, page contents included.
     case messageSent(bytes: Int)
     case messageReceived(bytes: Int)
@@ -64,6 +70,8 @@ public struct MemoryStatistics: Sendable, Equatable {
         case let .readAhead(page): bump(page, \.readsAhead)
         case let .writeAhead(page): bump(page, \.writesAhead)
         case let .prefetch(page): bump(page, \.prefetches)
+        case let .diffSent(page): bump(page, \.diffsSent)
+        case let .diffApplied(page): bump(page, \.diffsApplied)
         case let .messageSent(bytes):
             messagesSent += 1
             bytesSent += bytes

@@ -154,7 +154,8 @@ extension Plexus {
             ["readFaults": p.readFaults, "writeFaults": p.writeFaults, "pagesReceived": p.pagesReceived,
              "pagesSent": p.pagesSent, "invalidationsSent": p.invalidationsSent,
              "invalidationsReceived": p.invalidationsReceived, "staleGrantsDiscarded": p.staleGrantsDiscarded,
-             "readsAhead": p.readsAhead, "writesAhead": p.writesAhead, "prefetches": p.prefetches]
+             "readsAhead": p.readsAhead, "writesAhead": p.writesAhead, "prefetches": p.prefetches,
+             "diffsSent": p.diffsSent, "diffsApplied": p.diffsApplied]
         }
         let pageSize = m.region.pageSize
         let pages: [[String: Any]] = s.pages.keys.sorted().map { p in

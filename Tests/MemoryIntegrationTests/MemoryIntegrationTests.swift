@@ -261,8 +261,13 @@ extension MemoryFailureTests {
     }
 
     /// Ranks that increment one counter under a lock share it for real: the
-    /// report says true sharing and names the counter.
-    @Test(arguments: try Registered.all())
+    /// report says true sharing and names the counter. Sequential protocols
+    /// only: the report reads sharing from fault sites, and under a
+    /// home-based release-consistent protocol the home's accesses to its own
+    /// page fault once per interval, on whichever word it touches first
+    /// (here its own count, right after the release), so its use of the
+    /// counter leaves no fault to see.
+    @Test(arguments: try Registered.sequential())
     func theReportTellsTrueSharingFromFalse(protocol: String) throws {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("plexus-stats-\(UInt32.random(in: 0...UInt32.max)).json")
         defer { try? FileManager.default.removeItem(at: file) }

@@ -53,24 +53,66 @@ struct CoherenceSimulation {
         /// counts as livelocked.
         var stepBudget = 100_000
 
-        /// Operations the run performs: the scripts' length, else `operations`.
-        var totalOperations: Int { scripts.map { $0.reduce(0) { $0 + $1.count } } ?? operations }
+        /// If set, page p's home (`CoherenceProtocol.onPlacement`) is `homes[p]`.
+        var homes: [Int]? = nil
+        /// Every read must return the last write: true for sequential
+        /// protocols; for release-consistent ones, true only for
+        /// data-race-free programs (random schedules under a `.release`
+        /// protocol are: each access is made holding its page's lock).
+        /// Nil picks by the model: scripts of a `.release` protocol are
+        /// not checked unless they say they are race-free.
+        var dataRaceFree: Bool? = nil
+
+        /// Reads and writes the run performs: the scripts' accesses, else `operations`.
+        var totalOperations: Int { scripts.map { $0.reduce(0) { $0 + $1.reduce(0) { $0 + $1.accesses } } } ?? operations }
     }
 
     struct Operation: Sendable {
         var page: Int
         var isWrite: Bool
+        /// A lock operation instead of an access.
+        var sync: Sync? = nil
+        /// A read that races with writes on purpose: never checked.
+        var racy = false
+        /// Operations the same thread performs after this one.
+        var then: [Operation] = []
+        /// Accesses (reads and writes) this operation and its `then` make.
+        var accesses: Int { (sync == nil ? 1 : 0) + then.filter { $0.sync == nil }.count }
+        enum Sync: Sendable, Hashable {
+            case acquire(Int), release(Int)
+        }
         static func read(_ page: Int) -> Operation { Operation(page: page, isWrite: false) }
         static func write(_ page: Int) -> Operation { Operation(page: page, isWrite: true) }
+        /// `operations` in order on one thread (a script entry is otherwise one thread).
+        static func thread(_ operations: [Operation]) -> Operation {
+            var first = operations[0]
+            first.then = Array(operations.dropFirst())
+            return first
+        }
+        static func racyRead(_ page: Int) -> Operation { Operation(page: page, isWrite: false, racy: true) }
+        static func acquire(_ lock: Int) -> Operation { Operation(page: 0, isWrite: false, sync: .acquire(lock)) }
+        static func release(_ lock: Int) -> Operation { Operation(page: 0, isWrite: false, sync: .release(lock)) }
     }
 
-    private enum ThreadState { case faulted, reported, runnable }
+    private enum ThreadState: Hashable { case faulted, reported, runnable, lockWait, syncing(UInt64) }
 
     private struct AppThread {
+        var id: Int
         var rank: Int
         var page: Int
         var isWrite: Bool
+        var sync: Operation.Sync?
+        var racy = false
         var state: ThreadState
+        /// Operations after this one, in order.
+        var rest: [Operation] = []
+    }
+
+    /// A lock of the job, as the lock service keeps it: its holder (a rank,
+    /// for one of its threads) and the payload its last releaser's core attached.
+    private struct SimulatedLock: Hashable {
+        var holder: Int?
+        var payload: [UInt8] = []
     }
 
     enum Action {
@@ -89,6 +131,8 @@ struct CoherenceSimulation {
     private let model: MemoryModel
     /// What each rank's memory holds, per page (the "system view").
     private var contents: [[[UInt8]]]
+    /// Twins the cores asked for (`MemoryEffect.makeTwin`), per rank and page.
+    private var twins: [[[UInt8]?]]
     /// The application-view protections, as the cores' effects set them.
     private var protection: [[PageAccess]]
     /// channels[from][to], FIFO.
@@ -105,6 +149,12 @@ struct CoherenceSimulation {
     private var recorded: [MemoryStatistics]
     private(set) var trace: [String] = []
     let keepTrace: Bool
+    private var locks: [Int: SimulatedLock] = [:]
+    private var nextThreadID = 0
+    private var nextTicket: UInt64 = 0
+    private let checksReads: Bool
+    /// Every completed read: rank, page and the value it returned.
+    private(set) var reads: [(rank: Int, page: Int, value: UInt64)] = []
     private(set) var completedReads = 0
     private(set) var completedWrites = 0
     private(set) var messagesDelivered = 0
@@ -124,6 +174,9 @@ struct CoherenceSimulation {
             var core = try ProtocolRegistry.make(parameters.protocolName, configuration: configuration)
             // Every page is one collective allocation every rank has placed,
             // so look-ahead may also fetch pages never held.
+            if let homes = parameters.homes {
+                for page in 0..<pages { _ = core.onPlacement(pages: page..<page + 1, home: homes[page]) }
+            }
             core.onAllocated(pages: 0..<pages)
             if let limit = parameters.prefetchLimit, var sc = core as? SCProtocol {
                 sc.prefetchLimit = limit
@@ -132,10 +185,12 @@ struct CoherenceSimulation {
             return core
         }
         model = type(of: cores[0]).model
+        checksReads = model == .sequential || (parameters.dataRaceFree ?? (parameters.scripts == nil))
         contents = Array(repeating: Array(repeating: Array(repeating: 0, count: CoherenceSimulation.pageSize), count: pages), count: n)
         protection = Array(repeating: Array(repeating: .none, count: pages), count: n)
+        twins = Array(repeating: Array(repeating: nil, count: pages), count: n)
         channels = Array(repeating: Array(repeating: [], count: n), count: n)
-        operationsLeft = parameters.totalOperations
+        operationsLeft = parameters.scripts.map { $0.reduce(0) { $0 + $1.count } } ?? parameters.operations
         prefetchesLeft = parameters.prefetches
         scriptPosition = Array(repeating: 0, count: n)
         if let scripts = parameters.scripts {
@@ -193,7 +248,7 @@ struct CoherenceSimulation {
             switch threads[index].state {
             case .faulted: actions.append(.report(thread: index))
             case .runnable: actions.append(.run(thread: index))
-            case .reported: break
+            case .reported, .lockWait, .syncing: break
             }
         }
         if prefetchesLeft > 0 {
@@ -219,14 +274,26 @@ struct CoherenceSimulation {
         case let .start(rank):
             operationsLeft -= 1
             let operation: Operation
+            var rest: [Operation] = []
             if let scripts = parameters.scripts {
                 operation = scripts[rank][scriptPosition[rank]]
+                rest = operation.then
                 scriptPosition[rank] += 1
             } else {
-                operation = Operation(page: Int.random(in: 0..<parameters.pageCount, using: &rng), isWrite: Bool.random(using: &rng))
+                let access = Operation(page: Int.random(in: 0..<parameters.pageCount, using: &rng), isWrite: Bool.random(using: &rng))
+                if model == .release {
+                    // Race-free: the access holds its page's lock.
+                    operation = .acquire(access.page)
+                    rest = [access, .release(access.page)]
+                } else {
+                    operation = access
+                }
             }
-            let thread = AppThread(rank: rank, page: operation.page, isWrite: operation.isWrite, state: .runnable)
-            note("rank \(rank) starts \(thread.isWrite ? "write" : "read") of page \(thread.page)")
+            let thread = AppThread(id: nextThreadID, rank: rank, page: operation.page, isWrite: operation.isWrite, sync: operation.sync,
+                                   racy: operation.racy, state: .runnable, rest: rest)
+            nextThreadID += 1
+            let started = "rank \(rank) starts \(describe(operation))"
+            note(started)
             threads.append(thread)
             try execute(thread: threads.count - 1)
         case let .deliver(from, to):
@@ -258,6 +325,28 @@ struct CoherenceSimulation {
     /// The thread's access runs if the protection allows it, else it faults.
     private mutating func execute(thread index: Int) throws(Failure) {
         let thread = threads[index]
+        if let sync = thread.sync {
+            nextTicket += 1
+            let ticket = nextTicket
+            switch sync {
+            case let .acquire(lock):
+                if locks[lock]?.holder != nil {
+                    threads[index].state = .lockWait
+                    note("rank \(thread.rank) waits for lock \(lock)")
+                    return
+                }
+                locks[lock, default: SimulatedLock()].holder = thread.rank
+                threads[index].state = .syncing(ticket)
+                note("rank \(thread.rank) acquires lock \(lock)")
+                apply(cores[thread.rank].onAcquire(lock: lock, grant: locks[lock]!.payload, ticket: SyncTicket(ticket)), at: thread.rank)
+            case let .release(lock):
+                precondition(locks[lock]?.holder == thread.rank, "a script releases lock \(lock) its rank does not hold")
+                threads[index].state = .syncing(ticket)
+                note("rank \(thread.rank) releases lock \(lock)")
+                apply(cores[thread.rank].onRelease(lock: lock, ticket: SyncTicket(ticket)), at: thread.rank)
+            }
+            return
+        }
         guard protection[thread.rank][thread.page].allows(write: thread.isWrite) else {
             threads[index].state = .faulted
             note("rank \(thread.rank) \(thread.isWrite ? "write" : "read") of page \(thread.page) faults")
@@ -274,11 +363,49 @@ struct CoherenceSimulation {
             let value = decode(contents[thread.rank][thread.page])
             completedReads += 1
             note("rank \(thread.rank) read \(value) from page \(thread.page)")
-            if model == .sequential && value != lastWrite[thread.page] {
+            reads.append((thread.rank, thread.page, value))
+            if checksReads && !thread.racy && value != lastWrite[thread.page] {
                 throw fail("rank \(thread.rank) read \(value) from page \(thread.page), but the last write was \(lastWrite[thread.page])")
             }
         }
-        threads.remove(at: index)
+        advance(thread: index)
+    }
+
+    /// The thread goes on to its next operation, or ends.
+    private mutating func advance(thread index: Int) {
+        if threads[index].rest.isEmpty {
+            threads.remove(at: index)
+            return
+        }
+        let next = threads[index].rest.removeFirst()
+        threads[index].page = next.page
+        threads[index].isWrite = next.isWrite
+        threads[index].sync = next.sync
+        threads[index].racy = next.racy
+        threads[index].state = .runnable
+    }
+
+    /// A synchronisation hook completed: the thread waiting on it goes on.
+    private mutating func syncCompleted(_ ticket: UInt64, payload: [UInt8], at rank: Int) {
+        guard let index = threads.firstIndex(where: { $0.state == .syncing(ticket) }) else {
+            preconditionFailure("rank \(rank) completed a synchronisation nobody waits for")
+        }
+        precondition(threads[index].rank == rank, "rank \(rank) completed rank \(threads[index].rank)'s synchronisation")
+        if case let .release(lock) = threads[index].sync {
+            locks[lock] = SimulatedLock(holder: nil, payload: payload)
+            for i in threads.indices where threads[i].state == .lockWait && threads[i].sync == .acquire(lock) { threads[i].state = .runnable }
+        }
+        let done = "rank \(rank) \(threads[index].sync.map { describe(Operation(page: 0, isWrite: false, sync: $0)) } ?? "") done"
+        note(done)
+        advance(thread: index)
+    }
+
+    private func describe(_ operation: Operation) -> String {
+        switch operation.sync {
+        case let .acquire(lock)?: "acquire of lock \(lock)"
+        case let .release(lock)?: "release of lock \(lock)"
+        case nil: "\(operation.isWrite ? "write" : "read") of page \(operation.page)"
+        }
     }
 
     private mutating func apply(_ effects: [MemoryEffect], at rank: Int) {
@@ -292,14 +419,24 @@ struct CoherenceSimulation {
                 channels[rank][to].append(message.attaching(contents: contents[rank][page]).encoded())
             case let .installPage(page, bytes):
                 contents[rank][page] = bytes
+            case let .makeTwin(page):
+                twins[rank][page] = contents[rank][page]
+            case let .sendDiff(to, page, message):
+                precondition(to != rank, "a core sent a diff to itself")
+                let diff = PageDiff.encode(twin: twins[rank][page] ?? contents[rank][page], current: contents[rank][page])
+                twins[rank][page] = nil
+                channels[rank][to].append(message.attaching(diff: diff).encoded())
+            case let .applyDiff(page, diff):
+                do { try PageDiff.apply(diff, to: &contents[rank][page]) } catch { preconditionFailure("a decoded diff failed to apply: \(error)") }
             case let .setProtection(pages, access):
                 for page in pages { protection[rank][page] = access }
             case let .completeFaults(page):
-                for index in threads.indices where threads[index].rank == rank && threads[index].page == page && threads[index].state != .runnable {
+                for index in threads.indices where threads[index].rank == rank && threads[index].sync == nil && threads[index].page == page
+                    && (threads[index].state == .faulted || threads[index].state == .reported) {
                     threads[index].state = .runnable
                 }
-            case .syncReady:
-                preconditionFailure("no synchronisation operation is in progress in this simulation")
+            case let .syncReady(ticket, payload):
+                syncCompleted(ticket.id, payload: payload, at: rank)
             case let .record(statistic):
                 recorded[rank].apply(statistic)
             }
@@ -372,13 +509,25 @@ struct CoherenceSimulation {
         }
         for core in cores { combine(core: core) }
         h.combine(contents)
+        h.combine(twins)
         for row in protection { for access in row { h.combine(access.rawValue) } }
         h.combine(channels)
         for t in threads {
             h.combine(t.rank)
             h.combine(t.page)
             h.combine(t.isWrite)
-            h.combine(t.state == .faulted ? 0 : t.state == .reported ? 1 : 2)
+            h.combine(t.state)
+            h.combine(t.sync)
+            h.combine(t.racy)
+            for o in t.rest {
+                h.combine(o.page)
+                h.combine(o.isWrite)
+                h.combine(o.sync)
+            }
+        }
+        for (lock, l) in locks.sorted(by: { $0.key < $1.key }) {
+            h.combine(lock)
+            h.combine(l)
         }
         h.combine(scriptPosition)
         h.combine(operationsLeft)

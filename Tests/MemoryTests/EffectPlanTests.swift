@@ -78,8 +78,8 @@ import Transport
         for (i, e) in effects.enumerated() {
             switch e {
             case let .setProtection(r, a): for p in r { access[p] = a }
-            case let .installPage(p, _): version[p] += 1
-            case let .sendWithPage(_, p, _): accessAt[i] = access[p]; versionAt[i] = version[p]
+            case let .installPage(p, _), let .applyDiff(p, _): version[p] += 1
+            case let .sendWithPage(_, p, _), let .sendDiff(_, p, _): accessAt[i] = access[p]; versionAt[i] = version[p]
             default: break
             }
         }
@@ -113,7 +113,13 @@ import Transport
                     if planVersion[p] != versionAt[i] { return "copy \(i) of page \(p) holds version \(planVersion[p]), not \(versionAt[i]!)" }
                     if planAccess[p] == .readWrite && accessAt[i] != .readWrite { return "copy \(i) of page \(p) made while writable" }
                     messageOrder.append(i)
-                case let .installPage(p, _):
+                case let .sendDiff(_, p, _):
+                    if let j = protections(before: i).first(where: { !applied.contains($0) }) { return "diff \(i) before protection \(j)" }
+                    if planVersion[p] != versionAt[i] { return "diff \(i) of page \(p) holds version \(planVersion[p]), not \(versionAt[i]!)" }
+                    messageOrder.append(i)
+                case let .makeTwin(p):
+                    if let j = protections(before: i, covering: p).first(where: { !applied.contains($0) }) { return "twin \(i) before protection \(j)" }
+                case let .installPage(p, _), let .applyDiff(p, _):
                     if let j = protections(before: i, covering: p).first(where: { !applied.contains($0) }) { return "install \(i) before protection \(j)" }
                     if let j = applied.first(where: { $0 > i && protections(before: effects.count, covering: p).contains($0) }) {
                         return "install \(i) after the later protection \(j)"

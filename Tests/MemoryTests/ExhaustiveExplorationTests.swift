@@ -181,6 +181,43 @@ struct ExhaustiveExploration {
         #expect(outcome.terminalStates > 1, "\(name): \(outcome.terminalStates) terminal states")
     }
 
+    /// Data-race-free jobs: every access holds the lock of its page, so
+    /// every protocol must give sequential results (each read returns the
+    /// last write), whatever its memory model, in every interleaving.
+    static let lockedJobs: [(String, Int, Int, Int, [Int]?, [[Op]])] = [
+        // The reader keeps a copy from before the write: the acquire must drop it.
+        ("a reader's old copy is dropped at the acquire", 2, 1, 1, [0],
+         [[.acquire(0), .write(0), .release(0)], [.acquire(0), .read(0), .release(0), .acquire(0), .read(0), .release(0)]]),
+        // A fetch sent before the acquire (a racy read on another thread)
+        // may be answered before the releaser's diff reached the home.
+        ("a fetch in flight across an acquire", 3, 1, 2, [2],
+         [[.thread([.acquire(0), .write(0), .release(0)])], [.racyRead(0), .thread([.acquire(0), .read(0), .release(0)])], []]),
+        ("a page passed through a lock", 2, 1, 1, nil, [[.acquire(0), .write(0), .release(0)], [.acquire(0), .read(0), .release(0)]]),
+        ("2 ranks increment one page under a lock", 2, 1, 1, nil,
+         [[.acquire(0), .read(0), .write(0), .release(0)], [.acquire(0), .read(0), .write(0), .release(0)]]),
+        ("3 ranks pass a page homed at the last one", 3, 1, 1, [2],
+         [[.acquire(0), .write(0), .release(0)], [.acquire(0), .read(0), .write(0), .release(0)], [.acquire(0), .read(0), .release(0)]]),
+        ("2 ranks, 2 pages and 2 locks, crossed", 2, 2, 1, [1, 0],
+         [[.acquire(0), .write(0), .release(0), .acquire(1), .read(1), .release(1)],
+          [.acquire(1), .write(1), .release(1), .acquire(0), .read(0), .release(0)]]),
+    ]
+
+    @Test(arguments: ProtocolRegistry.names, 0..<lockedJobs.count)
+    func everyInterleavingOfALockedProgramGivesSequentialResults(protocolName: String, job: Int) throws {
+        let (name, ranks, pages, threads, homes, scripts) = Self.lockedJobs[job]
+        var parameters = CoherenceSimulation.Parameters(protocolName: protocolName, rankCount: ranks, pageCount: pages, operations: 0)
+        parameters.threadsPerRank = threads
+        parameters.scripts = scripts
+        parameters.homes = homes
+        parameters.dataRaceFree = true
+        let outcome = try ExhaustiveExploration.explore(parameters, stateLimit: 400_000)
+        if ProcessInfo.processInfo.environment["PLEXUS_PRINT_STATES"] != nil {
+            print("\(protocolName) | \(name) | \(outcome.states) states | \(outcome.terminalStates) finished")
+        }
+        #expect(outcome.states > 20, "\(name): only \(outcome.states) states")
+        #expect(outcome.terminalStates > 1, "\(name): \(outcome.terminalStates) terminal states")
+    }
+
     /// Look-ahead on: rank 1 rereads two pages it lost, so a read of page 0
     /// can also request page 1; once rank 0 owns both with rank 1 reading, a
     /// write of page 0 can also invalidate page 1. Every interleaving of those

@@ -10,7 +10,8 @@ import Transport
         let rank = Int.random(in: 0..<limits.rankCount, using: &rng)
         let contents = (0..<limits.pageSize).map { _ in UInt8.random(in: 0...255, using: &rng) }
         let copyset = RankSet((0..<limits.rankCount).filter { _ in Bool.random(using: &rng) })
-        switch Int.random(in: 0..<8, using: &rng) {
+        let version = (0..<limits.rankCount).map { _ in Int(UInt32.random(in: 0...UInt32.max, using: &rng) >> UInt32.random(in: 0...31, using: &rng)) }
+        switch Int.random(in: 0..<12, using: &rng) {
         case 0: return .request(page: page, isWrite: Bool.random(using: &rng))
         case 1: return .forward(page: page, requester: rank, isWrite: Bool.random(using: &rng))
         case 2: return .readGrant(page: page, contents: contents)
@@ -18,7 +19,14 @@ import Transport
         case 4: return .writeGrant(page: page, copyset: copyset, contents: nil)
         case 5: return .invalidate(page: page)
         case 6: return .invalidateAck(page: page)
-        default: return .confirm(page: page)
+        case 7: return .confirm(page: page)
+        case 8:
+            var edited = contents
+            for _ in 0..<Int.random(in: 0...4, using: &rng) { edited[Int.random(in: 0..<edited.count, using: &rng)] &+= 1 }
+            return .diff(page: page, interval: version[0], diff: PageDiff.encode(twin: contents, current: edited))
+        case 9: return .diffAck(page: page)
+        case 10: return .fetch(page: page, version: version)
+        default: return .pageData(page: page, version: version, contents: contents)
         }
     }
 
@@ -69,7 +77,7 @@ import Transport
             #expect(try MemoryMessage(decoding: bytes, limits: Self.limits) == message)
             tagsSeen.insert(bytes[0])
         }
-        #expect(tagsSeen.count == 7)
+        #expect(tagsSeen.count == 11)
     }
 
     @Test func everyTruncationIsRejected() {
@@ -116,6 +124,39 @@ import Transport
         }
     }
 
+    /// hlrc's kinds: a version vector must have one entry per rank, a diff
+    /// must fit the page, a page must have the page size.
+    @Test func malformedHomeBasedMessagesAreRejected() {
+        func le(_ v: UInt32) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
+        let header: (UInt8) -> [UInt8] = { [$0] + [UInt8](repeating: 0, count: 8) }
+        #expect(throws: MemoryMessage.DecodingError.versionLength(4)) {
+            try MemoryMessage(decoding: header(10) + le(4) + [UInt8](repeating: 0, count: 16), limits: Self.limits)
+        }
+        #expect(throws: MemoryMessage.DecodingError.versionLength(0xffff_ffff)) {
+            try MemoryMessage(decoding: header(11) + le(0xffff_ffff), limits: Self.limits)
+        }
+        let limit = PageDiff.maxEncodedCount(pageSize: Self.limits.pageSize)
+        #expect(throws: MemoryMessage.DecodingError.diff(.oversized(count: 0xffff_ffff, limit: limit))) {
+            try MemoryMessage(decoding: header(8) + le(1) + le(0xffff_ffff), limits: Self.limits)
+        }
+        let outside = le(1) + le(12) + le(8) + [UInt8](repeating: 1, count: 8)
+        #expect(throws: MemoryMessage.DecodingError.diff(.runOutsidePage(offset: 12, length: 8, pageSize: 16))) {
+            try MemoryMessage(decoding: header(8) + le(1) + le(UInt32(outside.count)) + outside, limits: Self.limits)
+        }
+        let shortPage = MemoryMessage.pageData(page: 0, version: [0, 0, 0, 0, 0], contents: [1, 2, 3]).encoded()
+        #expect(throws: MemoryMessage.DecodingError.contentsLength(3)) {
+            try MemoryMessage(decoding: shortPage, limits: Self.limits)
+        }
+    }
+
+    @Test func pageDataEncodedFromThePageMatchesTheAttachedMessage() throws {
+        let page = (0..<Self.limits.pageSize).map { UInt8($0 * 7 & 0xff) }
+        let message = MemoryMessage.pageData(page: 9, version: [1, 2, 3, 4, 5], contents: [])
+        let direct = page.withUnsafeBytes { message.encoded(attaching: $0) }
+        #expect(direct == message.attaching(contents: page).encoded())
+        #expect(try MemoryMessage(decoding: direct, limits: Self.limits) == message.attaching(contents: page))
+    }
+
     @Test func randomAndMutatedBytesNeverCrashTheDecoder() {
         var rng = SplitMix64(seed: 3)
         var decoded = 0
@@ -123,7 +164,7 @@ import Transport
             // Random bytes, mostly with a valid tag so the field checks are reached.
             let length = Int.random(in: 0..<64, using: &rng)
             var bytes = (0..<length).map { _ in UInt8.random(in: 0...255, using: &rng) }
-            if !bytes.isEmpty && Bool.random(using: &rng) { bytes[0] = UInt8.random(in: 1...7, using: &rng) }
+            if !bytes.isEmpty && Bool.random(using: &rng) { bytes[0] = UInt8.random(in: 1...11, using: &rng) }
             if Self.decodeChecked(bytes) != nil { decoded += 1 }
         }
         for _ in 0..<20_000 {

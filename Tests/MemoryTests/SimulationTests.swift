@@ -30,6 +30,31 @@ import Glibc
         #expect(messages > 10 * Self.schedulesPerShape)
     }
 
+    /// Store buffering, racy: each rank writes one page, then reads the
+    /// other's, without synchronisation. Under sequential consistency one
+    /// read at least sees the other's write; under release consistency
+    /// both may read 0, and a protocol that never shows it is not really
+    /// relaxing anything (the pages' home is a third rank, so neither
+    /// write reaches it before a release).
+    @Test(arguments: ProtocolRegistry.names)
+    func storeBufferingShowsRelaxedOutcomesOnlyUnderReleaseConsistency(protocolName: String) throws {
+        var parameters = CoherenceSimulation.Parameters(protocolName: protocolName, rankCount: 3, pageCount: 2, operations: 0)
+        parameters.threadsPerRank = 1
+        parameters.homes = [2, 2]
+        parameters.scripts = [[.write(0), .read(1)], [.write(1), .read(0)], []]
+        var relaxed = 0
+        for seed in 0..<200 as Range<UInt64> {
+            guard let simulation = try Self.run(seed: seed, parameters, "\(protocolName), store buffering") else { return }
+            if simulation.reads.allSatisfy({ $0.value == 0 }) && simulation.reads.count == 2 { relaxed += 1 }
+        }
+        let model = try ProtocolRegistry.make(protocolName, configuration: CoherenceConfiguration(rank: 0, rankCount: 1, pageCount: 1, pageSize: 8))
+        if type(of: model).model == .sequential {
+            #expect(relaxed == 0)
+        } else {
+            #expect(relaxed > 0, "\(protocolName) never let both reads miss the other's write")
+        }
+    }
+
     /// sc with look-ahead: faults also start requests for pages nobody
     /// waits for, which must keep the model as the faults themselves do.
     @Test(arguments: [2, 3, 4])
@@ -53,31 +78,36 @@ import Glibc
         #expect(operations == 3 * 150 * 60)
     }
 
-    /// sc with prefetch hints, with and without look-ahead: hints start
+    /// Every protocol with prefetch hints, with and without look-ahead (sc
+    /// alone has look-ahead; others ignore it): hints start
     /// transactions nobody waits for, at any moment, for pages in any
     /// state (held, in flight, owned), which must keep the model and leave
     /// every core quiescent (`isQuiescent` counts hints still in flight, so
     /// a hint whose end is never accounted for fails here).
-    @Test(arguments: [2, 3, 4], [0, 2])
-    func prefetchSchedulesKeepTheMemoryModel(rankCount: Int, lookAhead: Int) throws {
+    @Test(arguments: ProtocolRegistry.names, [2, 3, 4])
+    func prefetchSchedulesKeepTheMemoryModel(protocolName: String, rankCount: Int) throws {
+        for lookAhead in [0, 2] { try prefetchSchedules(protocolName: protocolName, rankCount: rankCount, lookAhead: lookAhead) }
+    }
+
+    func prefetchSchedules(protocolName: String, rankCount: Int, lookAhead: Int) throws {
         var prefetched = 0, operations = 0
         for pageCount in 1...3 {
             for index in 0..<150 {
                 let seed = 0x9f << 56 | UInt64(rankCount) << 48 | UInt64(pageCount) << 40 | UInt64(lookAhead) << 32 | UInt64(index)
-                var parameters = CoherenceSimulation.Parameters(protocolName: "sc", rankCount: rankCount, pageCount: pageCount, operations: 40)
+                var parameters = CoherenceSimulation.Parameters(protocolName: protocolName, rankCount: rankCount, pageCount: pageCount, operations: 40)
                 parameters.lookAhead = lookAhead
                 parameters.prefetches = 12
                 // Every other schedule at a bound of one hint in flight, so
                 // that hints also meet it.
                 if index % 2 == 1 { parameters.prefetchLimit = 1 }
                 guard let simulation = try Self.run(seed: seed, parameters,
-                                                    "sc, prefetch, look-ahead \(lookAhead), \(rankCount) ranks, \(pageCount) pages") else { return }
+                                                    "\(protocolName), prefetch, look-ahead \(lookAhead), \(rankCount) ranks, \(pageCount) pages") else { return }
                 prefetched += simulation.coreStatistics.reduce(0) { $0 + $1.total.prefetches }
                 operations += simulation.completedReads + simulation.completedWrites
             }
         }
         // Hints must actually have started work, not only been given.
-        #expect(prefetched > 1000, "\(prefetched) pages prefetched")
+        #expect(prefetched > 500, "\(prefetched) pages prefetched")
         #expect(operations == 3 * 150 * 40)
     }
 
