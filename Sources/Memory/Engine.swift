@@ -94,6 +94,8 @@ public final class MemoryEngine: @unchecked Sendable {
     /// The first peer lost (rank, why), under `lock`: from then on no wait
     /// that needs a message can be trusted to end (see `peerLost`).
     private var lostPeer: (rank: Int, reason: String)?
+    /// The same, under `readyChanged`, for threads waiting in `synchronize`.
+    private var lostPeerForSync: (rank: Int, reason: String)?
     public let observers: Observers
 
     /// Observers registered before `start()`.
@@ -294,6 +296,7 @@ public final class MemoryEngine: @unchecked Sendable {
         let pending = faultStarted.keys.sorted()
         lock.unlock()
         readyChanged.lock()
+        if lostPeerForSync == nil { lostPeerForSync = lost }
         readyChanged.broadcast()
         readyChanged.unlock()
         if !pending.isEmpty { failWaitingFaults(pages: pending, lost: lost) }
@@ -338,11 +341,10 @@ public final class MemoryEngine: @unchecked Sendable {
         }
         readyChanged.lock()
         defer { readyChanged.unlock() }
+        // Only `readyChanged` is held here: `perform` takes it under `lock`
+        // (for `.syncReady`), so taking `lock` now would invert the order.
         while ready[ticket.id] == nil {
-            lock.lock()
-            let lost = lostPeer
-            lock.unlock()
-            if let lost { throw .peerGone(rank: lost.rank, reason: lost.reason) }
+            if let lost = lostPeerForSync { throw .peerGone(rank: lost.rank, reason: lost.reason) }
             readyChanged.wait()
         }
         return ready.removeValue(forKey: ticket.id)!

@@ -7,6 +7,19 @@ import TestSupport
 /// floors of the limits as rows of their own, and the same rows as JSON. A
 /// tiny run checks the shape, never the figures.
 @Suite struct BenchSmokeTests {
+    /// The latency rows under every registered protocol end: a barrier whose
+    /// completion comes from a reader thread (hlrc's, after the homes
+    /// acknowledge the diffs) once deadlocked against a thread waiting in
+    /// `synchronize` (lock-order inversion in the engine).
+    @Test(arguments: try Registered.all())
+    func latencyRowsEndUnderEveryProtocol(protocol: String) throws {
+        let c = try Child(try product("plexus"), ["bench", "--protocol", `protocol`, "--skip-jacobi", "--samples", "2000",
+                                                  "--floor-samples", "20"])
+        let status = try c.wait(timeout: 120)
+        #expect(status == 0, "\(c.stderr)")
+        #expect(c.stdout.contains("remote read miss"), "\(c.stdout)")
+    }
+
     @Test func everyRowHasItsFloorAndRatioInTheTableAndTheJSON() throws {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("plexus-bench-\(UInt32.random(in: 0...UInt32.max)).json")
         defer { try? FileManager.default.removeItem(at: file) }
