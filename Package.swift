@@ -2,9 +2,11 @@
 // Plexus: a cluster of Linux machines as one computer for parallel programs.
 // Layers (one target each, dependencies point down):
 //   PlexusCLI (the plexus command), Examples  ->  Plexus (umbrella API), PlexusC (C API)
-//   -> Cluster (node daemon, launcher), Memory (DSM), NameService (quorum) -> NamesCore (pure Raft and state machine)
-//   -> Transport (TCP, fault injection) -> Wire (frames, codecs)
+//   -> Cluster (node daemon, launcher), Memory (DSM engine, protocols), NameService (quorum: replica, client, etcd)
+//   -> NamesCore (the pure Raft and state-machine cores, no I/O)
+//   -> Transport (TCP, numbered frames, fault injection) -> Wire (frames, codecs)
 //   -> CFault (C: SIGSEGV handler, memfd dual mapping, futex hand-off)
+//   Workloads (kernels for examples and benchmarks), Lincheck (linearizability checker).
 import PackageDescription
 
 let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
