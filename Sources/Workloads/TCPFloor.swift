@@ -95,7 +95,8 @@ public final class TCPFloor {
         }
     }
 
-    private static func loopback(port: UInt16) -> sockaddr_in {
+    /// 127.0.0.1:`port` (also the busy-poll floor's address).
+    static func loopback(port: UInt16) -> sockaddr_in {
         var a = sockaddr_in()
         a.sin_family = sa_family_t(AF_INET)
         a.sin_port = port.bigEndian
