@@ -4,7 +4,7 @@ import Glibc
 import CFault
 import Foundation
 
-/// Crash reports of job processes (issue 25, item 10).
+/// Crash reports of job processes.
 ///
 /// When a Swift program crashes, its runtime catches the signal, stops the
 /// process's other threads, spawns the `swift-backtrace` helper and waits

@@ -279,7 +279,7 @@ public final class Launcher: @unchecked Sendable {
             env["PLEXUS_NODE"] = hostOf[rank]
             env["PLEXUS_LOCAL_RANK"] = "\(localIndex[rank])"
             env["PLEXUS_LOCAL_SIZE"] = "\(onHost[hostOf[rank]]!)"
-            // A short backtrace of a crashing rank, unless the user chose (issue 25, item 10).
+            // A short backtrace of a crashing rank, unless the user chose.
             env["SWIFT_BACKTRACE"] = CrashReports.setting(job: spec.environment, launcher: ProcessInfo.processInfo.environment)
             let req = SpawnRequest(job: job, rank: rank, size: n, pid: globalPIDs[rank], program: spec.program,
                                    arguments: spec.arguments, environment: env, workingDirectory: spec.workingDirectory)

@@ -224,7 +224,7 @@ public final class Plexus: @unchecked Sendable {
                     let start = h.collectiveLimit + r * h.arenaSize
                     m.place(pages: (start / ps)..<((start + h.arenaSize) / ps), home: r)
                 }
-                // Issue 25, item 3: faults outside allocations fail at the access.
+                // Faults outside allocations fail at the access.
                 h.restrictFaults(of: m)
                 // The fault thread runs while the application thread waits
                 // for a page: on the same CPU, it takes that CPU's idle time.

@@ -195,7 +195,7 @@ final class Heap: @unchecked Sendable {
         let collective = parts.isEmpty ? "no collective or per-process allocation in this process" : parts.joined(separator: ", ")
         let arenas = "; the per-process arenas of the \(ranks) ranks \(hex(collectiveLimit))-\(hex(collectiveLimit + ranks * arenaSize))"
         engine.serveFaultsOnly(on: [collectivePages, arenaPages], allocations: collective + arenas)
-        // Issue 25, item 12: say before it happens that the mappings may run out.
+        // Say before it happens that the mappings may run out.
         lock.lock()
         let allocatedPages = collectivePages.count + (localNext - arenaStart + pageSize - 1) / pageSize
         lock.unlock()

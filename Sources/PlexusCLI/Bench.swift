@@ -226,7 +226,7 @@ struct BenchMemory: ParsableCommand {
         }
     }
 
-    /// The Jacobi rows' target speedup (issue 3).
+    /// The Jacobi rows' target speedup.
     static let jacobiTarget = 1.2
 
     static func table(_ rows: [BenchmarkRow], floors: PhysicalFloors) -> String {

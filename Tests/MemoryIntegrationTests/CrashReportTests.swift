@@ -6,7 +6,7 @@ import Plexus
 import Testing
 import TestSupport
 
-// Issue 25, item 10: a crashing rank's backtrace must be short and complete,
+// A crashing rank's backtrace must be short and complete,
 // with shared memory as without. The crash scenarios of dsm-check
 // (Tests/Workers/dsm-check/Crashes.swift) crash the last rank, or with
 // `others=crash` every rank, in a distinctively named function.

@@ -5,7 +5,7 @@ import Foundation
 import Testing
 import TestSupport
 
-// Jobs that go wrong (issue 25, items 4, 5, 6, 8, 9, 11): each scenario of
+// Jobs that go wrong: each scenario of
 // Tests/Workers/dsm-check/Failures.swift run as a real job, with the exact
 // outcome asserted: exit status, the message naming the cause, no hang past
 // the bound, no process left over.

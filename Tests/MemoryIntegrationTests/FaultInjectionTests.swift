@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import TestSupport
 
-// Issue 25, last paragraph: the memory-model checks of dsm-check run with
+// The memory-model checks of dsm-check run with
 // faults injected into the links between ranks (PLEXUS_FAULT_INJECTION:
 // drop, duplicate, reset, delay, jitter; seeded) must end with either the
 // correct result or a clear error naming the broken link and the rank:

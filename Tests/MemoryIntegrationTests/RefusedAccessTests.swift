@@ -6,7 +6,7 @@ import Plexus
 import Testing
 import TestSupport
 
-// Jobs that go wrong in the fault path (issue 25): each misbehaving
+// Jobs that go wrong in the fault path: each misbehaving
 // scenario of dsm-check (Tests/Workers/dsm-check/Misuse.swift) must end at
 // once with a message naming the cause, never hang or corrupt silently.
 

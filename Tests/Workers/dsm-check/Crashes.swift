@@ -5,7 +5,7 @@ import Foundation
 import Memory
 import Plexus
 
-// A rank that crashes must show its backtrace (issue 25, item 10): the
+// A rank that crashes must show its backtrace: the
 // last rank crashes in a distinctively named function after it joined and
 // used shared memory; the others wait for the launcher to stop them.
 // Driven from Tests/MemoryIntegrationTests/CrashReportTests.swift.
@@ -37,6 +37,10 @@ private func crash(_ px: Plexus, _ kind: String, _ o: Options) throws -> Bool {
             say("FAIL crash-\(kind): shared memory did not work before the crash")
             exit(1)
         }
+        // Every rank's loads above are served before any rank crashes: a
+        // crashing process's threads stop while its backtrace is written,
+        // so a page it owns would not be served to a rank still loading.
+        try px.barrier()
     } else {
         try px.barrier()
     }

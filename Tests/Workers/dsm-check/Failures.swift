@@ -5,7 +5,7 @@ import Foundation
 import Memory
 import Plexus
 
-// Jobs that go wrong (issue 25): a rank that leaves without finalize, a rank
+// Jobs that go wrong: a rank that leaves without finalize, a rank
 // that fails after the others finalized, ranks stuck at a barrier, a lock or
 // a page. Driven from Tests/MemoryIntegrationTests/FailureTests.swift.
 

@@ -46,7 +46,7 @@ func misuse(_ px: Plexus, _ o: Options) throws -> Bool {
     expectError("allocation with different names", &failures, contains: ["'alpha'", "'beta'"]) {
         _ = try px.allocate(Int.self, count: 4, name: px.rank == 0 ? "alpha" : "beta")
     } match: { if case .collectiveMismatch = $0 { true } else { false } }
-    // Same size and name, but pages placed differently (issue 25, item 1):
+    // Same size and name, but pages placed differently:
     // without the check both ranks would own a page and write it silently.
     expectError("allocation with different distributions", &failures, contains: ["'spread'", "distribution .block", "distribution .cyclic"]) {
         _ = try px.allocate(Int.self, count: 4 * 512, name: "spread", distribution: px.rank == 0 ? .block : .cyclic)
@@ -261,7 +261,7 @@ private func isMapped(_ address: UInt) -> Bool {
     return msync(UnsafeMutableRawPointer(bitPattern: address / page * page), Int(page), MS_ASYNC) == 0
 }
 
-// MARK: Accesses Plexus refuses (issue 25)
+// MARK: Accesses Plexus refuses
 //
 // Each scenario below makes the last rank do something the fault path must
 // refuse with a message on stderr; that rank then dies of SIGSEGV (the
