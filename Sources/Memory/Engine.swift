@@ -91,11 +91,10 @@ public final class MemoryEngine: @unchecked Sendable {
     private let stopping = AtomicFlag()
     private var faultThread: Thread?
     private var blockedNanos: UInt64 = 0
-    /// The first peer lost (rank, why), under `lock`: from then on no wait
-    /// that needs a message can be trusted to end (see `peerLost`).
-    private var lostPeer: (rank: Int, reason: String)?
-    /// The same, under `readyChanged`, for threads waiting in `synchronize`.
-    private var lostPeerForSync: (rank: Int, reason: String)?
+    /// The first peer lost (rank, why): from then on no wait that needs a
+    /// message can be trusted to end (see `peerLost`). Its own lock, taken
+    /// last (under `lock` or `readyChanged`), so any thread may read it.
+    private let lostPeer = Mutex<(rank: Int, reason: String)?>(nil)
     public let observers: Observers
 
     /// Observers registered before `start()`.
@@ -275,9 +274,9 @@ public final class MemoryEngine: @unchecked Sendable {
         // A fault served locally has completed by now; one that waits for a
         // message cannot be trusted to end once a peer is gone.
         lock.lock()
-        let stuck = lostPeer.flatMap { lost in faultStarted[f.page] == nil ? nil : lost }
+        let waiting = faultStarted[f.page] != nil
         lock.unlock()
-        if let stuck { failWaitingFaults(pages: [f.page], lost: stuck) }
+        if waiting, let lost = lostPeer.withLock({ $0 }) { failWaitingFaults(pages: [f.page], lost: lost) }
     }
 
     /// A peer is gone without saying goodbye (it exited, crashed, or its
@@ -290,13 +289,14 @@ public final class MemoryEngine: @unchecked Sendable {
     /// failing anyway, and a silent hang is the alternative). Later faults
     /// that need a message fail the same way; faults served locally go on.
     public func peerLost(_ rank: Int, reason: String) {
+        let lost = lostPeer.withLock { l in
+            if l == nil { l = (rank, reason) }
+            return l!
+        }
         lock.lock()
-        if lostPeer == nil { lostPeer = (rank, reason) }
-        let lost = lostPeer!
         let pending = faultStarted.keys.sorted()
         lock.unlock()
         readyChanged.lock()
-        if lostPeerForSync == nil { lostPeerForSync = lost }
         readyChanged.broadcast()
         readyChanged.unlock()
         if !pending.isEmpty { failWaitingFaults(pages: pending, lost: lost) }
@@ -341,10 +341,11 @@ public final class MemoryEngine: @unchecked Sendable {
         }
         readyChanged.lock()
         defer { readyChanged.unlock() }
-        // Only `readyChanged` is held here: `perform` takes it under `lock`
-        // (for `.syncReady`), so taking `lock` now would invert the order.
+        // Only `readyChanged` and `lostPeer` are taken here: `perform` takes
+        // `readyChanged` under `lock` (for `.syncReady`), so taking `lock`
+        // now would invert the order.
         while ready[ticket.id] == nil {
-            if let lost = lostPeerForSync { throw .peerGone(rank: lost.rank, reason: lost.reason) }
+            if let lost = lostPeer.withLock({ $0 }) { throw .peerGone(rank: lost.rank, reason: lost.reason) }
             readyChanged.wait()
         }
         return ready.removeValue(forKey: ticket.id)!
@@ -485,10 +486,7 @@ public final class MemoryEngine: @unchecked Sendable {
                 do { try link.sendMemory(frame, to: to) } catch {
                     // The peer is gone: `peerLost` fails every wait that
                     // depends on it, once. Say so here only once per rank.
-                    lock.lock()
-                    let known = lostPeer != nil
-                    lock.unlock()
-                    if !known && unreachableNoted.withLock({ $0.insert(to).inserted }) {
+                    if lostPeer.withLock({ $0 == nil }) && unreachableNoted.withLock({ $0.insert(to).inserted }) {
                         note("cannot send to rank \(to): \(error)")
                     }
                 }
