@@ -130,11 +130,11 @@ final class LockService: @unchecked Sendable {
         if let grant = local[id]?.grant {
             local[id]!.holderThread = me
             cond.unlock()
-            do throws(MemoryError) {
-                _ = try memory?.synchronize { c, t in c.onAcquire(lock: id, grant: grant, ticket: t) }
+            do throws(PlexusError) {
+                _ = try memory?.synchronizing { c, t in c.onAcquire(lock: id, grant: grant, ticket: t) }
             } catch {
                 abandon(id)
-                throw Self.plexusError(error)
+                throw error
             }
             return true
         }
@@ -166,12 +166,7 @@ final class LockService: @unchecked Sendable {
         // Whatever fails below, this process no longer holds the lock: its
         // other threads must not wait for a release that cannot come.
         defer { abandon(id) }
-        let payload: [UInt8]
-        do throws(MemoryError) {
-            payload = try memory?.synchronize { c, t in c.onRelease(lock: id, ticket: t) } ?? []
-        } catch {
-            throw Self.plexusError(error)
-        }
+        let payload = try memory?.synchronizing { c, t in c.onRelease(lock: id, ticket: t) } ?? []
         try deliver(kind: 5, id: id, flag: false, payload: payload, to: manager(of: id))
     }
 
@@ -181,11 +176,6 @@ final class LockService: @unchecked Sendable {
         local[id] = nil
         cond.broadcast()
         cond.unlock()
-    }
-
-    static func plexusError(_ e: MemoryError) -> PlexusError {
-        if case .peerGone(let r, let why) = e { return .peerGone(rank: r, reason: why) }
-        return .memory(e)
     }
 
     /// What this process's side of the locks looks like now, for the

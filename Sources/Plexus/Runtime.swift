@@ -300,14 +300,9 @@ public final class Plexus: @unchecked Sendable {
         let epoch = collectiveEpoch.withLock { e -> UInt64 in e += 1; return e }
         let token = waitBegan(.barrier(epoch))
         defer { waitEnded(.barrier(epoch), token) }
-        let mine: [UInt8]
-        do throws(MemoryError) { mine = try memory?.synchronize { c, t in c.onBarrierArrive(barrier: 0, ticket: t) } ?? [] } catch {
-            throw LockService.plexusError(error)
-        }
+        let mine = try memory?.synchronizing { c, t in c.onBarrierArrive(barrier: 0, ticket: t) } ?? []
         let all = try gather(epoch: epoch, mine)
-        do throws(MemoryError) { _ = try memory?.synchronize { c, t in c.onBarrierDepart(barrier: 0, contributions: all, ticket: t) } } catch {
-            throw LockService.plexusError(error)
-        }
+        _ = try memory?.synchronizing { c, t in c.onBarrierDepart(barrier: 0, contributions: all, ticket: t) }
     }
 
     /// Every rank contributes bytes; every rank gets all contributions, by rank.
@@ -469,6 +464,17 @@ extension Plexus {
             }
         } catch {
             writeStderr("plexus[\(rank)]: dropped a malformed sync message from rank \(r): \(error)")
+        }
+    }
+}
+
+extension MemoryEngine {
+    /// `synchronize`, failing as every other wait of the runtime does: a
+    /// lost peer is `PlexusError.peerGone`, naming the rank.
+    func synchronizing(_ hook: (inout any CoherenceProtocol, SyncTicket) -> [MemoryEffect]) throws(PlexusError) -> [UInt8] {
+        do { return try synchronize(hook) } catch {
+            if case .peerGone(let r, let why) = error { throw .peerGone(rank: r, reason: why) }
+            throw .memory(error)
         }
     }
 }
