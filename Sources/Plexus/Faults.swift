@@ -47,11 +47,6 @@ extension Plexus {
 
     /// Touches `elements` of `array` (see `touch(_:bytes:for:)`).
     public func touch<T>(_ array: SharedArray<T>, _ elements: Range<Int>, for intent: PrefetchIntent) throws(PlexusError) {
-        guard elements.lowerBound >= 0 && elements.upperBound <= array.count else {
-            throw .notShared(address: array.address &+ UInt(bitPattern: elements.lowerBound &* MemoryLayout<T>.stride),
-                             bytes: elements.count &* MemoryLayout<T>.stride,
-                             allocated: array.count == 0 ? [] : [array.address...(array.address + UInt(array.count * MemoryLayout<T>.stride) - 1)])
-        }
-        try touch(UnsafeRawPointer(array.base + elements.lowerBound), bytes: elements.count * MemoryLayout<T>.stride, for: intent)
+        try touch(PrefetchRange.checked(array, elements, for: intent))
     }
 }

@@ -92,11 +92,19 @@ extension Plexus {
     /// A hint that this thread will soon read (or write) `elements` of
     /// `array` (see `prefetch(_:)`); throws if they are not all in `array`.
     public func prefetch<T>(_ array: SharedArray<T>, _ elements: Range<Int>, for intent: PrefetchIntent = .read) throws(PlexusError) {
+        try prefetch([PrefetchRange.checked(array, elements, for: intent)])
+    }
+}
+
+extension PrefetchRange {
+    /// `elements` of `array`, or `.notShared` naming the array's bytes when
+    /// they are out of its bounds (the throwing form of `init(_:_:for:)`).
+    static func checked<T>(_ array: SharedArray<T>, _ elements: Range<Int>, for intent: PrefetchIntent) throws(PlexusError) -> PrefetchRange {
         guard elements.lowerBound >= 0 && elements.upperBound <= array.count else {
             throw .notShared(address: array.address &+ UInt(bitPattern: elements.lowerBound &* MemoryLayout<T>.stride),
                              bytes: elements.count &* MemoryLayout<T>.stride,
                              allocated: array.count == 0 ? [] : [array.address...(array.address + UInt(array.count * MemoryLayout<T>.stride) - 1)])
         }
-        try prefetch([PrefetchRange(array, elements, for: intent)])
+        return PrefetchRange(array, elements, for: intent)
     }
 }
