@@ -171,7 +171,6 @@ struct BenchMemory: ParsableCommand {
         // the stretch of the machine the jobs ran in.
         var floors = try FloorPeers.measure(samples: (floorSamples + 1) / 2, bind: memory.bind)
         var records: [StampedRow<BenchmarkRow>] = []
-        var rows: [BenchmarkRow] = []
         func add(_ job: WorkerOutput, pageSize: Int) {
             for row in job.rows {
                 var run = started
@@ -180,7 +179,6 @@ struct BenchMemory: ParsableCommand {
                 run.lookAhead = row.lookAhead ?? memory.lookAhead
                 run.binding = job.binding
                 records.append(StampedRow(row: row, run: run))
-                rows.append(row)
             }
         }
         add(try runWorker(args, pageSize: memory.pageSize, logger: logger, statistics: started), pageSize: memory.pageSize)
@@ -189,16 +187,14 @@ struct BenchMemory: ParsableCommand {
         }
         floors.pool(try FloorPeers.measure(samples: floorSamples / 2, bind: memory.bind))
         let limits = floors.medians
-        for i in rows.indices { rows[i].apply(limits) }
         for i in records.indices { records[i].row.apply(limits) }
         for row in floors.rows() {
             var run = started
             run.binding = floors.binding
             run.processes = row.name.hasPrefix("fault") ? 1 : 2
             records.append(StampedRow(row: row, run: run))
-            rows.append(row)
         }
-        writeAll(1, Self.table(rows, floors: limits))
+        writeAll(1, Self.table(records.map(\.row), floors: limits))
         if let json { try OutputFile.write(records, to: json, option: "--json") }
         writeAll(2, "plexus bench: to keep these figures in the repository, write them to \(started.suggestedPath(kind: "bench"))\n")
     }
