@@ -349,6 +349,14 @@ public final class Launcher: @unchecked Sendable {
         }
         /// The ranks left to exit by themselves when the job is stopped.
         func spared() -> Set<Int> { finalized.filter { exited[$0] == nil } }
+        /// `rank` sent its statistics or can no longer: once the last rank
+        /// the stop waits for is done, the kill goes out.
+        func noLongerAwaited(_ rank: Int) {
+            if awaitingReports.remove(rank) != nil, awaitingReports.isEmpty, killAt != nil {
+                killAt = nil
+                sendKill(sparing: spared())
+            }
+        }
         func stop(_ why: String?, status s: Int32, all: Bool = false) {
             if let why { failures.append(why); output.note(why) }
             if stopping {
@@ -545,17 +553,11 @@ public final class Launcher: @unchecked Sendable {
                 }
             case .report(let rank, let json):
                 reports[rank] = json
-                if awaitingReports.remove(rank) != nil, awaitingReports.isEmpty, killAt != nil {
-                    killAt = nil
-                    sendKill(sparing: spared())
-                }
+                noLongerAwaited(rank)
             case .processClosed(let rank):
                 closed.insert(rank)
                 statuses[rank] = nil
-                if awaitingReports.remove(rank) != nil, awaitingReports.isEmpty, killAt != nil {
-                    killAt = nil
-                    sendKill(sparing: spared())
-                }
+                noLongerAwaited(rank)
                 judgeExit(rank)
             case .peerLost(let rank, let lost):
                 if lostBy[lost] == nil { lostBy[lost] = rank }
