@@ -320,26 +320,22 @@ static void put_bytes(line *l, const char *s, size_t n) {
     for (size_t i = 0; i < n && l->length < sizeof l->text; i++) l->text[l->length++] = s[i];
 }
 
-static void put_hex(line *l, uint64_t v) {
-    char digits[16];
-    int n = 0;
-    do {
-        digits[n++] = "0123456789abcdef"[v & 15];
-        v >>= 4;
-    } while (v != 0);
-    put(l, "0x");
-    while (n > 0 && l->length < sizeof l->text) l->text[l->length++] = digits[--n];
-}
-
-static void put_decimal(line *l, uint64_t v) {
+static void put_unsigned(line *l, uint64_t v, unsigned radix) {
     char digits[20];
     int n = 0;
     do {
-        digits[n++] = (char)('0' + v % 10);
-        v /= 10;
+        digits[n++] = "0123456789abcdef"[v % radix];
+        v /= radix;
     } while (v != 0);
     while (n > 0 && l->length < sizeof l->text) l->text[l->length++] = digits[--n];
 }
+
+static void put_hex(line *l, uint64_t v) {
+    put(l, "0x");
+    put_unsigned(l, v, 16);
+}
+
+static void put_decimal(line *l, uint64_t v) { put_unsigned(l, v, 10); }
 
 static void write_all(const char *p, size_t n) {
     while (n > 0) {
@@ -376,8 +372,8 @@ static void chain(int signo, siginfo_t *info, void *context) {
     if (is_handler && (previous.sa_flags & SA_RESETHAND) && atomic_exchange(&previous_was_reset, true)) is_handler = false;
     bool sent_by_process = info->si_code <= 0; // kill/tgkill/sigqueue, not a fault
     if (!is_handler) {
-        bool ignored = !(previous.sa_flags & SA_SIGINFO) && previous.sa_handler == SIG_IGN &&
-                       !((previous.sa_flags & SA_RESETHAND) && atomic_load(&previous_was_reset));
+        // (previous_was_reset is only ever set for a real handler.)
+        bool ignored = !(previous.sa_flags & SA_SIGINFO) && previous.sa_handler == SIG_IGN;
         if (ignored && sent_by_process) return;
         struct sigaction dfl;
         memset(&dfl, 0, sizeof dfl);
