@@ -191,14 +191,12 @@ final class Heap: @unchecked Sendable {
         func hex(_ offset: Int) -> String { "0x" + String(base + UInt(offset), radix: 16) }
         var parts = shown.map { "'\($0.name)' \(hex($0.offset))-\(hex($0.offset + $0.bytes)) (\($0.bytes) bytes)" }
         if allocations.count > shown.count { parts.insert("\(allocations.count - shown.count) earlier allocations", at: 0) }
+        let allocatedPages = collectivePages.count + (localNext - arenaStart + pageSize - 1) / pageSize
         lock.unlock()
         let collective = parts.isEmpty ? "no collective or per-process allocation in this process" : parts.joined(separator: ", ")
         let arenas = "; the per-process arenas of the \(ranks) ranks \(hex(collectiveLimit))-\(hex(collectiveLimit + ranks * arenaSize))"
         engine.serveFaultsOnly(on: [collectivePages, arenaPages], allocations: collective + arenas)
         // Say before it happens that the mappings may run out.
-        lock.lock()
-        let allocatedPages = collectivePages.count + (localNext - arenaStart + pageSize - 1) / pageSize
-        lock.unlock()
         engine.checkMappingLimit(allocatedPages: allocatedPages)
     }
 
