@@ -514,12 +514,8 @@ public struct HLRCProtocol: CoherenceProtocol {
 
     /// The payload's timestamp and notices, or nil if it is malformed.
     public static func decodeNotices(_ bytes: [UInt8], _ configuration: CoherenceConfiguration) -> ([Int], [(Int, [Int])])? {
-        var at = 0
-        func u32() -> Int? {
-            guard bytes.count - at >= 4 else { return nil }
-            defer { at += 4 }
-            return Int(UInt32(bytes[at]) | UInt32(bytes[at + 1]) << 8 | UInt32(bytes[at + 2]) << 16 | UInt32(bytes[at + 3]) << 24)
-        }
+        var reader = Reader(bytes: bytes, offset: 0, end: bytes.count)
+        func u32() -> Int? { (try? reader.u32()).map(Int.init) }
         let n = configuration.rankCount
         guard u32() == n else { return nil }
         var timestamp: [Int] = []
@@ -527,7 +523,7 @@ public struct HLRCProtocol: CoherenceProtocol {
             guard let t = u32() else { return nil }
             timestamp.append(t)
         }
-        guard let count = u32(), count <= configuration.pageCount, bytes.count - at == count * (4 + 4 * n) else { return nil }
+        guard let count = u32(), count <= configuration.pageCount, reader.remaining == count * (4 + 4 * n) else { return nil }
         var out: [(Int, [Int])] = []
         out.reserveCapacity(count)
         var previous = -1

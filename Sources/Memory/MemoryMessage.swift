@@ -329,7 +329,8 @@ extension MemoryMessage {
 }
 
 /// Bounds-checked little-endian reads; every read checks before it touches.
-private struct Reader {
+/// (Also the reader of hlrc's write-notice payloads.)
+struct Reader {
     let bytes: [UInt8]
     var offset: Int
     /// Reads stop here (the end of the message being decoded).
