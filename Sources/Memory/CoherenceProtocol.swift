@@ -10,11 +10,21 @@ public struct CoherenceConfiguration: Sendable, Equatable {
     /// exchange, when its history says they will be needed (sc's
     /// look-ahead); 0 turns it off. A rank's own choice: ranks may differ.
     public var lookAhead: Int
+    /// Bytes of twins and stored diffs past which a protocol that keeps them
+    /// (lrc) collects them at the next barrier.
+    public var collectionBound: Int
 
-    public init(rank: Int, rankCount: Int, pageCount: Int, pageSize: Int, lookAhead: Int = 0) {
+    /// 64 MiB: collections stay rare (each brings every page up to date)
+    /// while a process's retained diffs stay far below its memory.
+    public static let defaultCollectionBound = 64 << 20
+
+    public init(rank: Int, rankCount: Int, pageCount: Int, pageSize: Int, lookAhead: Int = 0,
+                collectionBound: Int = CoherenceConfiguration.defaultCollectionBound) {
         precondition(rankCount > 0 && (0..<rankCount).contains(rank), "rank \(rank) outside 0..<\(rankCount)")
         precondition(pageCount > 0 && pageSize > 0, "empty region")
         precondition(lookAhead >= 0, "negative look-ahead \(lookAhead)")
+        precondition(collectionBound >= 0, "negative collection bound \(collectionBound)")
+        self.collectionBound = collectionBound
         self.rank = rank
         self.rankCount = rankCount
         self.pageCount = pageCount
@@ -116,6 +126,12 @@ public protocol CoherenceProtocol: Sendable {
     /// whose value is dropped), so a core may ignore it or part of it.
     mutating func onPrefetch(pages: Range<Int>, forWriting: Bool) -> [MemoryEffect]
 
+    /// What the engine keeps for this core now, in bytes: its twins and the
+    /// diffs it stored (`MemoryEffect.storeDiff`). Told before every
+    /// synchronisation hook; protocols that bound it (lrc) collect at a
+    /// barrier once it passes `CoherenceConfiguration.collectionBound`.
+    mutating func observeRetainedMemory(bytes: Int)
+
     /// The access the application view should have for `page` now (what the
     /// core's protection effects have set so far).
     func access(ofPage page: Int) -> PageAccess
@@ -152,6 +168,9 @@ extension CoherenceProtocol {
     public mutating func setLookAhead(_ pages: Int) {}
 
     public mutating func onAllocated(pages: Range<Int>) {}
+
+    /// Protocols that keep no diffs ignore it.
+    public mutating func observeRetainedMemory(bytes: Int) {}
 
     /// Protocols without a notion of home ignore placement.
     public mutating func onPlacement(pages: Range<Int>, home: Int) -> [MemoryEffect] { [] }

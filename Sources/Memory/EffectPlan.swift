@@ -31,8 +31,9 @@
 public enum PlannedOperation: Sendable, Equatable {
     /// One `mprotect`; `effects` are the indices of the merged `.setProtection`s.
     case protect(pages: Range<Int>, PageAccess, effects: [Int])
-    /// The `.send`, `.sendWithPage`, `.sendDiff`, `.installPage`,
-    /// `.applyDiff`, `.makeTwin`, `.syncReady` or `.record` at this index.
+    /// The `.send`, `.sendWithPage`, `.sendDiff`, `.sendStoredDiffs`,
+    /// `.installPage`, `.applyDiff`, `.makeTwin`, `.storeDiff`,
+    /// `.dropStoredDiffs`, `.syncReady` or `.record` at this index.
     case perform(Int)
     /// Wake the waiters of the page of the `.completeFaults` at this index.
     case complete(Int)
@@ -76,7 +77,14 @@ extension PlannedOperation {
                 // Reads the page and its twin, like a copy.
                 messages.append(i)
                 copied.append(page)
-            case .installPage(let page, _), .applyDiff(let page, _), .makeTwin(let page):
+            case .sendStoredDiffs:
+                // Reads only stored diffs, never the page.
+                messages.append(i)
+            case .dropStoredDiffs:
+                // Replies listed before it read what it drops.
+                encodeMessages()
+                out.append(.perform(i))
+            case .installPage(let page, _), .applyDiff(let page, _), .makeTwin(let page), .storeDiff(let page, _):
                 // A twin replaced, or contents changed, after an earlier
                 // copy or diff of the page would change what that holds.
                 if copyPending(page..<page + 1) { encodeMessages() }

@@ -85,6 +85,10 @@ public final class MemoryEngine: @unchecked Sendable {
     private var faultStarted: [Int: (UInt64, Fault)] = [:]
     /// Twins of pages (`MemoryEffect.makeTwin`), at most one per page.
     private var twins: [Int: [UInt8]] = [:]
+    /// Diffs a core stored (`MemoryEffect.storeDiff`) until it drops them.
+    private var storedDiffs: [DiffKey: [UInt8]] = [:]
+    /// Bytes in `twins` and `storedDiffs`.
+    private var retainedBytes = 0
     private var ready: [UInt64: [UInt8]] = [:]
     private let readyChanged = NSCondition()
     private var nextTicket: UInt64 = 0
@@ -337,6 +341,7 @@ public final class MemoryEngine: @unchecked Sendable {
         step {
             nextTicket += 1
             ticket = SyncTicket(nextTicket)
+            core.observeRetainedMemory(bytes: retainedBytes)
             return hook(&core, ticket)
         }
         readyChanged.lock()
@@ -404,11 +409,26 @@ public final class MemoryEngine: @unchecked Sendable {
             let dst = region.systemPage(page)
             contents.withUnsafeBytes { dst.copyMemory(from: $0) }
         case .makeTwin(let page):
-            twins[page] = Array(UnsafeRawBufferPointer(region.systemPage(page)))
+            let twin = Array(UnsafeRawBufferPointer(region.systemPage(page)))
+            retainedBytes += twin.count - (twins.updateValue(twin, forKey: page)?.count ?? 0)
         case .sendDiff(let to, let page, let message):
-            let current = UnsafeRawBufferPointer(region.systemPage(page))
-            let diff = twins.removeValue(forKey: page).map { twin in twin.withUnsafeBytes { PageDiff.encode(twin: $0, current: current) } }
-            send(message.attaching(diff: diff ?? PageDiff.encode(twin: current, current: current)).encoded(), to: to)
+            send(message.attaching(diff: takeDiff(page)).encoded(), to: to)
+        case .storeDiff(let page, let key):
+            let diff = takeDiff(page)
+            retainedBytes += diff.count - (storedDiffs.updateValue(diff, forKey: key)?.count ?? 0)
+        case .sendStoredDiffs(let to, let message):
+            send(message.attachingStoredDiffs { key in
+                guard let diff = storedDiffs[key] else {
+                    fatalError("plexus[\(configuration.rank)]: the '\(protocolName)' protocol sent a diff it never stored (\(key))")
+                }
+                return diff
+            }.encoded(), to: to)
+        case .dropStoredDiffs(let last):
+            storedDiffs = storedDiffs.filter { key, diff in
+                guard key.interval <= last else { return true }
+                retainedBytes -= diff.count
+                return false
+            }
         case .applyDiff(let page, let diff):
             do { try PageDiff.apply(diff, to: region.systemPage(page)) } catch {
                 // The decoder checked it against the page size already.
@@ -431,6 +451,15 @@ public final class MemoryEngine: @unchecked Sendable {
         case .record(let stat):
             for o in observers.pages { o.pageEvent(stat) }
         }
+    }
+
+    /// The diff of `page` (system view) against its twin, dropping the twin;
+    /// an empty diff for a page without one. Caller holds `lock`.
+    private func takeDiff(_ page: Int) -> [UInt8] {
+        let current = UnsafeRawBufferPointer(region.systemPage(page))
+        guard let twin = twins.removeValue(forKey: page) else { return PageDiff.encode(twin: current, current: current) }
+        retainedBytes -= twin.count
+        return twin.withUnsafeBytes { PageDiff.encode(twin: $0, current: current) }
     }
 
     private func protect(_ pages: Range<Int>, _ access: PageAccess) {

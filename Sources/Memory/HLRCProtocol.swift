@@ -261,8 +261,9 @@ public struct HLRCProtocol: CoherenceProtocol {
             precondition(diffsAcknowledged[peer] < diffsSent[peer], "unexpected diff acknowledgement from rank \(peer)")
             diffsAcknowledged[peer] += 1
             completeSyncs()
-        case .request, .forward, .readGrant, .writeGrant, .invalidate, .invalidateAck, .confirm:
-            preconditionFailure("hlrc received sc's message \(message) from rank \(peer): every rank must run the same protocol")
+        case .request, .forward, .readGrant, .writeGrant, .invalidate, .invalidateAck, .confirm,
+             .diffRequest, .diffReply, .collected:
+            preconditionFailure("hlrc received another protocol's message \(message) from rank \(peer): every rank must run the same protocol")
         }
         return takeEffects()
     }
@@ -460,6 +461,7 @@ public struct HLRCProtocol: CoherenceProtocol {
     private mutating func sendDiff(_ page: Int, interval: Int) {
         let home = pages[page].home
         diffsSent[home] += 1
+        record(.diffCreated(page: page))
         record(.diffSent(page: page))
         let message = MemoryMessage.diff(page: page, interval: interval, diff: [])
         // The diff's size is known only to the engine; counted without it.

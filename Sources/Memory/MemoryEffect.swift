@@ -17,6 +17,17 @@ public enum MemoryEffect: Sendable, Equatable {
     /// it to `message` (a `.diff` whose diff is empty: `attaching(diff:)`),
     /// send it, and drop the twin. A page without a twin sends an empty diff.
     case sendDiff(to: Int, page: Int, MemoryMessage)
+    /// Encode `page` (system view) against its twin as a `PageDiff`, keep it
+    /// under `key` and drop the twin (lrc's lazy diffs). A page without a
+    /// twin stores an empty diff.
+    case storeDiff(page: Int, key: DiffKey)
+    /// Fill the diffs of `message` (a `.diffReply` whose diffs are empty)
+    /// from those stored under their keys, and send it. Every key must be
+    /// stored.
+    case sendStoredDiffs(to: Int, MemoryMessage)
+    /// Forget every stored diff of an interval up to `throughInterval` (a
+    /// garbage collection every rank agreed on).
+    case dropStoredDiffs(throughInterval: Int)
     /// Write the runs of `diff` (already checked against the page size by
     /// the message decoder) into `page` through the system view.
     case applyDiff(page: Int, diff: [UInt8])

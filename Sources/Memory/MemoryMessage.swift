@@ -38,11 +38,26 @@ public enum MemoryMessage: Sendable, Equatable, CustomStringConvertible {
     /// intervals up to `version[writer]` (what the home had applied).
     case pageData(page: Int, version: [Int], contents: [UInt8])
 
+    // Homeless lazy release consistency (lrc).
+
+    /// Requester -> writer: your diffs of `page` made in your intervals
+    /// `after + 1 ... upTo` (the requester has applied those up to `after`).
+    case diffRequest(page: Int, after: Int, upTo: Int)
+    /// Writer -> requester: those diffs, in the writer's order (see
+    /// `IntervalDiff`); an interval that did not write the page has none.
+    case diffReply(page: Int, diffs: [IntervalDiff])
+    /// Every rank -> every other: this rank has brought every page it knew
+    /// a write notice of up to date for garbage collection `epoch`, so no
+    /// diff or twin that collection covers will be asked of anyone by it.
+    /// (`page` is 0: it names no page.)
+    case collected(page: Int, epoch: Int)
+
     public var page: Int {
         switch self {
         case let .request(page, _), let .forward(page, _, _), let .readGrant(page, _), let .writeGrant(page, _, _),
              let .invalidate(page), let .invalidateAck(page), let .confirm(page),
-             let .diff(page, _, _), let .diffAck(page), let .fetch(page, _), let .pageData(page, _, _):
+             let .diff(page, _, _), let .diffAck(page), let .fetch(page, _), let .pageData(page, _, _),
+             let .diffRequest(page, _, _), let .diffReply(page, _), let .collected(page, _):
             page
         }
     }
@@ -76,7 +91,63 @@ public enum MemoryMessage: Sendable, Equatable, CustomStringConvertible {
         case let .diffAck(page): "diffAck(page \(page))"
         case let .fetch(page, v): "fetch(page \(page), version \(v))"
         case let .pageData(page, v, c): "pageData(page \(page), version \(v), \(c.count) bytes)"
+        case let .diffRequest(page, a, b): "diffRequest(page \(page), intervals \(a + 1)...\(b))"
+        case let .diffReply(page, d): "diffReply(page \(page), \(d.count) diffs, \(d.reduce(0) { $0 + $1.diff.count }) bytes)"
+        case let .collected(_, e): "collected(epoch \(e))"
         }
+    }
+
+    /// The same `.diffReply` with each diff's bytes filled in by `lookup`
+    /// (see `MemoryEffect.sendStoredDiffs`).
+    public func attachingStoredDiffs(_ lookup: (DiffKey) -> [UInt8]) -> MemoryMessage {
+        guard case let .diffReply(page, diffs) = self else { preconditionFailure("only .diffReply carries stored diffs, not \(self)") }
+        return .diffReply(page: page, diffs: diffs.map { d in
+            var filled = d
+            filled.diff = lookup(DiffKey(page: page, interval: d.interval, part: d.part))
+            return filled
+        })
+    }
+}
+
+/// One diff of a page in a `.diffReply`: made by the replying writer in
+/// its interval `interval` (`part` numbers the diffs of one interval, in
+/// the order they must be applied: a page invalidated in the middle of an
+/// interval has its diff so far taken then, and a second one later).
+/// `order` is the sum of the interval's vector timestamp, which grows
+/// along happened-before: applying a page's diffs by ascending `order`
+/// applies them in an order consistent with it.
+public struct IntervalDiff: Sendable, Equatable {
+    public var interval: Int
+    public var part: Int
+    public var order: UInt64
+    /// A `PageDiff` (empty in a reply the engine has not filled yet).
+    public var diff: [UInt8]
+
+    public init(interval: Int, part: Int, order: UInt64, diff: [UInt8] = []) {
+        self.interval = interval
+        self.part = part
+        self.order = order
+        self.diff = diff
+    }
+
+    /// Encoded size without the diff: interval u32, part u32, order u64, length u32.
+    static let headerCount = 4 + 4 + 8 + 4
+    /// Most diffs in one reply: a writer's intervals that wrote one page
+    /// between two collections (far fewer in practice; the transport's
+    /// frame limit bounds the bytes).
+    static let maxCount: UInt32 = 1 << 20
+}
+
+/// Where the engine keeps a diff a core asked it to store
+/// (`MemoryEffect.storeDiff`), until a reply sends it or a collection drops it.
+public struct DiffKey: Sendable, Hashable {
+    public var page: Int
+    public var interval: Int
+    public var part: Int
+    public init(page: Int, interval: Int, part: Int) {
+        self.page = page
+        self.interval = interval
+        self.part = part
     }
 }
 
@@ -112,11 +183,14 @@ extension MemoryMessage {
         case versionLength(UInt32)
         /// A diff that does not fit the page.
         case diff(PageDiff.DecodingError)
+        /// A diff reply announcing more diffs than a reply may hold.
+        case diffCount(UInt32)
     }
 
     private enum Tag: UInt8 {
         case request = 1, forward, readGrant, writeGrant, invalidate, invalidateAck, confirm
         case diff, diffAck, fetch, pageData
+        case diffRequest, diffReply, collected
     }
 
     /// Little-endian: tag u8, page u64, then the case's fields (ranks u32,
@@ -181,6 +255,16 @@ extension MemoryMessage {
             put(Tag.fetch.rawValue); put(UInt64(page)); putVersion(version)
         case let .pageData(page, version, contents):
             put(Tag.pageData.rawValue); put(UInt64(page)); putVersion(version); putContents(contents)
+        case let .diffRequest(page, after, upTo):
+            put(Tag.diffRequest.rawValue); put(UInt64(page)); put(UInt32(after)); put(UInt32(upTo))
+        case let .diffReply(page, diffs):
+            put(Tag.diffReply.rawValue); put(UInt64(page)); put(UInt32(diffs.count))
+            for d in diffs {
+                put(UInt32(d.interval)); put(UInt32(d.part)); put(UInt64(d.order))
+                put(UInt32(d.diff.count)); out.append(contentsOf: d.diff)
+            }
+        case let .collected(page, epoch):
+            put(Tag.collected.rawValue); put(UInt64(page)); put(UInt32(epoch))
         }
         return out
     }
@@ -197,6 +281,9 @@ extension MemoryMessage {
         case let .diff(_, _, d): return header + 4 + 4 + d.count
         case let .fetch(_, v): return header + 4 + 4 * v.count
         case let .pageData(_, v, c): return header + 4 + 4 * v.count + 4 + c.count
+        case .diffRequest: return header + 4 + 4
+        case let .diffReply(_, d): return header + 4 + d.reduce(0) { $0 + IntervalDiff.headerCount + $1.diff.count }
+        case .collected: return header + 4
         }
     }
 
@@ -224,6 +311,14 @@ extension MemoryMessage {
             let length = try reader.u32()
             guard Int(length) == limits.pageSize else { throw .contentsLength(length) }
             return try reader.bytes(Int(length))
+        }
+        func diffBytes() throws(DecodingError) -> [UInt8] {
+            let length = try reader.u32()
+            let limit = PageDiff.maxEncodedCount(pageSize: limits.pageSize)
+            guard Int(length) <= limit else { throw .diff(.oversized(count: Int(length), limit: limit)) }
+            let d = try reader.bytes(Int(length))
+            do { _ = try PageDiff.runs(of: d, pageSize: limits.pageSize) } catch { throw .diff(error) }
+            return d
         }
         func version() throws(DecodingError) -> [Int] {
             let count = try reader.u32()
@@ -262,12 +357,7 @@ extension MemoryMessage {
             self = .confirm(page: page)
         case .diff:
             let interval = Int(try reader.u32())
-            let length = try reader.u32()
-            let limit = PageDiff.maxEncodedCount(pageSize: limits.pageSize)
-            guard Int(length) <= limit else { throw .diff(.oversized(count: Int(length), limit: limit)) }
-            let d = try reader.bytes(Int(length))
-            do { _ = try PageDiff.runs(of: d, pageSize: limits.pageSize) } catch { throw .diff(error) }
-            self = .diff(page: page, interval: interval, diff: d)
+            self = .diff(page: page, interval: interval, diff: try diffBytes())
         case .diffAck:
             self = .diffAck(page: page)
         case .fetch:
@@ -275,6 +365,27 @@ extension MemoryMessage {
         case .pageData:
             let v = try version()
             self = .pageData(page: page, version: v, contents: try contents())
+        case .diffRequest:
+            let after = Int(try reader.u32())
+            let upTo = Int(try reader.u32())
+            self = .diffRequest(page: page, after: after, upTo: upTo)
+        case .diffReply:
+            let count = try reader.u32()
+            // Every diff takes at least its header: a count the bytes cannot
+            // hold is refused before anything is reserved for it.
+            guard count <= IntervalDiff.maxCount else { throw .diffCount(count) }
+            guard Int(count) <= reader.remaining / IntervalDiff.headerCount else { throw .truncated }
+            var diffs: [IntervalDiff] = []
+            diffs.reserveCapacity(Int(count))
+            for _ in 0..<count {
+                let interval = Int(try reader.u32())
+                let part = Int(try reader.u32())
+                let order = try reader.u64()
+                diffs.append(IntervalDiff(interval: interval, part: part, order: order, diff: try diffBytes()))
+            }
+            self = .diffReply(page: page, diffs: diffs)
+        case .collected:
+            self = .collected(page: page, epoch: Int(try reader.u32()))
         }
         guard reader.remaining == 0 else { throw .trailingBytes(reader.remaining) }
     }

@@ -21,6 +21,9 @@ public struct PageStatistics: Sendable, Equatable {
     /// (multiple-writer protocols: `hlrc`).
     public var diffsSent = 0
     public var diffsApplied = 0
+    /// Diffs encoded from a twin (`hlrc` at each release, `lrc` lazily when
+    /// asked for or when the page changes hands).
+    public var diffsCreated = 0
     public init() {}
 }
 
@@ -39,6 +42,9 @@ public enum MemoryStatistic: Sendable, Equatable {
     case prefetch(page: Int)
     case diffSent(page: Int)
     case diffApplied(page: Int)
+    case diffCreated(page: Int)
+    /// A garbage collection of twins, diffs and write notices ended (lrc).
+    case garbageCollected
     /// A message left for a peer: its encoded size, page contents included.
     case messageSent(bytes: Int)
     case messageReceived(bytes: Int)
@@ -55,6 +61,10 @@ public struct MemoryStatistics: Sendable, Equatable {
     public var messagesReceived = 0
     public var bytesSent = 0
     public var bytesReceived = 0
+    /// Garbage collections completed (lrc), and the most bytes of twins and
+    /// stored diffs the engine reported at a synchronisation.
+    public var garbageCollections = 0
+    public var retainedBytesPeak = 0
 
     public init() {}
 
@@ -72,6 +82,8 @@ public struct MemoryStatistics: Sendable, Equatable {
         case let .prefetch(page): bump(page, \.prefetches)
         case let .diffSent(page): bump(page, \.diffsSent)
         case let .diffApplied(page): bump(page, \.diffsApplied)
+        case let .diffCreated(page): bump(page, \.diffsCreated)
+        case .garbageCollected: garbageCollections += 1
         case let .messageSent(bytes):
             messagesSent += 1
             bytesSent += bytes

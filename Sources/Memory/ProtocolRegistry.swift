@@ -7,6 +7,7 @@ public enum ProtocolRegistry {
     /// One line per protocol, in the order help text lists them.
     public static let protocols: [(name: String, model: MemoryModel, make: Factory)] = [
         entry(SCProtocol.self),
+        entry(LRCProtocol.self),
         entry(HLRCProtocol.self),
     ]
 

@@ -655,8 +655,8 @@ public struct SCProtocol: CoherenceProtocol {
         case let .confirm(page):
             precondition(manager(ofPage: page) == rank, "confirm for page \(page) sent to rank \(rank), not its manager")
             onConfirm(page: page, requester: peer)
-        case .diff, .diffAck, .fetch, .pageData:
-            preconditionFailure("sc received hlrc's message \(message) from rank \(peer): every rank must run the same protocol")
+        case .diff, .diffAck, .fetch, .pageData, .diffRequest, .diffReply, .collected:
+            preconditionFailure("sc received another protocol's message \(message) from rank \(peer): every rank must run the same protocol")
         }
     }
 

@@ -133,6 +133,8 @@ struct CoherenceSimulation {
     private var contents: [[[UInt8]]]
     /// Twins the cores asked for (`MemoryEffect.makeTwin`), per rank and page.
     private var twins: [[[UInt8]?]]
+    /// Diffs the cores stored (`MemoryEffect.storeDiff`), per rank.
+    private var storedDiffs: [[DiffKey: [UInt8]]]
     /// The application-view protections, as the cores' effects set them.
     private var protection: [[PageAccess]]
     /// channels[from][to], FIFO.
@@ -189,6 +191,7 @@ struct CoherenceSimulation {
         contents = Array(repeating: Array(repeating: Array(repeating: 0, count: CoherenceSimulation.pageSize), count: pages), count: n)
         protection = Array(repeating: Array(repeating: .none, count: pages), count: n)
         twins = Array(repeating: Array(repeating: nil, count: pages), count: n)
+        storedDiffs = Array(repeating: [:], count: n)
         channels = Array(repeating: Array(repeating: [], count: n), count: n)
         operationsLeft = parameters.scripts.map { $0.reduce(0) { $0 + $1.count } } ?? parameters.operations
         prefetchesLeft = parameters.prefetches
@@ -426,6 +429,18 @@ struct CoherenceSimulation {
                 let diff = PageDiff.encode(twin: twins[rank][page] ?? contents[rank][page], current: contents[rank][page])
                 twins[rank][page] = nil
                 channels[rank][to].append(message.attaching(diff: diff).encoded())
+            case let .storeDiff(page, key):
+                storedDiffs[rank][key] = PageDiff.encode(twin: twins[rank][page] ?? contents[rank][page], current: contents[rank][page])
+                twins[rank][page] = nil
+            case let .sendStoredDiffs(to, message):
+                precondition(to != rank, "a core sent diffs to itself")
+                let store = storedDiffs[rank]
+                channels[rank][to].append(message.attachingStoredDiffs { key in
+                    guard let d = store[key] else { preconditionFailure("rank \(rank) sent a diff it never stored: \(key)") }
+                    return d
+                }.encoded())
+            case let .dropStoredDiffs(last):
+                storedDiffs[rank] = storedDiffs[rank].filter { $0.key.interval > last }
             case let .applyDiff(page, diff):
                 do { try PageDiff.apply(diff, to: &contents[rank][page]) } catch { preconditionFailure("a decoded diff failed to apply: \(error)") }
             case let .setProtection(pages, access):
@@ -510,6 +525,7 @@ struct CoherenceSimulation {
         for core in cores { combine(core: core) }
         h.combine(contents)
         h.combine(twins)
+        h.combine(storedDiffs)
         for row in protection { for access in row { h.combine(access.rawValue) } }
         h.combine(channels)
         for t in threads {

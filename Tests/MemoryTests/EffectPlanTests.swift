@@ -66,6 +66,9 @@ import Transport
             return .setProtection(pages: page..<min(pages, page + length), access)
         case 7: return .completeFaults(page: page)
         case 8: return .syncReady(SyncTicket(UInt64(page)), payload: [])
+        case 9: return .storeDiff(page: page, key: DiffKey(page: page, interval: 1, part: 0))
+        case 10: return .sendStoredDiffs(to: 1, .diffReply(page: page, diffs: []))
+        case 11: return .dropStoredDiffs(throughInterval: 1)
         default: return .record(.readFault(page: page))
         }
     }
@@ -79,7 +82,7 @@ import Transport
             switch e {
             case let .setProtection(r, a): for p in r { access[p] = a }
             case let .installPage(p, _), let .applyDiff(p, _): version[p] += 1
-            case let .sendWithPage(_, p, _), let .sendDiff(_, p, _): accessAt[i] = access[p]; versionAt[i] = version[p]
+            case let .sendWithPage(_, p, _), let .sendDiff(_, p, _), let .storeDiff(p, _): accessAt[i] = access[p]; versionAt[i] = version[p]
             default: break
             }
         }
@@ -105,9 +108,17 @@ import Transport
             case let .perform(i), let .complete(i):
                 guard done.insert(i).inserted else { return "effect \(i) performed twice" }
                 switch effects[i] {
-                case .send, .completeFaults:
+                case .send, .sendStoredDiffs, .completeFaults:
                     if let j = protections(before: i).first(where: { !applied.contains($0) }) { return "effect \(i) before protection \(j)" }
-                    if case .send = effects[i] { messageOrder.append(i) }
+                    if case .completeFaults = effects[i] {} else { messageOrder.append(i) }
+                case .dropStoredDiffs:
+                    // The replies listed before it read what it drops.
+                    if let j = (0..<i).first(where: { j in
+                        if case .sendStoredDiffs = effects[j] { return !done.contains(j) } else { return false }
+                    }) { return "stored diffs dropped at \(i) before reply \(j) was sent" }
+                case let .storeDiff(p, _):
+                    if let j = protections(before: i, covering: p).first(where: { !applied.contains($0) }) { return "stored diff \(i) before protection \(j)" }
+                    if planVersion[p] != versionAt[i] { return "stored diff \(i) of page \(p) holds version \(planVersion[p]), not \(versionAt[i]!)" }
                 case let .sendWithPage(_, p, _):
                     if let j = protections(before: i).first(where: { !applied.contains($0) }) { return "copy \(i) before protection \(j)" }
                     if planVersion[p] != versionAt[i] { return "copy \(i) of page \(p) holds version \(planVersion[p]), not \(versionAt[i]!)" }

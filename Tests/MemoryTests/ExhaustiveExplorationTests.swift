@@ -176,8 +176,12 @@ struct ExhaustiveExploration {
             print("\(protocolName) | \(name) | \(outcome.states) states | \(outcome.terminalStates) finished")
         }
         // The exploration must have branched: many interleavings, several
-        // ways to finish (different final owners and copysets).
-        #expect(outcome.states > 50, "\(name): only \(outcome.states) states")
+        // ways to finish (different final owners and copysets). Without
+        // synchronisation a homeless release-consistent protocol (lrc)
+        // serves every access from the local copy, so only the threads'
+        // order branches.
+        let local = protocolName == LRCProtocol.name
+        #expect(outcome.states > (local ? 10 : 50), "\(name): only \(outcome.states) states")
         #expect(outcome.terminalStates > 1, "\(name): \(outcome.terminalStates) terminal states")
     }
 

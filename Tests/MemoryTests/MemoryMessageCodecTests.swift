@@ -11,7 +11,7 @@ import Transport
         let contents = (0..<limits.pageSize).map { _ in UInt8.random(in: 0...255, using: &rng) }
         let copyset = RankSet((0..<limits.rankCount).filter { _ in Bool.random(using: &rng) })
         let version = (0..<limits.rankCount).map { _ in Int(UInt32.random(in: 0...UInt32.max, using: &rng) >> UInt32.random(in: 0...31, using: &rng)) }
-        switch Int.random(in: 0..<12, using: &rng) {
+        switch Int.random(in: 0..<15, using: &rng) {
         case 0: return .request(page: page, isWrite: Bool.random(using: &rng))
         case 1: return .forward(page: page, requester: rank, isWrite: Bool.random(using: &rng))
         case 2: return .readGrant(page: page, contents: contents)
@@ -26,6 +26,16 @@ import Transport
             return .diff(page: page, interval: version[0], diff: PageDiff.encode(twin: contents, current: edited))
         case 9: return .diffAck(page: page)
         case 10: return .fetch(page: page, version: version)
+        case 12: return .diffRequest(page: page, after: version[0], upTo: version[1])
+        case 13:
+            let diffs = (0..<Int.random(in: 0...3, using: &rng)).map { i -> IntervalDiff in
+                var edited = contents
+                for _ in 0..<Int.random(in: 0...4, using: &rng) { edited[Int.random(in: 0..<edited.count, using: &rng)] &+= 1 }
+                return IntervalDiff(interval: version[i], part: i, order: UInt64.random(in: 0...UInt64.max, using: &rng),
+                                    diff: PageDiff.encode(twin: contents, current: edited))
+            }
+            return .diffReply(page: page, diffs: diffs)
+        case 14: return .collected(page: 0, epoch: version[2])
         default: return .pageData(page: page, version: version, contents: contents)
         }
     }
@@ -77,7 +87,7 @@ import Transport
             #expect(try MemoryMessage(decoding: bytes, limits: Self.limits) == message)
             tagsSeen.insert(bytes[0])
         }
-        #expect(tagsSeen.count == 11)
+        #expect(tagsSeen.count == 14)
     }
 
     @Test func everyTruncationIsRejected() {
@@ -142,6 +152,13 @@ import Transport
         let outside = le(1) + le(12) + le(8) + [UInt8](repeating: 1, count: 8)
         #expect(throws: MemoryMessage.DecodingError.diff(.runOutsidePage(offset: 12, length: 8, pageSize: 16))) {
             try MemoryMessage(decoding: header(8) + le(1) + le(UInt32(outside.count)) + outside, limits: Self.limits)
+        }
+        // lrc's diff reply: a count its bytes cannot hold, a diff outside the page.
+        #expect(throws: MemoryMessage.DecodingError.diffCount(0xffff_ffff)) {
+            try MemoryMessage(decoding: header(13) + le(0xffff_ffff) + [UInt8](repeating: 0, count: 40), limits: Self.limits)
+        }
+        #expect(throws: MemoryMessage.DecodingError.diff(.runOutsidePage(offset: 12, length: 8, pageSize: 16))) {
+            try MemoryMessage(decoding: header(13) + le(1) + le(1) + le(0) + le(0) + le(0) + le(UInt32(outside.count)) + outside, limits: Self.limits)
         }
         let shortPage = MemoryMessage.pageData(page: 0, version: [0, 0, 0, 0, 0], contents: [1, 2, 3]).encoded()
         #expect(throws: MemoryMessage.DecodingError.contentsLength(3)) {
