@@ -228,9 +228,9 @@ struct Compare: ParsableCommand {
         output.end(String(format: "%.2f s", job.seconds))
         if reports.count < processes && !result.warnedMissingReports {
             result.warnedMissingReports = true
-            writeAll(2, "plexus compare: \(reports.count) of \(processes) processes of \(c.name) sent statistics: the others' faults, "
-                     + "messages and waits are missing from its figures (a process sends them when it calls finalize; "
-                     + "plexus_finalize() in C)\n")
+            let whose = reports.isEmpty ? "no process of \(c.name) sent statistics: only its wall time is known"
+                : "\(reports.count) of \(processes) processes of \(c.name) sent statistics: the others' faults, messages and waits are missing from its figures"
+            writeAll(2, "plexus compare: \(whose) (a process sends them when it calls finalize, plexus_finalize() in C)\n")
         }
     }
 
