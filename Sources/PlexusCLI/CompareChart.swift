@@ -81,8 +81,8 @@ struct CompareChart {
         if protocols.count == 1, let p = protocols.first, results.count > 1 { subtitle += ", protocol \(p)" }
         s += text(Self.margin, 60, subtitle, size: 14, color: "#444444")
         let reference = labels.first.map { " (" + $0.joined(separator: " ") + ")" } ?? ""
-        s += text(Self.margin, 78, "Bars: medians; whiskers: smallest to largest run; ×: ratio to the first configuration\(reference)",
-                  size: 14, color: "#444444")
+        let whiskers = report.repeats > 1 ? "; whiskers: smallest to largest run" : ""
+        s += text(Self.margin, 78, "Bars: medians\(whiskers); ×: ratio to the first configuration\(reference)", size: 14, color: "#444444")
 
         // Legend.
         var x = Self.margin
