@@ -18,13 +18,25 @@ public struct DistributedLock: Sendable {
     public let id: Int
     let runtime: Plexus
 
-    public func acquire() throws(PlexusError) { _ = try runtime.locks.acquire(id, tryOnly: false, runtime: runtime) }
+    public func acquire() throws(PlexusError) {
+        let began = SynchronizationWaits.now()
+        defer { runtime.synchronizationWaits.lockCallEnded(began: began) }
+        _ = try runtime.locks.acquire(id, tryOnly: false, runtime: runtime)
+    }
 
     /// Takes the lock if nobody holds it; never waits for another holder.
-    public func tryAcquire() throws(PlexusError) -> Bool { try runtime.locks.acquire(id, tryOnly: true, runtime: runtime) }
+    public func tryAcquire() throws(PlexusError) -> Bool {
+        let began = SynchronizationWaits.now()
+        defer { runtime.synchronizationWaits.lockCallEnded(began: began) }
+        return try runtime.locks.acquire(id, tryOnly: true, runtime: runtime)
+    }
 
     /// Throws `.lockMisuse` if this thread does not hold the lock.
-    public func release() throws(PlexusError) { try runtime.locks.release(id, runtime: runtime) }
+    public func release() throws(PlexusError) {
+        let began = SynchronizationWaits.now()
+        defer { runtime.synchronizationWaits.lockCallEnded(began: began) }
+        try runtime.locks.release(id, runtime: runtime)
+    }
 
     /// Runs `body` holding the lock, and releases it even if `body` throws.
     public func withLock<R>(_ body: () throws -> R) throws -> R {

@@ -104,6 +104,7 @@ public final class Plexus: @unchecked Sendable {
     let heap: Heap?
     let locks: LockService
     let pageStats = PageStatsCollector()
+    let synchronizationWaits = SynchronizationWaits()
     let serving: ServingScheduler
     let binding: CPUBinding
     /// The CPU this process's application thread is bound to ("CPU 1"), or
@@ -336,7 +337,8 @@ public final class Plexus: @unchecked Sendable {
     }
 
     func waitEnded(_ t: WaitTarget, _ thread: UInt64) {
-        waits.withLock { _ = $0.removeValue(forKey: thread) }
+        let began = waits.withLock { $0.removeValue(forKey: thread)?.1 }
+        if case .barrier = t, let began { synchronizationWaits.barrierEnded(began: began) }
         for o in memory?.observers.waits ?? [] { o.waitEnded(t, thread: thread) }
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Memory
+import Synchronization
 
 /// Collects per-page fault wait times and fault sites from the engine.
 ///
@@ -48,6 +49,30 @@ final class PageStatsCollector: PageEventObserver, @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         return (blocked, sites, unrecorded, waits)
+    }
+}
+
+/// Time this process's threads spent blocked in lock calls and in barriers,
+/// summed over threads, on the monotonic clock (`DispatchTime` uptime):
+/// `totals.lockBlockedMicros` and `totals.barrierBlockedMicros` of a
+/// statistics document. A lock's time runs from the call of `acquire` (or
+/// `release`) to its return: waiting for other threads of this process, for
+/// the lock's manager and holder, and the protocol's work at that end. A
+/// barrier's runs from the call of `barrier` (or `allGather`, a collective
+/// that waits the same way) to its return, the protocol's work included.
+final class SynchronizationWaits: Sendable {
+    private let lockNanos = Atomic<UInt64>(0)
+    private let barrierNanos = Atomic<UInt64>(0)
+
+    /// Now on the clock the waits are measured with.
+    static func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+
+    func lockCallEnded(began: UInt64) { lockNanos.add(Self.now() &- began, ordering: .relaxed) }
+
+    func barrierEnded(began: UInt64) { barrierNanos.add(Self.now() &- began, ordering: .relaxed) }
+
+    var snapshot: (lock: UInt64, barrier: UInt64) {
+        (lockNanos.load(ordering: .relaxed), barrierNanos.load(ordering: .relaxed))
     }
 }
 
@@ -183,6 +208,9 @@ extension Plexus {
         totals["bytesSent"] = s.bytesSent
         totals["bytesReceived"] = s.bytesReceived
         totals["blockedMicros"] = Double(blockedNanos) / 1000
+        let synchronization = synchronizationWaits.snapshot
+        totals["lockBlockedMicros"] = Double(synchronization.lock) / 1000
+        totals["barrierBlockedMicros"] = Double(synchronization.barrier) / 1000
         totals["faultWaits"] = FaultWaits.histogram(waits)
         let handler = m.handlerCounters
         totals["handlerFaults"] = handler.faults

@@ -37,31 +37,58 @@ struct MemoryOptions: ParsableArguments {
     var bind: CPUBindingMode = .auto
 
     func validate() throws {
+        try Self.checkLookAhead(lookAhead)
+        try Self.checkRegion(sharedMemory: sharedMemory, pageSize: pageSize)
+        try Self.checkProtocol(`protocol`)
+        try Self.checkPageSize(pageSize)
+        if let stats { try OutputFile.validate(stats, option: "--stats") }
+    }
+
+    func environment() throws -> [String: String] {
+        Self.environment(sharedMemoryBytes: parseSize(sharedMemory) ?? 0, protocol: `protocol`, pageSize: pageSize,
+                         lookAhead: lookAhead, servingPriority: servingPriority, bind: bind, statistics: stats != nil || summary)
+    }
+
+    /// The job environment that gives its processes these settings; with
+    /// `statistics`, every process sends its statistics report at the end.
+    static func environment(sharedMemoryBytes: Int, protocol: String, pageSize: Int, lookAhead: Int,
+                            servingPriority: ServingPriority, bind: CPUBindingMode, statistics: Bool) -> [String: String] {
+        var env = ["PLEXUS_SHARED_MEMORY": "\(sharedMemoryBytes)", "PLEXUS_PROTOCOL": `protocol`, "PLEXUS_PAGE_SIZE": "\(pageSize)"]
+        env["PLEXUS_SERVING_PRIORITY"] = servingPriority.rawValue
+        env["PLEXUS_BIND"] = bind.rawValue
+        env["PLEXUS_LOOK_AHEAD"] = "\(lookAhead)"
+        if statistics { env["PLEXUS_STATS"] = "1" }
+        return env
+    }
+
+    static func checkLookAhead(_ lookAhead: Int) throws {
         guard (0...SharedMemoryConfiguration.maxLookAhead).contains(lookAhead) else {
             throw ValidationError("--look-ahead \(lookAhead) must be a page count in 0...\(SharedMemoryConfiguration.maxLookAhead)")
         }
+    }
+
+    /// Refuses a --shared-memory that is not a size, or not a multiple of
+    /// `pageSize`.
+    static func checkRegion(sharedMemory: String, pageSize: Int) throws {
         guard let n = parseSize(sharedMemory) else {
             throw ValidationError("--shared-memory '\(sharedMemory)' is not a size: use bytes or a K/M/G suffix, e.g. 512M")
         }
         guard n == 0 || n % pageSize == 0 else {
             throw ValidationError("--shared-memory \(sharedMemory) is not a multiple of the page size \(pageSize)")
         }
-        guard ProtocolRegistry.names.contains(`protocol`) else {
-            throw ValidationError("unknown protocol '\(`protocol`)': choose one of \(ProtocolRegistry.names.joined(separator: ", "))")
+    }
+
+    /// Refuses a protocol that is not registered, naming those that are.
+    static func checkProtocol(_ name: String) throws {
+        guard ProtocolRegistry.names.contains(name) else {
+            throw ValidationError("unknown protocol '\(name)': choose one of \(ProtocolRegistry.names.joined(separator: ", "))")
         }
+    }
+
+    static func checkPageSize(_ pageSize: Int) throws {
         guard pageSize >= 4096, pageSize & (pageSize - 1) == 0 else {
             throw ValidationError("--page-size \(pageSize) must be a power of two of at least 4096")
         }
-        if let stats { try OutputFile.validate(stats, option: "--stats") }
-    }
-
-    func environment() throws -> [String: String] {
-        var env = ["PLEXUS_SHARED_MEMORY": "\(parseSize(sharedMemory) ?? 0)", "PLEXUS_PROTOCOL": `protocol`, "PLEXUS_PAGE_SIZE": "\(pageSize)"]
-        env["PLEXUS_SERVING_PRIORITY"] = servingPriority.rawValue
-        env["PLEXUS_BIND"] = bind.rawValue
-        env["PLEXUS_LOOK_AHEAD"] = "\(lookAhead)"
-        if stats != nil || summary { env["PLEXUS_STATS"] = "1" }
-        return env
     }
 
     /// Writes --stats and prints --summary from the processes' reports;

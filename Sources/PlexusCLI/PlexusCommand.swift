@@ -23,7 +23,7 @@ struct PlexusCommand: ParsableCommand {
             Each process learns its rank and the job size from PLEXUS_RANK and PLEXUS_SIZE
             (or Plexus.join() in Swift, plexus_init() in C).
             """,
-        subcommands: [Run.self, Node.self, Demo.self, Bench.self, ClusterCommand.self, NamesCommand.self, ProcessList.self,
+        subcommands: [Run.self, Node.self, Demo.self, Bench.self, Compare.self, ClusterCommand.self, NamesCommand.self, ProcessList.self,
                       LincheckCommand.self, Exec.self, Guard.self, DemoRing.self, DemoFalseSharing.self])
 }
 
@@ -166,9 +166,10 @@ struct Run: ParsableCommand {
     }
 }
 
-/// Runs a job to the end with Ctrl-C/SIGTERM wired to stopping it.
-func runJob(_ spec: JobSpec, logger: Logger) throws -> JobResult {
-    let launcher = Launcher(spec: spec, logger: logger, trampoline: selfExecutable())
+/// Runs a job to the end with Ctrl-C/SIGTERM wired to stopping it; the
+/// job's output and the launcher's notes go to `output`.
+func runJob(_ spec: JobSpec, output: OutputSink = PrefixedOutput(), logger: Logger) throws -> JobResult {
+    let launcher = Launcher(spec: spec, output: output, logger: logger, trampoline: selfExecutable())
     let sources = onTerminationSignals { launcher.interrupt(signal: $0) }
     defer { for s in sources { s.cancel() } }
     do { return try launcher.run() } catch {
