@@ -317,6 +317,9 @@ public final class Launcher: @unchecked Sendable {
         var unfinalized = Set<Int>()
         // Ranks the launcher signalled (so a SIGTERM/SIGKILL exit is its doing).
         var killedByLauncher = Set<Int>()
+        /// When the last kill went out: the nodes send SIGTERM, and SIGKILL
+        /// only after the grace period.
+        var killSentAt: Date?
         // Stopping asks for statistics first (bounded), then kills.
         var killAt: Date?
         var awaitingReports = Set<Int>()
@@ -341,6 +344,7 @@ public final class Launcher: @unchecked Sendable {
                 try? c.send(ControlMessage.killJob(graceMillis: spec.graceMillis, except: spare.sorted()).frame())
             }
             for r in 0..<n where exited[r] == nil && !spare.contains(r) { killedByLauncher.insert(r) }
+            killSentAt = Date()
             killedAll = spare.isEmpty
             // Spared ranks are waited for without a limit (Ctrl-C or
             // --timeout stops them too).
@@ -517,6 +521,12 @@ public final class Launcher: @unchecked Sendable {
                 registry?.exited(pid: globalPIDs[rank], status: st.shellStatus)
                 flushLines(rank << 2 | 1, final: true)
                 flushLines(rank << 2 | 2, final: true)
+                if st == .signaled(SIGKILL), let sent = killSentAt, Date().timeIntervalSince(sent) * 1000 < Double(spec.graceMillis) {
+                    // Killed before the launcher's SIGKILL could be due: by
+                    // someone else (it may have been dead, unreaped, when the
+                    // stop began).
+                    killedByLauncher.remove(rank)
+                }
                 if st.succeeded {
                     exitedUnjudged.insert(rank)
                     judgeExit(rank)

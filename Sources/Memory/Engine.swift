@@ -89,6 +89,9 @@ public final class MemoryEngine: @unchecked Sendable {
     private var storedDiffs: [DiffKey: [UInt8]] = [:]
     /// Bytes in `twins` and `storedDiffs`.
     private var retainedBytes = 0
+    /// Bytes of diffs in messages sent: a core counts a diff-carrying
+    /// message without them (only the engine sees the diffs).
+    private var diffBytesSent = 0
     private var ready: [UInt64: [UInt8]] = [:]
     private let readyChanged = NSCondition()
     private var nextTicket: UInt64 = 0
@@ -412,17 +415,21 @@ public final class MemoryEngine: @unchecked Sendable {
             let twin = Array(UnsafeRawBufferPointer(region.systemPage(page)))
             retainedBytes += twin.count - (twins.updateValue(twin, forKey: page)?.count ?? 0)
         case .sendDiff(let to, let page, let message):
-            send(message.attaching(diff: takeDiff(page)).encoded(), to: to)
+            let encoded = message.attaching(diff: takeDiff(page)).encoded()
+            diffBytesSent += encoded.count - message.encodedCount
+            send(encoded, to: to)
         case .storeDiff(let page, let key):
             let diff = takeDiff(page)
             retainedBytes += diff.count - (storedDiffs.updateValue(diff, forKey: key)?.count ?? 0)
         case .sendStoredDiffs(let to, let message):
-            send(message.attachingStoredDiffs { key in
+            let encoded = message.attachingStoredDiffs { key in
                 guard let diff = storedDiffs[key] else {
                     fatalError("plexus[\(configuration.rank)]: the '\(protocolName)' protocol sent a diff it never stored (\(key))")
                 }
                 return diff
-            }.encoded(), to: to)
+            }.encoded()
+            diffBytesSent += encoded.count - message.encodedCount
+            send(encoded, to: to)
         case .dropStoredDiffs(let last):
             storedDiffs = storedDiffs.filter { key, diff in
                 guard key.interval <= last else { return true }
@@ -540,7 +547,9 @@ public final class MemoryEngine: @unchecked Sendable {
     public var statistics: (MemoryStatistics, blockedNanos: UInt64) {
         lock.lock()
         defer { lock.unlock() }
-        return (core.statistics, blockedNanos)
+        var s = core.statistics
+        s.bytesSent += diffBytesSent
+        return (s, blockedNanos)
     }
 
     /// This process's fault handler: faults it took on the region, faults that

@@ -71,7 +71,7 @@ public enum FalseSharingReport {
     public struct Page: Sendable, Equatable {
         public var page: Int
         public var name: String
-        /// Times the page was received by some process.
+        /// Times the page, or a diff of it, was received by some process.
         public var transfers: Int
         public var sites: [Site]
         public var verdict: Verdict
@@ -87,7 +87,9 @@ public enum FalseSharingReport {
             for p in report["pages"] as? [[String: Any]] ?? [] {
                 guard let index = p["page"] as? Int else { continue }
                 var page = byPage[index] ?? Page(page: index, name: p["name"] as? String ?? "?", transfers: 0, sites: [], verdict: Verdict())
-                page.transfers += p["pagesReceived"] as? Int ?? 0
+                // A page or a diff of it arrived (multiple-writer protocols
+                // move diffs where single-writer ones move pages).
+                page.transfers += (p["pagesReceived"] as? Int ?? 0) + (p["diffsApplied"] as? Int ?? 0)
                 for s in p["faultSites"] as? [[String: Any]] ?? [] {
                     guard let offset = s["offset"] as? Int, let faults = s["faults"] as? Int else { continue }
                     page.sites.append(Site(rank: rank, offset: offset, isWrite: s["access"] as? String == "write", faults: faults,

@@ -180,7 +180,7 @@ extension Plexus {
              "pagesSent": p.pagesSent, "invalidationsSent": p.invalidationsSent,
              "invalidationsReceived": p.invalidationsReceived, "staleGrantsDiscarded": p.staleGrantsDiscarded,
              "readsAhead": p.readsAhead, "writesAhead": p.writesAhead, "prefetches": p.prefetches,
-             "diffsSent": p.diffsSent, "diffsApplied": p.diffsApplied]
+             "diffsSent": p.diffsSent, "diffsApplied": p.diffsApplied, "diffsCreated": p.diffsCreated]
         }
         let pageSize = m.region.pageSize
         let pages: [[String: Any]] = s.pages.keys.sorted().map { p in
@@ -207,6 +207,8 @@ extension Plexus {
         totals["messagesReceived"] = s.messagesReceived
         totals["bytesSent"] = s.bytesSent
         totals["bytesReceived"] = s.bytesReceived
+        totals["garbageCollections"] = s.garbageCollections
+        totals["retainedBytesPeak"] = s.retainedBytesPeak
         totals["blockedMicros"] = Double(blockedNanos) / 1000
         let synchronization = synchronizationWaits.snapshot
         totals["lockBlockedMicros"] = Double(synchronization.lock) / 1000

@@ -232,7 +232,7 @@ extension MemoryFailureTests {
             for page in pages {
                 let name = try #require(page["name"] as? String)
                 #expect(page["page"] is Int && (page["address"] as? String)?.hasPrefix("0x") == true, "\(page)")
-                if name.hasPrefix("counters[") { counterTransfers += page["pagesReceived"] as? Int ?? 0 }
+                if name.hasPrefix("counters[") { counterTransfers += (page["pagesReceived"] as? Int ?? 0) + (page["diffsApplied"] as? Int ?? 0) }
                 if name.hasPrefix("padded_counters[") { paddedPages += 1 }
             }
         }
