@@ -1,6 +1,7 @@
 import ArgumentParser
 import Cluster
 import Foundation
+import Memory
 import Plexus
 import Workloads
 
@@ -15,6 +16,12 @@ struct Demo: ParsableCommand {
             page each, both run at local speed after one fault. The table shows time and
             page transfers for both layouts, then where the transfers happened.
 
+            It runs once per coherence protocol (--protocols, default every registered one)
+            and ends with the protocols side by side: under sc (one writer per page) the
+            shared page moves on almost every write; under lrc and hlrc (multiple writers,
+            twins and diffs) each process writes its own words of its own copy, and only
+            the changed words move, at the barrier.
+
             ring: four processes pass a token around a ring of ranks over TCP.
             """)
 
@@ -24,33 +31,58 @@ struct Demo: ParsableCommand {
     @Option(name: .long, help: "Increments per process (false-sharing; default 20000000, enough for the two loops to overlap however late one starts) or laps (ring; default 5).")
     var iterations: Int?
 
+    @Option(name: .long, help: ArgumentHelp("Coherence protocols to run the false-sharing demo under, in order.",
+                                            valueName: ProtocolRegistry.names.joined(separator: ",")))
+    var protocols: String = ProtocolRegistry.names.joined(separator: ",")
+
     @OptionGroup var common: CommonOptions
+
+    var protocolList: [String] { protocols.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
 
     func validate() throws {
         guard ["false-sharing", "ring"].contains(which) else {
             throw ValidationError("unknown demo '\(which)': choose false-sharing or ring")
         }
         if let i = iterations, i < 1 { throw ValidationError("--iterations must be at least 1") }
+        guard !protocolList.isEmpty else { throw ValidationError("--protocols is empty: name at least one of \(ProtocolRegistry.names.joined(separator: ", "))") }
+        for p in protocolList where !ProtocolRegistry.names.contains(p) {
+            throw ValidationError("unknown protocol '\(p)' in --protocols: choose from \(ProtocolRegistry.names.joined(separator: ", "))")
+        }
     }
 
     func run() throws {
         let logger = try common.makeLogger("plexus.demo")
-        let spec: JobSpec
         if which == "ring" {
-            spec = JobSpec(processes: 4, nodes: [], program: selfExecutable(),
-                           arguments: ["_demo-ring", "--laps", "\(iterations ?? 5)"],
-                           environment: ["PLEXUS_SHARED_MEMORY": "0"])
-        } else {
-            spec = JobSpec(processes: 2, nodes: [], program: selfExecutable(),
-                           arguments: ["_demo-false-sharing", "--iterations", "\(iterations ?? 20_000_000)"],
-                           environment: ["PLEXUS_SHARED_MEMORY": "\(64 << 20)", "PLEXUS_PROTOCOL": "sc", "PLEXUS_STATS": "1"])
+            let spec = JobSpec(processes: 4, nodes: [], program: selfExecutable(),
+                               arguments: ["_demo-ring", "--laps", "\(iterations ?? 5)"],
+                               environment: ["PLEXUS_SHARED_MEMORY": "0"])
+            let result = try runJob(spec, logger: logger)
+            if result.status != 0 { throw ExitCode(result.status) }
+            writeAll(1, String(format: "demo finished in %.2f s\n", result.seconds))
+            return
         }
-        let result = try runJob(spec, logger: logger)
-        if result.status != 0 { throw ExitCode(result.status) }
-        if which == "false-sharing" {
-            writeAll(1, MemoryOptions.summary(MemoryOptions.reports(of: result)))
+        var rows: [(protocol: String, results: [FalseSharing.Result])] = []
+        var seconds = 0.0
+        for (i, p) in protocolList.enumerated() {
+            writeAll(1, "\n== protocol \(p) (\(i + 1) of \(protocolList.count)) ==\n")
+            let file = FileManager.default.temporaryDirectory.appendingPathComponent("plexus-demo-\(getpid())-\(p).json")
+            defer { try? FileManager.default.removeItem(at: file) }
+            let spec = JobSpec(processes: 2, nodes: [], program: selfExecutable(),
+                               arguments: ["_demo-false-sharing", "--iterations", "\(iterations ?? 20_000_000)", "--results", file.path],
+                               environment: ["PLEXUS_SHARED_MEMORY": "\(64 << 20)", "PLEXUS_PROTOCOL": p, "PLEXUS_STATS": "1"])
+            let result = try runJob(spec, logger: logger)
+            if result.status != 0 { throw ExitCode(result.status) }
+            seconds += result.seconds
+            // The fault sites and the verdict, once: the first protocol shows
+            // where the false sharing is; the others how much of it is left.
+            writeAll(1, i == 0 ? MemoryOptions.summary(MemoryOptions.reports(of: result)) : "")
+            guard let data = try? Data(contentsOf: file), let decoded = try? JSONDecoder().decode([FalseSharing.Result].self, from: data) else {
+                throw ValidationError("the demo job under \(p) ended without writing its results to \(file.path)")
+            }
+            rows.append((p, decoded))
         }
-        writeAll(1, String(format: "demo finished in %.2f s\n", result.seconds))
+        if rows.count > 1 { writeAll(1, "\n" + FalseSharing.comparison(rows)) }
+        writeAll(1, String(format: "demo finished in %.2f s\n", seconds))
     }
 }
 
@@ -59,11 +91,16 @@ struct DemoFalseSharing: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "_demo-false-sharing", shouldDisplay: false)
 
     @Option var iterations: Int
+    /// Rank 0 writes the results here (JSON) for the demo to compare protocols.
+    @Option var results: String?
 
     func run() throws {
         let px = try Plexus.join()
         let results = try FalseSharing.run(px, iterations: iterations)
-        if px.rank == 0 { print(FalseSharing.table(results, iterations: iterations, ranks: px.size), terminator: "") }
+        if px.rank == 0 {
+            print(FalseSharing.table(results, iterations: iterations, ranks: px.size), terminator: "")
+            if let path = self.results { try JSONEncoder().encode(results).write(to: URL(fileURLWithPath: path)) }
+        }
         for r in results where r.counters.contains(where: { $0 != iterations }) {
             throw ValidationError("lost updates in layout '\(r.layout)': \(r.counters)")
         }

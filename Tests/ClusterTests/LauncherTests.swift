@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Foundation
 @testable import Cluster
+import Memory
 import Testing
 import TestSupport
 
@@ -251,7 +252,8 @@ import TestSupport
     }
 
     /// The README's first command: the false-sharing table, both layouts,
-    /// counters exact, and the same-page layout moving the page many times.
+    /// counters exact, and the same-page layout moving the page many times
+    /// under sc (the first protocol); then every protocol side by side.
     @Test func demoShowsFalseSharing() throws {
         let r = try runPlexus(["demo", "--iterations", "2000000"], timeout: 60)
         #expect(r.status == 0, "\(r.stderr)")
@@ -269,6 +271,14 @@ import TestSupport
             #expect(r.stdout.contains(" (counters[0...1]): moved "), "\(r.stdout)")
             #expect(r.stdout.contains("-> FALSE SHARING: each element here is faulted on by one rank only"), "\(r.stdout)")
         }
+        #expect(r.stdout.contains("false sharing under each protocol"), "\(r.stdout)")
+        for name in ProtocolRegistry.names {
+            #expect(lines.contains { $0.hasPrefix(name + " ") && $0.contains("x ") }, "no side-by-side row for \(name):\n\(r.stdout)")
+            #expect(r.stdout.contains("== protocol \(name) "), "\(r.stdout)")
+        }
+        // Every protocol's job checked its counters: both layouts exact.
+        let exact = lines.filter { $0.hasSuffix(" 2000000,2000000") }.count
+        #expect(exact == 2 * ProtocolRegistry.names.count, "\(r.stdout)")
     }
 }
 
