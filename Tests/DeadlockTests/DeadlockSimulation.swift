@@ -139,9 +139,11 @@ struct DeadlockSimulation {
                 var steps: [Step] = []
                 let isFree = out[p] == nil
                 if incoming[p].contains(where: { $0.kind == .lock }) { steps.append(.acquire(lock: p)) }
-                steps.append(.compute(isFree ? Int.random(in: 50...600, using: &rng) : Int.random(in: 1...250, using: &rng)))
+                let holdsClosingEdge = ringKind == .transient && p == ring[0]
+                steps.append(.compute(isFree ? Int.random(in: 50...600, using: &rng)
+                    : holdsClosingEdge ? Int.random(in: 150...900, using: &rng) : Int.random(in: 1...250, using: &rng)))
                 var earlySend: Int?
-                if ringKind == .transient, p == ring[0], let closing = out[ring[k - 1]] {
+                if holdsClosingEdge, let closing = out[ring[k - 1]] {
                     // The closing edge goes away just before this process blocks.
                     if closing.0 == .lock { steps.append(.release(lock: p)) } else {
                         steps.append(.send(to: ring[k - 1]))
