@@ -76,7 +76,7 @@ public enum DeadlockMessage: Sendable, Hashable {
             Self.write(p.path, to: &w)
         case .confirm(let c):
             w.u8(2)
-            w.u32(UInt32(c.index))
+            w.u32(UInt32(clamping: c.index))
             Self.write(c.cycle, to: &w)
         }
         return w.bytes
@@ -111,7 +111,7 @@ public enum DeadlockMessage: Sendable, Hashable {
     }
 
     static func write(_ path: [Hop], to w: inout ByteWriter) {
-        w.u32(UInt32(path.count))
+        w.u32(UInt32(clamping: path.count))
         for hop in path {
             w.u64(hop.pid)
             w.u64(hop.sequence)
