@@ -6,7 +6,8 @@
 //   -> NamesCore (the pure Raft and state-machine cores, no I/O)
 //   -> Transport (TCP, numbered frames, fault injection) -> Wire (frames, codecs)
 //   -> CFault (C: SIGSEGV handler, memfd dual mapping, futex hand-off)
-//   Workloads (kernels for examples and benchmarks), Lincheck (linearizability checker).
+//   Workloads (kernels for examples and benchmarks), Lincheck (linearizability checker),
+//   Deadlock (the pure distributed deadlock detector core, over Wire's byte codecs).
 import PackageDescription
 
 let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
@@ -30,6 +31,7 @@ let package = Package(
         .target(name: "Cluster", dependencies: ["Wire", "Transport", "CFault", "NamesCore", "NameService", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .target(name: "Memory", dependencies: ["CFault"], swiftSettings: strict),
         .target(name: "Lincheck", swiftSettings: strict),
+        .target(name: "Deadlock", dependencies: ["Wire"], swiftSettings: strict),
         .target(name: "NamesCore", swiftSettings: strict),
         .target(name: "NameService", dependencies: ["NamesCore", "Wire", "Transport", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .target(name: "Plexus", dependencies: ["Wire", "Transport", "Cluster", "Memory"], swiftSettings: strict),
@@ -60,6 +62,7 @@ let package = Package(
         // Shared-memory tests with real processes; dsm-check is their job program.
         .executableTarget(name: "dsm-check", dependencies: ["Plexus", "Workloads", "Transport"], path: "Tests/Workers/dsm-check", swiftSettings: strict),
         .testTarget(name: "MemoryIntegrationTests", dependencies: ["TestSupport", "Plexus", "CFault"], swiftSettings: strict),
+        .testTarget(name: "DeadlockTests", dependencies: ["Deadlock", "Wire"], swiftSettings: strict),
         .testTarget(name: "NamesCoreTests", dependencies: ["NamesCore"], swiftSettings: strict),
         .testTarget(name: "DocsTests", swiftSettings: strict),
         .testTarget(name: "NameServiceTests", dependencies: ["NameService", "NamesCore", "Lincheck", "TestSupport", "Cluster", "Transport",
