@@ -8,6 +8,7 @@ public enum ProtocolRegistry {
     public static let protocols: [(name: String, model: MemoryModel, make: Factory)] = [
         entry(SCProtocol.self),
         entry(HLRCProtocol.self),
+        entry(IvyCentralProtocol.self),
     ]
 
     public static var names: [String] { protocols.map(\.name) }
