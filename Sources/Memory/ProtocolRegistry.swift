@@ -9,6 +9,7 @@ public enum ProtocolRegistry {
         entry(SCProtocol.self),
         entry(LRCProtocol.self),
         entry(HLRCProtocol.self),
+        entry(IvyCentralProtocol.self),
     ]
 
     public static var names: [String] { protocols.map(\.name) }
