@@ -181,7 +181,7 @@ public final class Plexus: @unchecked Sendable {
                 observers.pages.append(pageStats)
                 memory = try MemoryEngine(
                     configuration: CoherenceConfiguration(rank: rank, rankCount: size, pageCount: region.pageCount, pageSize: mc.pageSize,
-                                                          lookAhead: mc.lookAhead),
+                                                          lookAhead: mc.lookAhead, collectionBound: mc.collectionBound),
                     protocolName: mc.protocolName, region: region, link: peers, observers: observers)
                 heap = Heap(size: mc.size, ranks: size, rank: rank, pageSize: mc.pageSize)
             } catch { throw .memory(error) }

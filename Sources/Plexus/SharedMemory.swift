@@ -22,13 +22,16 @@ public struct SharedMemoryConfiguration: Sendable, Equatable {
     /// Pages past a fault the protocol may serve ahead (`--look-ahead`).
     public var lookAhead: Int = SharedMemoryConfiguration.defaultLookAhead
     public static let defaultLookAhead = 7
+    /// Twins and diffs a process keeps before a barrier collects them (lrc).
+    public var collectionBound: Int = CoherenceConfiguration.defaultCollectionBound
     /// One batch must hold a fault's request and its look-ahead's.
     public static let maxLookAhead = MemoryMessage.maxBatchCount - 1
 
     public init() {}
 
     /// Reads PLEXUS_SHARED_MEMORY (bytes, or with K/M/G suffix; 0 = none),
-    /// PLEXUS_PROTOCOL, PLEXUS_PAGE_SIZE, PLEXUS_LOOK_AHEAD and PLEXUS_SHARED_BASE (hex).
+    /// PLEXUS_PROTOCOL, PLEXUS_PAGE_SIZE, PLEXUS_LOOK_AHEAD, PLEXUS_COLLECTION_BOUND
+    /// (a size) and PLEXUS_SHARED_BASE (hex).
     static func fromEnvironment(_ env: [String: String]) throws(PlexusError) -> SharedMemoryConfiguration? {
         var c = SharedMemoryConfiguration()
         if let s = env["PLEXUS_SHARED_MEMORY"] {
@@ -46,6 +49,10 @@ public struct SharedMemoryConfiguration: Sendable, Equatable {
                 throw .join("PLEXUS_LOOK_AHEAD='\(s)' is not a page count in 0...\(SharedMemoryConfiguration.maxLookAhead)")
             }
             c.lookAhead = n
+        }
+        if let s = env["PLEXUS_COLLECTION_BOUND"] {
+            guard let n = parseSize(s) else { throw .join("PLEXUS_COLLECTION_BOUND='\(s)' is not a size like 64M") }
+            c.collectionBound = n
         }
         if let s = env["PLEXUS_SHARED_BASE"] {
             let hex = s.hasPrefix("0x") ? String(s.dropFirst(2)) : s

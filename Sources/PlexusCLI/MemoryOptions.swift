@@ -23,6 +23,11 @@ struct MemoryOptions: ParsableArguments {
         valueName: "pages"))
     var lookAhead: Int = SharedMemoryConfiguration.defaultLookAhead
 
+    @Option(name: .long, help: ArgumentHelp(
+        "lrc: the twins and diffs a process may keep (e.g. 64M) before the next barrier collects them: every process then brings every page it has write notices for up to date, and all drop their diffs. Collections and the most kept are in --stats (garbageCollections, retainedBytesPeak).",
+        valueName: "size"))
+    var collectionBound: String = "64M"
+
     @Flag(name: .long, help: "Print a short shared-memory summary at the end of the job.")
     var summary = false
 
@@ -38,6 +43,9 @@ struct MemoryOptions: ParsableArguments {
 
     func validate() throws {
         try Self.checkLookAhead(lookAhead)
+        guard parseSize(collectionBound) != nil else {
+            throw ValidationError("--collection-bound '\(collectionBound)' is not a size: use bytes or a K/M/G suffix, e.g. 64M")
+        }
         try Self.checkRegion(sharedMemory: sharedMemory, pageSize: pageSize)
         try Self.checkProtocol(`protocol`)
         try Self.checkPageSize(pageSize)
@@ -45,8 +53,10 @@ struct MemoryOptions: ParsableArguments {
     }
 
     func environment() throws -> [String: String] {
-        Self.environment(sharedMemoryBytes: parseSize(sharedMemory) ?? 0, protocol: `protocol`, pageSize: pageSize,
-                         lookAhead: lookAhead, servingPriority: servingPriority, bind: bind, statistics: stats != nil || summary)
+        var env = Self.environment(sharedMemoryBytes: parseSize(sharedMemory) ?? 0, protocol: `protocol`, pageSize: pageSize,
+                                   lookAhead: lookAhead, servingPriority: servingPriority, bind: bind, statistics: stats != nil || summary)
+        env["PLEXUS_COLLECTION_BOUND"] = "\(parseSize(collectionBound) ?? CoherenceConfiguration.defaultCollectionBound)"
+        return env
     }
 
     /// The job environment that gives its processes these settings; with

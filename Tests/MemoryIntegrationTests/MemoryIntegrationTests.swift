@@ -205,6 +205,22 @@ extension MemoryFailureTests {
 }
 
 @Suite(.serialized) struct StatisticsOutputTests {
+    /// lrc's garbage collection: with a bound smaller than one iteration's
+    /// diffs, barriers collect (reported in the statistics), and the
+    /// stencil's result still checks.
+    @Test func lrcCollectsAtBarriersPastItsBoundAndKeepsTheResults() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("plexus-gc-\(UInt32.random(in: 0...UInt32.max)).json")
+        defer { try? FileManager.default.removeItem(at: file) }
+        let job = try runJob(ranks: 2, protocol: "lrc", ["64", "10"], plexusOptions: ["--collection-bound", "4K", "--stats", file.path], program: "jacobi")
+        #expect(job.status == 0 && job.stdout.contains("PASS"), "\(job.output)")
+        let doc = try #require(try JSONSerialization.jsonObject(with: try Data(contentsOf: file)) as? [String: Any])
+        for p in try #require(doc["processes"] as? [[String: Any]]) {
+            let totals = try #require(p["totals"] as? [String: Any])
+            #expect((totals["garbageCollections"] as? Int ?? 0) >= 2, "\(totals)")
+            #expect((totals["retainedBytesPeak"] as? Int ?? 0) > 4096, "\(totals)")
+        }
+    }
+
     /// `--stats FILE` writes JSON with every process's totals and per-page
     /// entries named after allocations; `--summary` prints the table. The
     /// false-sharing example's "counters" page ping-pongs between the ranks,
