@@ -57,11 +57,13 @@ private func text(_ path: String) throws -> String {
         #expect(findings.isEmpty, "wording that narrates work periods; name builds by commit and runs by date:\n\(findings.joined(separator: "\n"))")
     }
 
+    /// The README is the manual of every part in one read; past this length
+    /// a part's reference belongs in its own document, linked from it.
     @Test func readmeIsShort() throws {
         let readme = try text("README.md")
         var lines = readme.components(separatedBy: "\n")
         if lines.last == "" { lines.removeLast() }
-        #expect(lines.count <= 260, "README.md has \(lines.count) lines; at most 260")
+        #expect(lines.count <= 290, "README.md has \(lines.count) lines; at most 290")
     }
 
     @Test func readmeGivesTheTwoCommands() throws {
