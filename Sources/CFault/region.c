@@ -93,8 +93,18 @@ void cfault_touch(const void *address, uint64_t bytes, uint64_t unit, bool for_w
     if (bytes == 0) return;
     uintptr_t first = (uintptr_t)address, last = first + bytes - 1;
     for (uintptr_t p = first; ; p = (p | (unit - 1)) + 1) {
-        if (for_write) __atomic_fetch_or((uint8_t *)p, 0, __ATOMIC_RELAXED);
-        else (void)*(volatile const uint8_t *)p;
+        if (for_write) {
+            /* A write access that changes nothing, even when another thread
+             * writes the byte meanwhile: a compare-and-swap of the value with
+             * itself, repeated until it succeeds (a successful one writes).
+             * Not an atomic OR with 0: compilers turn that idempotent
+             * read-modify-write into a plain load, which takes no write fault. */
+            volatile uint8_t *b = (volatile uint8_t *)p;
+            uint8_t v = __atomic_load_n(b, __ATOMIC_RELAXED);
+            while (!__atomic_compare_exchange_n(b, &v, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
+        } else {
+            (void)*(volatile const uint8_t *)p;
+        }
         if ((p | (unit - 1)) >= last) break;
     }
 }
