@@ -53,6 +53,8 @@ let package = Package(
                          cSettings: [.headerSearchPath("../../Sources/PlexusC/include")]),
         .executableTarget(name: "c-hello", dependencies: ["PlexusC"], path: "Examples/c-hello",
                          cSettings: [.headerSearchPath("../../Sources/PlexusC/include")]),
+        .executableTarget(name: "c-deadlock", dependencies: ["PlexusC"], path: "Examples/c-deadlock",
+                         cSettings: [.headerSearchPath("../../Sources/PlexusC/include")]),
         .testTarget(name: "WireTests", dependencies: ["Wire", "Transport"], swiftSettings: strict),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "Wire"], swiftSettings: strict),
         .testTarget(name: "LincheckTests", dependencies: ["Lincheck", "Transport"], swiftSettings: strict),

@@ -144,6 +144,13 @@ final class DeadlockAgent: @unchecked Sendable {
         cond.unlock()
     }
 
+    /// The detector's counters so far.
+    var statistics: DeadlockStatistics {
+        cond.lock()
+        defer { cond.unlock() }
+        return detector.statistics
+    }
+
     // MARK: Messages and time
 
     /// A `.deadlock` frame from another rank.

@@ -111,6 +111,9 @@ public final class Plexus: @unchecked Sendable {
     let locks: LockService
     /// This process's deadlock detector, nil under `--deadlock off`.
     let deadlocks: DeadlockAgent?
+    /// The deadlock detector's counters (probes started, forwarded,
+    /// dropped, confirms, deadlocks declared); nil under `--deadlock off`.
+    public var deadlockStatistics: DeadlockStatistics? { deadlocks?.statistics }
     let pageStats = PageStatsCollector()
     let synchronizationWaits = SynchronizationWaits()
     let serving: ServingScheduler
