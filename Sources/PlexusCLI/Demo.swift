@@ -193,7 +193,7 @@ struct DemoDeadlock: ParsableCommand {
             print("as Graphviz DOT:")
             print(report.cycle.dot(), terminator: "")
             // Before the summary rank 0 prints once every rank has reported.
-            fflush(stdout)
+            fflush(nil)
             return "was the victim (global PID \(pid), the highest on the cycle): its acquire of lock \(report.lock) failed; "
                 + "it released lock \(first.id) so the other could go on"
         }
