@@ -24,6 +24,16 @@ private func verdicts(_ job: Job) -> Int { job.stderr.components(separatedBy: "d
         #expect(job.stdout.contains("is its victim: its acquire of lock"), "\(job.stdout)")
     }
 
+    /// Twenty inversions in a row: each has exactly one victim, and a
+    /// withdrawn request never leaves the lock held or the queue stuck.
+    @Test func repeatedInversionsEachHaveOneVictim() throws {
+        let job = try runJob(ranks: 2, protocol: "sc", ["deadlock-inversion", "20"], plexusOptions: ["--deadlock-threshold-ms", "10"])
+        expectPass(job, "deadlock-inversion")
+        #expect(job.stdout.contains("20 round(s), one victim each: rank 1 was the victim 20 time(s)") || job.stdout.contains("rank 0 was the victim 20 time(s)"),
+                "\(job.stdout)")
+        #expect(verdicts(job) == 20, "\(job.output)")
+    }
+
     /// Five dining philosophers, each holding its left fork: one cycle of
     /// five processes, exactly one victim, four eat.
     @Test func diningPhilosophersHaveExactlyOneVictim() throws {

@@ -31,53 +31,63 @@ private func outcomes(_ px: Plexus, _ mine: String) throws -> [String] {
     try px.allGather(Array(mine.utf8)).map { String(decoding: $0, as: UTF8.self) }
 }
 
-/// Ranks 0 and 1 take locks 1 and 2 in opposite order (the others watch):
-/// exactly one of them is the victim, its error names both ranks and both
-/// locks, the other completes, and afterwards nobody holds the lock the
-/// victim asked for (the survivor takes it with `tryAcquire`).
+/// Ranks 0 and 1 take locks 1 and 2 in opposite order (the others watch),
+/// ITERATIONS rounds (default 1): in each, exactly one of them is the
+/// victim, its error names both ranks and both locks, the other completes,
+/// and afterwards nobody holds the lock the victim asked for (the survivor
+/// takes it with `tryAcquire`).
 func deadlockInversion(_ px: Plexus, _ o: Options) throws -> Bool {
+    let rounds = o.iterations ?? 1
     var failures = Failures()
     let playing = px.rank < 2
     let first = px.lock(px.rank == 0 ? 1 : 2), second = px.lock(px.rank == 0 ? 2 : 1)
-    if playing { try first.acquire() }
-    // Both hold their first lock before either asks for its second.
-    try px.barrier()
-    var mine = "idle"
-    if playing {
-        if let report = try acquireOrVictim(second) {
-            mine = "victim " + report.description
-            if second.token != nil { failures.add("the victim holds lock \(second.id) after its acquire failed") }
-            if report.ranks != [px.rank, 1 - px.rank] { failures.add("the cycle's ranks are \(report.ranks), expected [\(px.rank), \(1 - px.rank)]") }
-            if report.lock != second.id || report.held != [first.id] {
-                failures.add("the report says lock \(report.lock) failed holding \(report.held), expected lock \(second.id) holding [\(first.id)]")
+    var victimRounds = [Int](repeating: 0, count: px.size)
+    var lastReport = ""
+    for _ in 0..<rounds {
+        if playing { try first.acquire() }
+        // Both hold their first lock before either asks for its second.
+        try px.barrier()
+        var mine = "idle"
+        if playing {
+            if let report = try acquireOrVictim(second) {
+                mine = "victim"
+                lastReport = report.description
+                if second.token != nil { failures.add("the victim holds lock \(second.id) after its acquire failed") }
+                if report.ranks != [px.rank, 1 - px.rank] { failures.add("the cycle's ranks are \(report.ranks), expected [\(px.rank), \(1 - px.rank)]") }
+                if report.lock != second.id || report.held != [first.id] {
+                    failures.add("the report says lock \(report.lock) failed holding \(report.held), expected lock \(second.id) holding [\(first.id)]")
+                }
+                for word in ["rank 0", "rank 1", "lock 1", "lock 2", "victim", "pid \(px.pids[0])@", "pid \(px.pids[1])@", "one order"]
+                where !report.description.contains(word) {
+                    failures.add("the error does not mention '\(word)': \(report.description)")
+                }
+            } else {
+                mine = "completed"
+                try second.release()
             }
-            for word in ["rank 0", "rank 1", "lock 1", "lock 2", "victim", "pid \(px.pids[0])@", "pid \(px.pids[1])@", "one order"]
-            where !report.description.contains(word) {
-                failures.add("the error does not mention '\(word)': \(report.description)")
+            try first.release()
+        }
+        let all = try outcomes(px, mine)
+        let victims = all.indices.filter { all[$0] == "victim" }
+        let completed = all.indices.filter { all[$0] == "completed" }
+        if victims.count != 1 || completed.count != 1 {
+            failures.add("expected one victim and one rank that completed, got victims \(victims) and completed \(completed)")
+        }
+        for v in victims { victimRounds[v] += 1 }
+        // The victim's withdrawn request left nothing behind at the manager.
+        if completed == [px.rank] {
+            if try second.tryAcquire() {
+                try second.release()
+            } else {
+                failures.add("lock \(second.id), which the victim asked for, is held by someone after the victim gave up")
             }
-        } else {
-            mine = "completed"
-            try second.release()
         }
-        try first.release()
+        try px.barrier()
     }
-    let all = try outcomes(px, mine)
-    let victims = all.indices.filter { all[$0].hasPrefix("victim") }
-    let completed = all.indices.filter { all[$0] == "completed" }
-    if victims.count != 1 || completed.count != 1 {
-        failures.add("expected one victim and one rank that completed, got victims \(victims) and completed \(completed)")
-    }
-    // The victim's withdrawn request left nothing behind at the manager.
-    if completed == [px.rank] {
-        if try second.tryAcquire() {
-            try second.release()
-        } else {
-            failures.add("lock \(second.id), which the victim asked for, is held by someone after the victim gave up")
-        }
-    }
-    if px.rank == 0, let v = victims.first { say(all[v].dropFirst("victim ".count).description) }
-    let detail = victims.count == 1 && completed.count == 1
-        ? "rank \(victims[0]) was the victim, rank \(completed[0]) completed" : "outcomes \(all)"
+    let reports = try outcomes(px, lastReport)
+    if px.rank == 0, let r = reports.first(where: { !$0.isEmpty }) { say(r) }
+    let detail = "\(rounds) round(s), one victim each: " + victimRounds.indices.filter { victimRounds[$0] > 0 }
+        .map { "rank \($0) was the victim \(victimRounds[$0]) time(s)" }.joined(separator: ", ")
     return try verdict(px, "deadlock-inversion", failures, detail: detail)
 }
 
