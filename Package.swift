@@ -2,7 +2,7 @@
 // Plexus: a cluster of Linux machines as one computer for parallel programs.
 // Layers (one target each, dependencies point down):
 //   PlexusCLI (the plexus command), Examples  ->  Plexus (umbrella API), PlexusC (C API)
-//   -> Cluster (node daemon, launcher), Memory (DSM engine, protocols), NameService (quorum: replica, client, etcd)
+//   -> Cluster (node daemon, launcher), Memory (DSM engine, protocols), Deadlock (detector core), NameService (quorum: replica, client, etcd)
 //   -> NamesCore (the pure Raft and state-machine cores, no I/O)
 //   -> Transport (TCP, numbered frames, fault injection) -> Wire (frames, codecs)
 //   -> CFault (C: SIGSEGV handler, memfd dual mapping, futex hand-off)
@@ -34,13 +34,13 @@ let package = Package(
         .target(name: "Deadlock", dependencies: ["Wire"], swiftSettings: strict),
         .target(name: "NamesCore", swiftSettings: strict),
         .target(name: "NameService", dependencies: ["NamesCore", "Wire", "Transport", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
-        .target(name: "Plexus", dependencies: ["Wire", "Transport", "Cluster", "Memory"], swiftSettings: strict),
+        .target(name: "Plexus", dependencies: ["Wire", "Transport", "Cluster", "Memory", "Deadlock"], swiftSettings: strict),
         .target(name: "Workloads", dependencies: ["Plexus"], swiftSettings: strict),
         .target(name: "PlexusC", dependencies: ["Plexus", "Transport"], swiftSettings: strict),
         .executableTarget(
             name: "PlexusCLI",
             dependencies: [
-                "Plexus", "Cluster", "Transport", "Wire", "CFault", "Workloads", "Memory", "NamesCore", "NameService", "Lincheck",
+                "Plexus", "Cluster", "Transport", "Wire", "CFault", "Workloads", "Memory", "NamesCore", "NameService", "Lincheck", "Deadlock",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -53,6 +53,8 @@ let package = Package(
                          cSettings: [.headerSearchPath("../../Sources/PlexusC/include")]),
         .executableTarget(name: "c-hello", dependencies: ["PlexusC"], path: "Examples/c-hello",
                          cSettings: [.headerSearchPath("../../Sources/PlexusC/include")]),
+        .executableTarget(name: "c-deadlock", dependencies: ["PlexusC"], path: "Examples/c-deadlock",
+                         cSettings: [.headerSearchPath("../../Sources/PlexusC/include")]),
         .testTarget(name: "WireTests", dependencies: ["Wire", "Transport"], swiftSettings: strict),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "Wire"], swiftSettings: strict),
         .testTarget(name: "LincheckTests", dependencies: ["Lincheck", "Transport"], swiftSettings: strict),
@@ -60,7 +62,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["Transport"], path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Plexus", "TestSupport"], swiftSettings: strict),
         // Shared-memory tests with real processes; dsm-check is their job program.
-        .executableTarget(name: "dsm-check", dependencies: ["Plexus", "Workloads", "Transport"], path: "Tests/Workers/dsm-check", swiftSettings: strict),
+        .executableTarget(name: "dsm-check", dependencies: ["Plexus", "Workloads", "Transport", "Deadlock"], path: "Tests/Workers/dsm-check", swiftSettings: strict),
         .testTarget(name: "MemoryIntegrationTests", dependencies: ["TestSupport", "Plexus", "CFault"], swiftSettings: strict),
         .testTarget(name: "DeadlockTests", dependencies: ["Deadlock", "Wire"], swiftSettings: strict),
         .testTarget(name: "NamesCoreTests", dependencies: ["NamesCore"], swiftSettings: strict),

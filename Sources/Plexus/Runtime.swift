@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Cluster
+import Deadlock
 import Foundation
 import Memory
 import Transport
@@ -34,6 +35,10 @@ public enum PlexusError: Error, Sendable, CustomStringConvertible {
     /// A shared-memory operation (a prefetch hint) named bytes outside the
     /// shared memory allocated so far; `allocated` lists what is.
     case notShared(address: UInt, bytes: Int, allocated: [ClosedRange<UInt>])
+    /// This process's `acquire` closed a cycle of processes each waiting for
+    /// a lock the next one holds, and it was chosen as the victim (policy
+    /// abort of `plexus run --deadlock`): it does not hold the lock.
+    case deadlock(DeadlockReport)
 
     public var description: String {
         switch self {
@@ -51,6 +56,7 @@ public enum PlexusError: Error, Sendable, CustomStringConvertible {
         case .noSharedMemory: return "this job has no shared memory: run it without --shared-memory 0"
         case .collectiveMismatch(let why): return "ranks disagree on a collective call: \(why); every rank must make the same collective calls in the same order"
         case .lockMisuse(let why): return why
+        case .deadlock(let report): return report.description
         case let .notShared(address, bytes, allocated):
             let ranges = allocated.map { "0x\(String($0.lowerBound, radix: 16))-0x\(String($0.upperBound, radix: 16))" }
             let what = bytes < 0 ? "a length of \(bytes) bytes at 0x\(String(address, radix: 16)) is negative (or, from C, above the largest signed size)"
@@ -103,6 +109,11 @@ public final class Plexus: @unchecked Sendable {
     public let memory: MemoryEngine?
     let heap: Heap?
     let locks: LockService
+    /// This process's deadlock detector, nil under `--deadlock off`.
+    let deadlocks: DeadlockAgent?
+    /// The deadlock detector's counters (probes started, forwarded,
+    /// dropped, confirms, deadlocks declared); nil under `--deadlock off`.
+    public var deadlockStatistics: DeadlockStatistics? { deadlocks?.statistics }
     let pageStats = PageStatsCollector()
     let synchronizationWaits = SynchronizationWaits()
     let serving: ServingScheduler
@@ -162,6 +173,7 @@ public final class Plexus: @unchecked Sendable {
         let binding = try CPUBinding(environment: ProcessInfo.processInfo.environment)
         self.binding = binding
         let linkFaults = try Self.linkFaultPlan(rank: rank)
+        let deadlockSettings = try DeadlockSettings.fromEnvironment(ProcessInfo.processInfo.environment)
         let box = FrameGate()
         let peers = PeerTable()
         self.peers = peers
@@ -216,7 +228,13 @@ public final class Plexus: @unchecked Sendable {
             self.pids = pids
             rankOf = Dictionary(uniqueKeysWithValues: pids.enumerated().map { ($1, $0) })
             peers.set(transport: transport, pids: pids)
-            locks.attach(send: { [peers] frame, r throws(PlexusError) in try peers.send(frame, to: r) }, memory: memory)
+            let agent = deadlockSettings.policy == .off ? nil : Self.deadlockAgent(deadlockSettings, rank: rank, pid: pid, node: host,
+                                                                                 pids: pids, peers: peers)
+            deadlocks = agent
+            locks.attach(send: { [peers] frame, r throws(PlexusError) in try peers.send(frame, to: r) }, memory: memory,
+                         deadlocks: agent, pids: pids)
+            agent?.start(holds: { [locks] id in locks.holds(id) },
+                         abort: { [locks] sequence, cycle in locks.abortWait(sequence: sequence, cycle: cycle) })
             if let m = memory, let h = heap {
                 // Each rank's arena starts on that rank: per-process data is
                 // written where it is allocated without a message.
@@ -403,6 +421,7 @@ public final class Plexus: @unchecked Sendable {
         // barrier above and reported; a second barrier makes sure they have.
         try barrier()
         isFinalized.set()
+        deadlocks?.stop()
         // Every rank got here: this process's exit is now expected, and it
         // is left to exit if another rank fails from now on.
         try? launcher.send(ControlMessage.finalized(rank: rank).frame())
@@ -424,6 +443,10 @@ public final class Plexus: @unchecked Sendable {
             memory?.onMessage(from: r, f.payload)
         case .sync:
             onSync(from: r, f.payload)
+        case .deadlock:
+            do throws(WireError) { try deadlocks?.receive(f.payload, size: size) } catch {
+                writeStderr("plexus[\(rank)]: dropped a malformed deadlock-detection message from rank \(r): \(error)")
+            }
         default:
             handlers.value[f.kind.rawValue]?(r, f)
         }
@@ -467,6 +490,31 @@ extension Plexus {
         } catch {
             writeStderr("plexus[\(rank)]: dropped a malformed sync message from rank \(r): \(error)")
         }
+    }
+}
+
+extension Plexus {
+    /// The detector of a process with these settings; its messages travel
+    /// as `.deadlock` frames to the rank with the global PID they name.
+    fileprivate static func deadlockAgent(_ settings: DeadlockSettings, rank: Int, pid: ProcessID, node: String,
+                                          pids: [ProcessID], peers: PeerTable) -> DeadlockAgent {
+        let rankOf = Dictionary(uniqueKeysWithValues: pids.enumerated().map { ($1, $0) })
+        return DeadlockAgent(
+            settings: settings, rank: rank, pid: pid, node: node,
+            send: { to, bytes in
+                guard let r = rankOf[to] else { return }
+                try? peers.send(Frame(.deadlock, payload: bytes), to: r)
+            },
+            describe: { cycle, policy in
+                let ranks = DeadlockReport.ranks(of: cycle, pids: pids)
+                let text = "deadlock found among \(cycle.hops.count) processes: \(DeadlockReport.text(of: cycle, ranks: ranks))"
+                switch policy {
+                case .report:
+                    return text + ". Every process on it stays blocked (--deadlock report): stop the job, and make every process acquire locks in one order"
+                default:
+                    return text + ". Rank \(ranks[0]) (global PID \(cycle.victim), the highest on the cycle) is the victim: its acquire fails (--deadlock abort)"
+                }
+            })
     }
 }
 

@@ -104,6 +104,14 @@ public func plexus_lock_release(_ id: Int32) -> Int32 {
     do { try r.lock(Int(id)).release(); return 0 } catch { return fail(error) }
 }
 
+/// The fencing token of this process's hold of lock `id`, 0 when it does
+/// not hold it (tokens start at 1).
+@_cdecl("plexus_lock_token")
+public func plexus_lock_token(_ id: Int32) -> UInt64 {
+    guard let r = runtime, id >= 0 else { return 0 }
+    return r.lock(Int(id)).token ?? 0
+}
+
 /// The returned pointer stays valid until the next error (the buffer is kept).
 @_cdecl("plexus_last_error")
 public func plexus_last_error() -> UnsafePointer<CChar> {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Cluster
+import Deadlock
 import Foundation
 import Memory
 import Plexus
@@ -23,9 +24,16 @@ struct Demo: ParsableCommand {
             the changed words move, at the barrier.
 
             ring: four processes pass a token around a ring of ranks over TCP.
+
+            deadlock: two processes take two locks in opposite order (rank 0 lock 1 then
+            lock 2, rank 1 lock 2 then lock 1), a lock-order inversion. Each waits for the
+            other; their detectors find the cycle by passing probes along the wait-for edges,
+            the process with the highest global PID on it is the victim and its acquire
+            fails with the cycle (shown as text and as Graphviz DOT); it lets go of its lock
+            and the other finishes.
             """)
 
-    @Argument(help: "Which demonstration: false-sharing or ring.")
+    @Argument(help: "Which demonstration: false-sharing, ring or deadlock.")
     var which: String = "false-sharing"
 
     @Option(name: .long, help: "Increments per process (false-sharing; default 20000000, enough for the two loops to overlap however late one starts) or laps (ring; default 5).")
@@ -40,8 +48,8 @@ struct Demo: ParsableCommand {
     var protocolList: [String] { protocols.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
 
     func validate() throws {
-        guard ["false-sharing", "ring"].contains(which) else {
-            throw ValidationError("unknown demo '\(which)': choose false-sharing or ring")
+        guard ["false-sharing", "ring", "deadlock"].contains(which) else {
+            throw ValidationError("unknown demo '\(which)': choose false-sharing, ring or deadlock")
         }
         if let i = iterations, i < 1 { throw ValidationError("--iterations must be at least 1") }
         guard !protocolList.isEmpty else { throw ValidationError("--protocols is empty: name at least one of \(ProtocolRegistry.names.joined(separator: ", "))") }
@@ -56,6 +64,14 @@ struct Demo: ParsableCommand {
             let spec = JobSpec(processes: 4, nodes: [], program: selfExecutable(),
                                arguments: ["_demo-ring", "--laps", "\(iterations ?? 5)"],
                                environment: ["PLEXUS_SHARED_MEMORY": "0"])
+            let result = try runJob(spec, logger: logger)
+            if result.status != 0 { throw ExitCode(result.status) }
+            writeAll(1, String(format: "demo finished in %.2f s\n", result.seconds))
+            return
+        }
+        if which == "deadlock" {
+            let spec = JobSpec(processes: 2, nodes: [], program: selfExecutable(), arguments: ["_demo-deadlock"],
+                               environment: DeadlockSettings(policy: .abort).environment.merging(["PLEXUS_SHARED_MEMORY": "0"]) { $1 })
             let result = try runJob(spec, logger: logger)
             if result.status != 0 { throw ExitCode(result.status) }
             writeAll(1, String(format: "demo finished in %.2f s\n", result.seconds))
@@ -136,5 +152,50 @@ struct DemoRing: ParsableCommand {
             if token != expected { throw ExitCode(1) }
         }
         try px.finalize()
+    }
+}
+
+/// The deadlock demo's job process: a lock-order inversion between ranks 0 and 1.
+struct DemoDeadlock: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "_demo-deadlock", shouldDisplay: false)
+
+    func run() throws {
+        let px = try Plexus.join()
+        let first = px.lock(px.rank == 0 ? 1 : 2), second = px.lock(px.rank == 0 ? 2 : 1)
+        var outcome = "took no part"
+        if px.rank < 2 { try first.acquire() }
+        // Both hold their first lock before either asks for its second: the
+        // two acquires below close a cycle whatever the timing.
+        try px.barrier()
+        if px.rank < 2 {
+            outcome = try Self.takeSecond(second, holding: first, pid: px.pid)
+            try first.release()
+        }
+        let outcomes = try px.allGather(Array(outcome.utf8)).map { String(decoding: $0, as: UTF8.self) }
+        if px.rank == 0 {
+            for (r, o) in outcomes.enumerated() { print("rank \(r) \(o)") }
+            let victims = outcomes.filter { $0.hasPrefix("was the victim") }.count
+            if victims != 1 { throw ValidationError("expected exactly one victim, got \(victims)") }
+        }
+        try px.finalize()
+    }
+
+    /// Acquires `second` while holding `first`: what happened, for the summary.
+    static func takeSecond(_ second: DistributedLock, holding first: DistributedLock, pid: UInt64) throws -> String {
+        do {
+            try second.acquire()
+            let token = second.token ?? 0
+            try second.release()
+            return "finished: it got lock \(second.id) (fencing token \(token)) once the victim let go of it, and released both"
+        } catch {
+            guard case .deadlock(let report) = error else { throw error }
+            print("deadlock detected: \(report.cycleText)")
+            print("as Graphviz DOT:")
+            print(report.cycle.dot(), terminator: "")
+            // Before the summary rank 0 prints once every rank has reported.
+            fflush(nil)
+            return "was the victim (global PID \(pid), the highest on the cycle): its acquire of lock \(report.lock) failed; "
+                + "it released lock \(first.id) so the other could go on"
+        }
     }
 }

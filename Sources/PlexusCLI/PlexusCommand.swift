@@ -24,7 +24,7 @@ struct PlexusCommand: ParsableCommand {
             (or Plexus.join() in Swift, plexus_init() in C).
             """,
         subcommands: [Run.self, Node.self, Demo.self, Bench.self, Compare.self, ClusterCommand.self, NamesCommand.self, ProcessList.self,
-                      LincheckCommand.self, Exec.self, Guard.self, DemoRing.self, DemoFalseSharing.self])
+                      LincheckCommand.self, Exec.self, Guard.self, DemoRing.self, DemoFalseSharing.self, DemoDeadlock.self])
 }
 
 /// Options every subcommand shares.
@@ -86,6 +86,10 @@ struct Run: ParsableCommand {
             ends the job naming it. For tests, $PLEXUS_FAULT_INJECTION injects faults into
             the links between ranks, e.g. seed=7,drop=0.001,duplicate=0.001,reset=0.0005,delay=2,jitter=3.
 
+            Deadlocks among the job's locks are found while the job runs (distributed edge
+            chasing, no central view): by default the blocked acquire of one process of the
+            cycle fails with an error naming every process, node and lock on it (--deadlock).
+
             Examples:
               plexus run -n 4 ./my-program --size 1000
               plexus run -n 8 --nodes 10.0.0.1:7400,10.0.0.2:7400 ./my-program
@@ -120,6 +124,8 @@ struct Run: ParsableCommand {
 
     @OptionGroup var memory: MemoryOptions
 
+    @OptionGroup(title: "Deadlock detection") var deadlock: DeadlockOptions
+
     @OptionGroup var common: CommonOptions
 
     @Argument(parsing: .captureForPassthrough, help: "The program and its arguments.")
@@ -151,7 +157,7 @@ struct Run: ParsableCommand {
         var args = command
         let program = args.removeFirst()
         var spec = JobSpec(processes: processes, nodes: nodeAddresses, program: program, arguments: args,
-                           environment: try memory.environment(), graceMillis: grace)
+                           environment: try memory.environment().merging(deadlock.environment) { $1 }, graceMillis: grace)
         if let list = names ?? ProcessInfo.processInfo.environment["PLEXUS_NAMES"], !list.isEmpty {
             spec.names = list.split(separator: ",").map(String.init)
         }

@@ -108,6 +108,8 @@ public struct MessageKind: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let names = MessageKind(rawValue: 0x0301)
     // 0x04xx: application messages (Plexus.send / receive)
     public static let user = MessageKind(rawValue: 0x0401)
+    // 0x05xx: distributed deadlock detection (probes and confirms between ranks)
+    public static let deadlock = MessageKind(rawValue: 0x0501)
 
     public var description: String { "kind 0x\(String(rawValue, radix: 16))" }
 }

@@ -251,6 +251,22 @@ import TestSupport
         #expect(r.stdout.contains("value 18, expected 18"), "\(r.stdout)")
     }
 
+    /// A lock-order inversion between two processes: the cycle as text and
+    /// DOT, exactly one victim, the other finishes, exit 0, in seconds.
+    @Test func demoFindsAndResolvesADeadlock() throws {
+        let t0 = Date()
+        let r = try runPlexus(["demo", "deadlock"], timeout: 30)
+        #expect(r.status == 0, "\(r.stdout)\n\(r.stderr)")
+        #expect(Date().timeIntervalSince(t0) < 10, "the demo took \(Date().timeIntervalSince(t0)) s")
+        #expect(r.stdout.contains("deadlock detected: rank "), "\(r.stdout)")
+        #expect(r.stdout.contains("waits for lock 1, held by rank 0") && r.stdout.contains("waits for lock 2, held by rank 1"), "\(r.stdout)")
+        #expect(r.stdout.contains("digraph \"deadlock\" {") && r.stdout.contains("(victim)"), "\(r.stdout)")
+        let lines = r.stdout.split(separator: "\n")
+        #expect(lines.filter { $0.contains("was the victim (global PID") }.count == 1, "\(r.stdout)")
+        #expect(lines.filter { $0.contains(" finished: it got lock ") }.count == 1, "\(r.stdout)")
+        #expect(r.stdout.contains("demo finished in"), "\(r.stdout)")
+    }
+
     /// The README's first command: the false-sharing table, both layouts,
     /// counters exact, and the same-page layout moving the page many times
     /// under sc (the first protocol); then every protocol side by side.
@@ -286,9 +302,9 @@ import TestSupport
 @Suite struct HelpTests {
     @Test(arguments: [
         (["--help"], ["plexus demo", "plexus run -n 4", "plexus node --listen"]),
-        (["run", "--help"], ["--nodes", "--shared-memory", "--protocol", "--stats", "Examples:"]),
+        (["run", "--help"], ["--nodes", "--shared-memory", "--protocol", "--stats", "--deadlock", "--deadlock-threshold-ms", "Examples:"]),
         (["node", "--help"], ["--listen", "--join", "Example"]),
-        (["demo", "--help"], ["false-sharing", "ring"]),
+        (["demo", "--help"], ["false-sharing", "ring", "deadlock"]),
     ])
     func helpTeaches(args: [String], mentions: [String]) throws {
         let r = try runPlexus(args, timeout: 20)

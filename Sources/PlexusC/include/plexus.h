@@ -32,9 +32,18 @@ void *plexus_alloc(size_t bytes, const char *name);
  * communication). The pointer is valid in every process: publish it. NULL on error. */
 void *plexus_alloc_local(size_t bytes, const char *name);
 /* Job-wide locks, numbered from 0. acquire blocks until this thread holds
- * the lock; release hands it on. Not recursive. */
+ * the lock; release hands it on. Not recursive. If the acquire closes a
+ * deadlock (processes each waiting for a lock the next one holds) and this
+ * process is chosen as its victim (plexus run --deadlock abort, the
+ * default), it returns -1 without the lock, and plexus_last_error() names
+ * every process, node and lock of the cycle: release the locks this
+ * process holds so the others can go on. */
 int plexus_lock_acquire(int id);
 int plexus_lock_release(int id);
+/* The fencing token of this process's hold of lock `id`: every grant of a
+ * lock carries a token larger than any earlier grant's of that lock. 0 when
+ * this process does not hold the lock. */
+uint64_t plexus_lock_token(int id);
 /* A hint that this thread will soon read (for_write 0) or write (1) the
  * `bytes` bytes of shared memory at `addr`: the pages it lacks start moving
  * now and the call returns at once, so the transfer overlaps other work.

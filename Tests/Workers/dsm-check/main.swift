@@ -22,7 +22,7 @@ let scenarios: [(name: String, ranks: String, run: (Plexus, Options) throws -> B
     ("binding", "1+", binding),
     ("prefetch", "2+", prefetchHints),
 ] + refusedAccesses + litmusTests.map { test in ("litmus-\(test.name)", "\(test.roles)+", { px, o in try litmus(px, test, o) }) }
-    + failureScenarios() + crashScenarios()
+    + failureScenarios() + crashScenarios() + deadlockScenarios()
 
 let options = Options(Array(CommandLine.arguments.dropFirst()))
 
