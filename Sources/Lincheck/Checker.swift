@@ -111,6 +111,12 @@ public func checkLinearizability<M: Model>(
                 statesExplored: 0, witness: nil, counterexample: nil))
             continue
         }
+        if budget.timeExceeded {
+            results.append(PartitionResult(
+                operations: part, verdict: .unknown(reason: "time limit reached before this partition was checked"),
+                statesExplored: 0, witness: nil, counterexample: nil))
+            continue
+        }
         var search = Search(model: model, operations: part)
         let result = search.run(budget: &budget)
         if result.verdict == .notLinearizable { violated = true }
