@@ -191,7 +191,7 @@ import Testing
         #expect(badReport.contains("#0 client 1 [t=1..3] allocate-pid -> pid 2"))
         #expect(badReport.contains("#1 client 2 [t=2..4] allocate-pid -> pid 2   -- impossible in this state"))
 
-        #expect(throws: LincheckError("unknown model \"queue\" (expected register or names)")) {
+        #expect(throws: LincheckError("unknown model \"queue\" (expected register, names or kv)")) {
             try checkFile(path: url.path, model: "queue")
         }
         #expect(throws: LincheckError.self) { try checkFile(path: "/nonexistent/history.jsonl", model: "names") }
