@@ -80,10 +80,12 @@ func kvReport(_ result: CheckResult<KVModel>, shrinkDeadline: ContinuousClock.In
         let (ops, minimal) = shrinkViolation(model: result.model, operations: first.operations, deadline: shrinkDeadline)
         lines.append((minimal ? "A minimal failing sub-history" : "A reduced failing sub-history (shrinking ran out of time)")
             + " of key \"\(first.operations[0].input.key)\": \(ops.count) of its \(first.operations.count) operations:")
-        for op in ops.sorted(by: { ($0.call, $0.id) < ($1.call, $1.id) }) {
+        let shown = 60
+        for op in ops.sorted(by: { ($0.call, $0.id) < ($1.call, $1.id) }).prefix(shown) {
             lines.append("    #\(op.id) process \(op.client) [t=\(op.call)..\(op.ret.map(String.init) ?? "inf")] "
                 + result.model.describe(op.input, op.output))
         }
+        if ops.count > shown { lines.append("    ... \(ops.count - shown) more") }
     }
     if !undecided.isEmpty {
         lines.append("")
