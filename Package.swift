@@ -57,7 +57,7 @@ let package = Package(
                          cSettings: [.headerSearchPath("../../Sources/PlexusC/include")]),
         .testTarget(name: "WireTests", dependencies: ["Wire", "Transport"], swiftSettings: strict),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "Wire"], swiftSettings: strict),
-        .testTarget(name: "LincheckTests", dependencies: ["Lincheck", "Transport"], swiftSettings: strict),
+        .testTarget(name: "LincheckTests", dependencies: ["Lincheck", "Transport", "NamesCore"], swiftSettings: strict),
         .testTarget(name: "MemoryTests", dependencies: ["Memory", "CFault", "Transport"], swiftSettings: strict),
         .target(name: "TestSupport", dependencies: ["Transport"], path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Plexus", "TestSupport"], swiftSettings: strict),

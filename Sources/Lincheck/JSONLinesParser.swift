@@ -31,15 +31,23 @@ import Foundation
 /// - `cas`: invoke with `value` `[from, to]`; `ok` = swapped; `fail` = the register did not hold `from`.
 /// - `fail` on read or write: the operation did not take effect and is dropped.
 ///
-/// Names model (`op` = `create` | `get` | `put` | `cas` | `delete` | `allocate-pid`), with
-/// string values (numbers are taken as their decimal text); see ``NamesModel``:
-/// - `create` key value → ok [version] | fail error `exists` | `no-parent`
+/// Names model (`op` = `create` | `create-sequential` | `get` | `put` | `cas` | `delete` | `list` |
+/// `allocate-pid`), with string values (numbers are taken as their decimal text); see
+/// ``NamesModel`` for the rules, which are the service's:
+/// - `create` key value → ok [version] | fail error `exists`
+/// - `create-sequential` key (the prefix) value → ok [value: the generated name] | fail error `exists`
 /// - `get` key → ok value [version] (`value` null or absent = not found) | fail error `not-found`
-/// - `put` key value → ok [version] | fail error `no-parent`
+/// - `put` key value → ok [version]
 /// - `cas` key value version → ok [version] | fail error `version-mismatch` | `not-found`
-/// - `delete` key → ok | fail error `not-found` | `not-empty`
+/// - `delete` key [version: the expected one] → ok | fail error `not-found` | `version-mismatch`
+/// - `list` key (`/` for the top level) → ok value [child, …]: the immediate children, a
+///   directory with a trailing `/`; a child that is both a name and a directory appears twice
+///   (`"/a"` and `"/a/"`)
 /// - `allocate-pid` → ok value PID (integer)
+/// - Any operation may also fail with `invalid-name` or `value-too-large` (`invalid-argument`).
 /// - A `fail` with any other (or no) `error`: the operation did not take effect and is dropped.
+/// - A `lease` field (ephemeral names) is rejected: leases end on the leader's clock, which no
+///   history records, so the model does not cover them.
 ///
 /// Reads (`read`, `get`) with unknown outcome are dropped: they cannot change the state.
 public enum JSONLinesHistory {
@@ -85,8 +93,18 @@ public enum JSONLinesHistory {
 
     public static func parseNames(_ text: String) throws -> History<NamesModel.Input, NamesModel.Output> {
         let lines = try decodeLines(text)
-        return try build(lines, dropIfIndefinite: { if case .get = $0 { return true } else { return false } }) { line in
+        let isRead: (NamesModel.Input) -> Bool = { input in
+            switch input {
+            case .get, .list: return true
+            default: return false
+            }
+        }
+        return try build(lines, dropIfIndefinite: isRead) { line in
             let e = line.event
+            if e.lease != nil {
+                throw line.error("ephemeral names (a lease) are not covered by the names model; "
+                    + "record histories without leases")
+            }
             func key() throws -> String {
                 guard let key = e.key, key.hasPrefix("/") else { throw line.error("\(e.op ?? "") needs a key starting with /") }
                 return key
@@ -97,15 +115,18 @@ public enum JSONLinesHistory {
             }
             switch e.op {
             case "create": return .create(path: try key(), value: try value())
+            case "create-sequential": return .createSequential(prefix: try key(), value: try value())
             case "get": return .get(path: try key())
             case "put": return .put(path: try key(), value: try value())
             case "cas":
                 guard let version = e.version else { throw line.error("cas needs the expected version") }
                 return .cas(path: try key(), expectedVersion: version, value: try value())
-            case "delete": return .delete(path: try key())
+            case "delete": return .delete(path: try key(), expectedVersion: e.version)
+            case "list": return .list(path: try key())
             case "allocate-pid": return .allocatePID
             default:
-                throw line.error("unknown names operation \(e.op.map { "\"\($0)\"" } ?? "(none)")")
+                throw line.error("unknown names operation \(e.op.map { "\"\($0)\"" } ?? "(none)"); expected create, "
+                    + "create-sequential, get, put, cas, delete, list or allocate-pid")
             }
         } complete: { line, input in
             let e = line.event
@@ -120,8 +141,32 @@ public enum JSONLinesHistory {
                         return .output(.value(text, version: e.version))
                     }
                 case .allocatePID:
-                    guard let pid = e.value?.int, pid >= 0 else { throw line.error("allocate-pid returned no PID") }
+                    guard let pid = e.value?.int, pid > 0 else { throw line.error("allocate-pid returned no PID (a positive integer)") }
                     return .output(.pid(UInt64(pid)))
+                case .createSequential:
+                    switch e.value {
+                    case nil, .null?: return .output(.created(name: nil))
+                    case let v?:
+                        guard let name = v.text else { throw line.error("create-sequential returned a non-string name") }
+                        return .output(.created(name: name))
+                    }
+                case .list:
+                    guard case let .array(items)? = e.value else {
+                        throw line.error("list needs value [child, ...] (directories end with /)")
+                    }
+                    var children: [String: NamesModel.Child] = [:]
+                    for item in items {
+                        guard let name = item.text, name.hasPrefix("/") else {
+                            throw line.error("list children must be paths starting with /")
+                        }
+                        if name.count > 1, name.hasSuffix("/") {
+                            let base = String(name.dropLast())
+                            children[base, default: .init(name: base, isEntry: false, hasChildren: true)].hasChildren = true
+                        } else {
+                            children[name, default: .init(name: name, isEntry: true, hasChildren: false)].isEntry = true
+                        }
+                    }
+                    return .output(.children(children.keys.sorted().map { children[$0]! }))
                 case .delete:
                     return .output(.ok(version: nil))
                 default:
@@ -130,11 +175,15 @@ public enum JSONLinesHistory {
             case "fail":
                 let outcome: NamesModel.Output?
                 switch (e.error, input) {
-                case ("exists", .create): outcome = .exists
-                case ("no-parent", .create), ("no-parent", .put): outcome = .noParent
+                case (_, .allocatePID): outcome = nil  // no failure of an allocation is modelled: dropped
+                case ("exists", .create), ("exists", .createSequential): outcome = .exists
                 case ("not-found", .get), ("not-found", .cas), ("not-found", .delete): outcome = .notFound
-                case ("version-mismatch", .cas): outcome = .versionMismatch
-                case ("not-empty", .delete): outcome = .notEmpty
+                case ("version-mismatch", .cas), ("version-mismatch", .delete): outcome = .versionMismatch
+                case ("invalid-name", _): outcome = .invalidName
+                case ("value-too-large", _), ("invalid-argument", _): outcome = .valueTooLarge
+                case ("no-parent", _), ("not-empty", _):
+                    throw line.error("the name service has no \"\(e.error!)\" failure: directories are implicit, "
+                        + "so a name needs no parent and a delete never depends on names below it")
                 default: outcome = nil
                 }
                 return outcome.map { .output($0) } ?? .discard
@@ -161,6 +210,7 @@ public enum JSONLinesHistory {
         var version: UInt64?
         var error: String?
         var time: Int?
+        var lease: JSONValue?
     }
 
     struct Line {

@@ -8,7 +8,7 @@ extension CheckResult {
         switch verdict {
         case .linearizable: headline = "LINEARIZABLE"
         case .notLinearizable: headline = "NOT LINEARIZABLE"
-        case let .unknown(reason): headline = "UNKNOWN: \(reason)"
+        case let .unknown(reason): headline = "\(Self.unknownHeadline(reason)): \(reason)"
         }
         lines.append("\(headline) — \(total) operations in \(partitions.count) partition(s), "
             + "\(statesExplored) states explored in \(formatSeconds(elapsed))")
@@ -22,6 +22,13 @@ extension CheckResult {
             lines.append(contentsOf: explain(counterexample, maxPrefix: maxPrefix))
         }
         return lines.joined(separator: "\n")
+    }
+
+    /// `UNKNOWN (time limit)` or `UNKNOWN (state limit)`: which bound stopped the search.
+    static func unknownHeadline(_ reason: String) -> String {
+        if reason.hasPrefix("time limit") { return "UNKNOWN (time limit)" }
+        if reason.hasPrefix("state limit") { return "UNKNOWN (state limit)" }
+        return "UNKNOWN"
     }
 
     private func explain(_ c: Counterexample<M>, maxPrefix: Int) -> [String] {

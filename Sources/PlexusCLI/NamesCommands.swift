@@ -334,35 +334,52 @@ struct LincheckCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lincheck", abstract: "Check a recorded client history for linearizability.",
         discussion: """
-            FILE is a Jepsen etcd log (register model) or Plexus JSON lines, one event per
-            line:
+            FILE is a Jepsen etcd log (--model register), Plexus JSON lines (register or
+            names), or Jepsen EDN maps (--model kv), one event per line:
               {"client":1,"type":"invoke","op":"put","key":"/a","value":"x"}
               {"client":1,"type":"ok","op":"put","version":1}
+              {:process 3, :type :invoke, :f :append, :key "9", :value "x 3 0 y"}
             type is invoke, ok, fail (did not happen) or info (unknown: timed out).
+            The names model is the name service's: put/get/cas/delete/create,
+            create-sequential, list and allocate-pid. kv (get/put/append) is checked key
+            by key on one worker per CPU and names every key that is not linearizable.
             Prints the verdict; if the history is not linearizable, the longest prefix that
             is and the operations that cannot come next.
-            Exit status: 0 linearizable, 1 not linearizable (or undecided), 2 bad input.
+            Exit status: 0 linearizable, 1 not linearizable, 2 bad input,
+            3 undecided: "UNKNOWN (time limit)" when --time-limit ran out (or
+            "UNKNOWN (state limit)" when the search bound did) before a verdict.
 
             Example:
               plexus lincheck --model names history.jsonl
+              plexus lincheck --model kv --time-limit 60 history.edn
             """)
-    @Option(name: .long, help: "register (a single read/write/cas register) or names (the name-service model).")
+    @Option(name: .long, help: "register (a single read/write/cas register), names (the name-service model) or kv (get/put/append per key).")
     var model: String
+    @Option(name: .long, help: "Give up after this many seconds with UNKNOWN (time limit), exit status 3 (default 300).")
+    var timeLimit: Double = 300
     @Argument(help: "The history file.") var file: String
 
     func validate() throws {
-        guard ["register", "names"].contains(model) else {
-            throw ValidationError("unknown --model '\(model)': use register or names")
+        guard ["register", "names", "kv"].contains(model) else {
+            throw ValidationError("unknown --model '\(model)': use register, names or kv")
+        }
+        guard timeLimit > 0, timeLimit.isFinite else {
+            throw ValidationError("--time-limit must be a positive number of seconds, e.g. --time-limit 60")
         }
     }
 
     func run() throws {
-        let result: (report: String, linearizable: Bool)
-        do { result = try checkFile(path: file, model: model) } catch {
+        let check: FileCheck
+        let options = CheckOptions(maxStates: defaultFileCheckOptions.maxStates, timeout: .seconds(timeLimit))
+        do { check = try checkHistoryFile(path: file, model: model, options: options) } catch {
             writeAll(2, "plexus lincheck: \(error)\n")
             throw ExitCode(2)
         }
-        print(result.report)
-        if !result.linearizable { throw ExitCode(1) }
+        print(check.report)
+        switch check.verdict {
+        case .linearizable: return
+        case .notLinearizable: throw ExitCode(1)
+        case .unknown: throw ExitCode(3)
+        }
     }
 }

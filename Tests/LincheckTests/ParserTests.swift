@@ -128,29 +128,45 @@ import Testing
             {"client":2,"type":"ok","op":"allocate-pid","value":12}
             {"client":2,"type":"invoke","op":"allocate-pid"}
             {"client":2,"type":"info","op":"allocate-pid"}
-            {"client":3,"type":"invoke","op":"delete","key":"/a"}
-            {"client":3,"type":"fail","op":"delete","error":"not-empty"}
+            {"client":3,"type":"invoke","op":"delete","key":"/a","version":3}
+            {"client":3,"type":"fail","op":"delete","error":"version-mismatch"}
+            {"client":5,"type":"invoke","op":"create-sequential","key":"/s/","value":"q"}
+            {"client":5,"type":"ok","op":"create-sequential","value":"/s/0000000000"}
+            {"client":5,"type":"invoke","op":"list","key":"/"}
+            {"client":5,"type":"ok","op":"list","value":["/s/","/a","/a/"]}
             {"client":4,"type":"invoke","op":"get","key":"/a"}
             """
         let ops = try JSONLinesHistory.parseNames(text).operations
         #expect(ops.map(\.input) == [
             .create(path: "/a", value: "x"), .create(path: "/a", value: "y"),
             .cas(path: "/a", expectedVersion: 7, value: "z"),
-            .get(path: "/a"), .get(path: "/zz"), .allocatePID, .allocatePID, .delete(path: "/a"),
+            .get(path: "/a"), .get(path: "/zz"), .allocatePID, .allocatePID, .delete(path: "/a", expectedVersion: 3),
+            .createSequential(prefix: "/s/", value: "q"), .list(path: "/"),
         ])  // the put failed with a non-model error: dropped; the open get: dropped
         #expect(ops.map(\.output) == [
-            .ok(version: 1), .exists, .versionMismatch, .value("x", version: 1), .notFound, .pid(12), nil, .notEmpty,
+            .ok(version: 1), .exists, .versionMismatch, .value("x", version: 1), .notFound, .pid(12), nil, .versionMismatch,
+            .created(name: "/s/0000000000"),
+            .children([.init(name: "/a", isEntry: true, hasChildren: true), .init(name: "/s", isEntry: false, hasChildren: true)]),
         ])
         let result = checkLinearizability(model: N(), history: try JSONLinesHistory.parseNames(text))
-        // /a has no child, so "not-empty" is impossible.
+        // Nothing was stored below /a (the put failed), so the listing is impossible.
         #expect(result.verdict == .notLinearizable)
-        #expect(result.counterexample?.blocking.input == .delete(path: "/a"))
-        #expect(throws: LincheckError.self) {
-            try JSONLinesHistory.parseNames("{\"client\":1,\"type\":\"invoke\",\"op\":\"get\",\"key\":\"nope\"}")
+        #expect(result.counterexample?.blocking.input == .list(path: "/"))
+        func message(_ text: String) -> String? {
+            do { _ = try JSONLinesHistory.parseNames(text); return nil } catch { return "\(error)" }
         }
-        #expect(throws: LincheckError.self) {
-            try JSONLinesHistory.parseNames("{\"client\":1,\"type\":\"invoke\",\"op\":\"cas\",\"key\":\"/a\",\"value\":\"v\"}")
-        }
+        #expect(message("{\"client\":1,\"type\":\"invoke\",\"op\":\"get\",\"key\":\"nope\"}")?.contains("starting with /") == true)
+        #expect(message("{\"client\":1,\"type\":\"invoke\",\"op\":\"cas\",\"key\":\"/a\",\"value\":\"v\"}")?.contains("expected version") == true)
+        #expect(message("{\"client\":1,\"type\":\"invoke\",\"op\":\"put\",\"key\":\"/a\",\"value\":\"v\",\"lease\":3}")?
+            .contains("record histories without leases") == true)
+        #expect(message("""
+            {"client":1,"type":"invoke","op":"put","key":"/a/b","value":"v"}
+            {"client":1,"type":"fail","op":"put","error":"no-parent"}
+            """)?.contains("directories are implicit") == true)
+        #expect(message("""
+            {"client":1,"type":"invoke","op":"list","key":"/"}
+            {"client":1,"type":"ok","op":"list","value":"a"}
+            """)?.contains("list needs value [child, ...]") == true)
     }
 
     @Test func checkTextAndCheckFile() throws {
@@ -175,7 +191,7 @@ import Testing
         #expect(badReport.contains("#0 client 1 [t=1..3] allocate-pid -> pid 2"))
         #expect(badReport.contains("#1 client 2 [t=2..4] allocate-pid -> pid 2   -- impossible in this state"))
 
-        #expect(throws: LincheckError("unknown model \"queue\" (expected register or names)")) {
+        #expect(throws: LincheckError("unknown model \"queue\" (expected register, names or kv)")) {
             try checkFile(path: url.path, model: "queue")
         }
         #expect(throws: LincheckError.self) { try checkFile(path: "/nonexistent/history.jsonl", model: "names") }

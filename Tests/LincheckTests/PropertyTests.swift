@@ -122,26 +122,29 @@ struct HistoryGenerator<M: Model> {
     /// Also checks that partitioning is sound: the brute force sees the whole history at once.
     @Test func namesAgreesWithBruteForce() throws {
         typealias N = NamesModel
-        let paths = ["/a", "/a/b", "/c"]
+        let paths = ["/a", "/a/b", "/c", "/s0000000000"]
         let model = N()
         let generator = HistoryGenerator<N>(
             randomInput: { rng in
                 let path = paths.randomElement(using: &rng)!
                 let value = ["x", "y"].randomElement(using: &rng)!
-                switch Int.random(in: 0..<6, using: &rng) {
+                switch Int.random(in: 0..<9, using: &rng) {
                 case 0: return .create(path: path, value: value)
                 case 1: return .get(path: path)
                 case 2: return .put(path: path, value: value)
                 case 3: return .cas(path: path, expectedVersion: UInt64.random(in: 1...2, using: &rng), value: value)
-                case 4: return .delete(path: path)
+                case 4: return .delete(path: path, expectedVersion: Bool.random(using: &rng) ? nil : 1)
+                case 5: return .list(path: ["/", "/a"].randomElement(using: &rng)!)
+                case 6: return .createSequential(prefix: "/s", value: value)
                 default: return .allocatePID
                 }
             },
-            execute: { state, input, rng in
+            execute: { state, input, _ in
                 if case .allocatePID = input {
                     var next = state
-                    next.lastPID += UInt64.random(in: 1...2, using: &rng)  // gaps are allowed
-                    return (.pid(next.lastPID), next)
+                    next.pidsBefore = state.pidsBefore ?? 0
+                    next.allocations += 1
+                    return (.pid(next.pidsBefore! + next.allocations), next)
                 }
                 return model.apply(state, input)
             },
@@ -151,9 +154,14 @@ struct HistoryGenerator<M: Model> {
                 case .get:
                     return [.notFound, .value("x", version: 1), .value("y", version: nil), .value("x", version: 2)]
                         .randomElement(using: &rng)!
+                case .list:
+                    return [.children([]), .children([.init(name: "/a", isEntry: true, hasChildren: false)]),
+                            .children([.init(name: "/a", isEntry: false, hasChildren: true)])].randomElement(using: &rng)!
+                case .createSequential:
+                    return [.created(name: nil), .created(name: "/s0000000001"), .exists].randomElement(using: &rng)!
                 default:
                     return [.ok(version: nil), .ok(version: 1), .ok(version: 2), .notFound, .exists,
-                            .versionMismatch, .noParent, .notEmpty].randomElement(using: &rng)!
+                            .versionMismatch].randomElement(using: &rng)!
                 }
             })
         try compare(model, generator, seed: 0x5EED_0002, cases: 600)

@@ -148,7 +148,7 @@ import Testing
             Issue.record("expected unknown, got \(result.verdict)")
             return
         }
-        #expect(result.report().hasPrefix("UNKNOWN: state limit reached"))
+        #expect(result.report().hasPrefix("UNKNOWN (state limit): state limit reached"))
         // Unbounded, the same history is decided (42 was never written).
         #expect(try check(model, ops, options: CheckOptions(maxStates: nil)).verdict == .notLinearizable)
     }
@@ -165,6 +165,7 @@ import Testing
             return
         }
         #expect(reason.hasPrefix("time limit reached"))
+        #expect(result.report().hasPrefix("UNKNOWN (time limit): time limit reached"))
     }
 
     /// The search is iterative: a long history (deep linearisation) must not exhaust the stack.

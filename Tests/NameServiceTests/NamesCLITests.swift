@@ -11,6 +11,7 @@ import TestSupport
         (["cluster", "status", "--help"], "no quorum needed"),
         (["ps", "--help"], "One row per global PID"),
         (["lincheck", "--help"], "0 linearizable, 1 not linearizable"),
+        (["lincheck", "--help"], "3 undecided: \"UNKNOWN (time limit)\""),
         (["node", "--help"], "--replica-id"),
     ])
     func helpTeaches(args: [String], expected: String) throws {
@@ -26,6 +27,7 @@ import TestSupport
         (["node", "--listen", "127.0.0.1:0", "--replica-id", "4", "--replicas", "1=127.0.0.1:9", "--data-dir", "/tmp/x"], 1,
          "--replica-id 4 is not in --replicas"),
         (["lincheck", "--model", "queue", "f"], 64, "unknown --model 'queue'"),
+        (["lincheck", "--model", "kv", "--time-limit", "0", "f"], 64, "--time-limit must be a positive number of seconds"),
         (["lincheck", "--model", "names", "/no/such/file"], 2, "cannot read /no/such/file"),
     ])
     func errorsAreOneLine(args: [String], status: Int32, expected: String) throws {
@@ -63,6 +65,34 @@ import TestSupport
         #expect(ok.status == 0 && ok.stdout.contains("LINEARIZABLE"), "\(ok.stdout)")
         let notOK = try runPlexus(["lincheck", "--model", "names", bad])
         #expect(notOK.status == 1 && notOK.stdout.contains("NOT LINEARIZABLE"), "\(notOK.stdout)")
+    }
+
+    /// A history whose search explodes (22 concurrent writes, then a read of a value never
+    /// written) ends at --time-limit as UNKNOWN (time limit), exit status 3; a kv history with a
+    /// lost append exits 1 and names its key.
+    @Test func lincheckTimeLimitAndKV() throws {
+        let dir = NSTemporaryDirectory()
+        let hard = dir + "plexus-lin-hard-\(UInt32.random(in: 0...UInt32.max)).jsonl"
+        let kv = dir + "plexus-lin-kv-\(UInt32.random(in: 0...UInt32.max)).edn"
+        defer { try? FileManager.default.removeItem(atPath: hard); try? FileManager.default.removeItem(atPath: kv) }
+        var lines = (1...22).map { "{\"client\":\($0),\"type\":\"invoke\",\"op\":\"write\",\"value\":\($0)}" }
+        lines += (1...22).map { "{\"client\":\($0),\"type\":\"ok\",\"op\":\"write\"}" }
+        lines += ["{\"client\":0,\"type\":\"invoke\",\"op\":\"read\"}", "{\"client\":0,\"type\":\"ok\",\"op\":\"read\",\"value\":99}"]
+        try lines.joined(separator: "\n").write(toFile: hard, atomically: true, encoding: .utf8)
+        let undecided = try runPlexus(["lincheck", "--model", "register", "--time-limit", "0.2", hard])
+        #expect(undecided.status == 3, "\(undecided.stdout)\(undecided.stderr)")
+        #expect(undecided.stdout.contains("UNKNOWN (time limit)"), "\(undecided.stdout)")
+        try """
+            {:process 1, :type :invoke, :f :append, :key "a", :value "x"}
+            {:process 1, :type :ok, :f :append, :key "a", :value "x"}
+            {:process 2, :type :invoke, :f :get, :key "a", :value nil}
+            {:process 2, :type :ok, :f :get, :key "a", :value ""}
+            {:process 1, :type :invoke, :f :put, :key "b", :value "y"}
+            {:process 1, :type :ok, :f :put, :key "b", :value "y"}
+            """.write(toFile: kv, atomically: true, encoding: .utf8)
+        let lost = try runPlexus(["lincheck", "--model", "kv", kv])
+        #expect(lost.status == 1, "\(lost.stdout)\(lost.stderr)")
+        #expect(lost.stdout.contains("Non-linearizable key(s): \"a\""), "\(lost.stdout)")
     }
 
     @Test func commandsAgainstARealCluster() throws {
