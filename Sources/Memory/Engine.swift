@@ -10,6 +10,18 @@ import Glibc
 /// umbrella layer maps ranks to global PIDs and frames the bytes.
 public protocol MemoryLink: Sendable {
     func sendMemory(_ bytes: [UInt8], to rank: Int) throws
+    /// Sends only if that cannot block (the socket has room); false: nothing
+    /// was sent. The engine's threads that also read (a reader answering its
+    /// peer) write this way, and leave the rest to a thread that may block.
+    func sendMemoryIfRoom(_ bytes: [UInt8], to rank: Int) throws -> Bool
+}
+
+extension MemoryLink {
+    /// Links without a notion of room send, and may block.
+    public func sendMemoryIfRoom(_ bytes: [UInt8], to rank: Int) throws -> Bool {
+        try sendMemory(bytes, to: rank)
+        return true
+    }
 }
 
 /// Everything that happens to pages, for statistics, traces and reports.
@@ -81,6 +93,11 @@ public final class MemoryEngine: @unchecked Sendable {
     static let outboxLimit = 1 << 18
     /// Held by the one thread writing the outbox's messages.
     private let writing = NSLock()
+    /// Set when a write found a socket without room: the writer thread,
+    /// the only one that blocks on a full socket, takes the outbox over.
+    private let handOff = NSCondition()
+    private var handOffWanted = false
+    private var writerThread: Thread?
     private var core: any CoherenceProtocol
     private var faultStarted: [Int: (UInt64, Fault)] = [:]
     /// Twins of pages (`MemoryEffect.makeTwin`), at most one per page.
@@ -209,6 +226,10 @@ public final class MemoryEngine: @unchecked Sendable {
         faultThread = t
         t.start()
         started.wait()
+        let w = Thread { [self] in writerLoop() }
+        w.name = "plexus-writer"
+        writerThread = w
+        w.start()
     }
 
     /// Stops taking faults. Call once no application thread uses the region.
@@ -218,8 +239,11 @@ public final class MemoryEngine: @unchecked Sendable {
         // Whatever another thread is still writing goes out before we return,
         // so the caller's goodbye follows every message (FIFO per pair).
         writing.lock()
-        writeOutbox()
+        writeOutbox(blocking: true)
         writing.unlock()
+        handOff.lock()
+        handOff.broadcast()
+        handOff.unlock()
     }
 
     // MARK: Inputs
@@ -492,22 +516,56 @@ public final class MemoryEngine: @unchecked Sendable {
     /// `step` after releasing `lock`. If the writer finished just as we
     /// queued, the re-check after its unlock catches our messages: either it
     /// sees them, or our `try` came after its unlock and succeeds.
+    ///
+    /// These writes never block: a message for a socket without room stops
+    /// them, and the writer thread goes on from it. (A reader blocked writing
+    /// to its peer while the peer's reader is blocked writing back would
+    /// never read again: both processes would hang, as they did when both
+    /// sent large diff replies at once.)
     private func flush() {
         while writing.try() {
-            writeOutbox()
+            let complete = writeOutbox(blocking: false)
             writing.unlock()
+            if !complete {
+                handOff.lock()
+                handOffWanted = true
+                handOff.signal()
+                handOff.unlock()
+                return
+            }
             if outbox.withLock({ $0.isEmpty }) { return }
         }
     }
 
-    /// Writes queued messages in order until the outbox is empty. Caller holds `writing`.
-    private func writeOutbox() {
+    /// The writer thread: writes what a non-blocking write left, waiting for
+    /// room as long as it takes, until the outbox is empty.
+    private func writerLoop() {
+        while true {
+            handOff.lock()
+            while !handOffWanted && !stopping.isSet { handOff.wait() }
+            handOffWanted = false
+            handOff.unlock()
+            if stopping.isSet { return }
+            repeat {
+                writing.lock()
+                writeOutbox(blocking: true)
+                writing.unlock()
+            } while !outbox.withLock({ $0.isEmpty }) && !stopping.isSet
+        }
+    }
+
+    /// Writes queued messages in order until the outbox is empty. Caller
+    /// holds `writing`. Without `blocking`, stops at the first message whose
+    /// socket has no room, puts it and every later one back at the front of
+    /// the outbox, and returns false.
+    @discardableResult
+    private func writeOutbox(blocking: Bool) -> Bool {
         while true {
             let batch = outbox.withLock { q -> [(to: Int, bytes: [UInt8])] in
                 defer { q.removeAll(keepingCapacity: true) }
                 return q
             }
-            if batch.isEmpty { return }
+            if batch.isEmpty { return true }
             // Consecutive messages for one peer go as one batch (FIFO per
             // pair is kept: a batch is handled in its order).
             var i = 0
@@ -519,7 +577,15 @@ public final class MemoryEngine: @unchecked Sendable {
                     j += 1
                 }
                 let frame = j == i + 1 ? batch[i].bytes : MemoryMessage.batch(batch[i..<j].map(\.bytes))
-                do { try link.sendMemory(frame, to: to) } catch {
+                do {
+                    if blocking {
+                        try link.sendMemory(frame, to: to)
+                    } else if try !link.sendMemoryIfRoom(frame, to: to) {
+                        let rest = batch[i...]
+                        outbox.withLock { $0.insert(contentsOf: rest, at: 0) }
+                        return false
+                    }
+                } catch {
                     // The peer is gone: `peerLost` fails every wait that
                     // depends on it, once. Say so here only once per rank.
                     if lostPeer.withLock({ $0 == nil }) && unreachableNoted.withLock({ $0.insert(to).inserted }) {

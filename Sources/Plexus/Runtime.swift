@@ -575,18 +575,33 @@ final class PeerTable: MemoryLink, @unchecked Sendable {
     }
 
     func send(_ frame: Frame, to rank: Int) throws(PlexusError) {
-        if let why = lostRanks.value.all[rank] { throw .peerGone(rank: rank, reason: why) }
-        guard let t = transport else { throw .finalized }
-        do throws(TransportError) { try t.send(frame, to: pids[rank]) } catch {
-            if case .peerLost(_, let reason) = error {
-                throw .peerGone(rank: rank, reason: lostRanks.value.all[rank] ?? Self.describeLoss(reason))
-            }
-            throw .transport(error)
-        }
+        let t = try transport(to: rank)
+        do throws(TransportError) { try t.send(frame, to: pids[rank]) } catch { throw failure(error, sendingTo: rank) }
     }
 
     func sendMemory(_ bytes: [UInt8], to rank: Int) throws {
         try send(Frame(.memory, payload: bytes), to: rank)
+    }
+
+    func sendMemoryIfRoom(_ bytes: [UInt8], to rank: Int) throws -> Bool {
+        let t = try transport(to: rank)
+        do throws(TransportError) { return try t.sendIfRoom(Frame(.memory, payload: bytes), to: pids[rank]) } catch {
+            throw failure(error, sendingTo: rank)
+        }
+    }
+
+    /// The transport, if `rank` can still be sent to.
+    private func transport(to rank: Int) throws(PlexusError) -> any Transport {
+        if let why = lostRanks.value.all[rank] { throw .peerGone(rank: rank, reason: why) }
+        guard let t = transport else { throw .finalized }
+        return t
+    }
+
+    private func failure(_ error: TransportError, sendingTo rank: Int) -> PlexusError {
+        if case .peerLost(_, let reason) = error {
+            return .peerGone(rank: rank, reason: lostRanks.value.all[rank] ?? Self.describeLoss(reason))
+        }
+        return .transport(error)
     }
 }
 

@@ -87,6 +87,30 @@ public final class Connection: @unchecked Sendable {
         try send(frame, injecting: true)
     }
 
+    /// Sends `frame` only if the socket can take it without waiting for the
+    /// peer to read; returns false, sending nothing, otherwise. For threads
+    /// that must never block on a write (a reader answering its peer: two
+    /// readers each blocked writing to the other would never read again).
+    /// With injected faults it sends as `send` does.
+    public func sendIfRoom(_ frame: Frame) throws(TransportError) -> Bool {
+        if faults != nil {
+            try send(frame, injecting: true)
+            return true
+        }
+        var header = frame.encodedHeader()
+        let outcome: (sent: Bool, err: Int32?) = sendLock.withLock { next in
+            guard header.count + frame.payload.count <= Sys.sendRoom(fd) else { return (false, nil) }
+            header.withUnsafeMutableBytes { $0.storeBytes(of: next.littleEndian, toByteOffset: Frame.sequenceOffset, as: UInt32.self) }
+            next &+= 1
+            return (true, header.withUnsafeBytes { h in frame.payload.withUnsafeBytes { p in Sys.writeAll(fd, h, p) } })
+        }
+        if let e = outcome.err {
+            if let why = brokenBecause.withLock({ $0 }) { throw .peerLost(peerHello.sender, reason: why) }
+            throw .peerLost(peerHello.sender, reason: "send to \(remote) failed: \(String(cString: strerror(e)))")
+        }
+        return outcome.sent
+    }
+
     private func send(_ frame: Frame, injecting: Bool) throws(TransportError) {
         var header = frame.encodedHeader()
         let err: Int32? = sendLock.withLock { next in

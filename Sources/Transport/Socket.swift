@@ -143,6 +143,20 @@ enum Sys {
         return fd
     }
 
+    /// Bytes a blocking write of this many more bytes can add without
+    /// waiting for the peer to read: half the send buffer (the kernel
+    /// counts a buffer's bookkeeping too, up to about as much again), less
+    /// what is queued and not yet acknowledged. A negative or zero answer
+    /// means a write may block.
+    static func sendRoom(_ fd: Int32) -> Int {
+        var queued: Int32 = 0
+        var buffer: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        guard ioctl(fd, UInt(TIOCOUTQ), &queued) == 0,
+              getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer, &length) == 0 else { return 0 }
+        return Int(buffer) / 2 - Int(queued)
+    }
+
     /// Writes every byte of `first` then `second` with as few system calls as
     /// the socket allows (one `sendmsg` of both when the buffer has room), so
     /// a frame's payload is sent from where it is instead of being copied

@@ -26,10 +26,21 @@ public protocol Transport: AnyObject, Sendable {
     /// Sends a frame to a peer, connecting first if needed. Frames to one peer
     /// are delivered in order. Throws if the peer cannot be reached.
     func send(_ frame: Frame, to peer: ProcessID) throws(TransportError)
+    /// Sends a frame only if that cannot block (see `Connection.sendIfRoom`);
+    /// false: nothing was sent, try again later or with `send`.
+    func sendIfRoom(_ frame: Frame, to peer: ProcessID) throws(TransportError) -> Bool
     /// Drops the connection to `peer` (the next send reconnects).
     func disconnect(_ peer: ProcessID)
     /// Closes every connection and stops accepting.
     func close()
+}
+
+extension Transport {
+    /// Transports without a notion of room send, and may block.
+    public func sendIfRoom(_ frame: Frame, to peer: ProcessID) throws(TransportError) -> Bool {
+        try send(frame, to: peer)
+        return true
+    }
 }
 
 /// TCP transport: one connection per peer pair, TCP_NODELAY, one reader
@@ -132,6 +143,11 @@ public final class TCPTransport: Transport, @unchecked Sendable {
     public func send(_ frame: Frame, to peer: ProcessID) throws(TransportError) {
         let c = try connection(to: peer)
         try c.send(frame)
+    }
+
+    public func sendIfRoom(_ frame: Frame, to peer: ProcessID) throws(TransportError) -> Bool {
+        let c = try connection(to: peer)
+        return try c.sendIfRoom(frame)
     }
 
     /// Establishes the mesh: dials every peer with a higher PID, then waits

@@ -111,6 +111,16 @@ func expectPass(_ job: Job, _ scenario: String, sourceLocation: SourceLocation =
         #expect((count ?? 0) >= 2, "the ranks did not race: \(seen.map(String.init) ?? "no histogram")\n\(job.stdout)")
     }
 
+    /// Megabytes of replies cross in both directions at once (under lrc,
+    /// every rank answering diff requests while it receives answers): the
+    /// job ends with every value checked, never stuck with two processes
+    /// each blocked writing to the other.
+    @Test(arguments: try Registered.all())
+    func bulkTrafficBothWaysNeverHangs(protocol: String) throws {
+        let job = try runJob(ranks: 2, protocol: `protocol`, ["bulk-both-ways"], plexusOptions: ["--timeout", "120"])
+        expectPass(job, "bulk-both-ways")
+    }
+
     /// Under a release-consistent protocol the same racy programs show
     /// outcomes sequential consistency forbids (store buffering's
     /// r0 = r1 = 0: neither write reaches the other rank before a release),

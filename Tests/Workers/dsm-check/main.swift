@@ -21,6 +21,7 @@ let scenarios: [(name: String, ranks: String, run: (Plexus, Options) throws -> B
     ("scheduling", "1+", scheduling),
     ("binding", "1+", binding),
     ("prefetch", "2+", prefetchHints),
+    ("bulk-both-ways", "2+", bulkBothWays),
 ] + refusedAccesses + litmusTests.map { test in ("litmus-\(test.name)", "\(test.roles)+", { px, o in try litmus(px, test, o) }) }
     + failureScenarios() + crashScenarios() + deadlockScenarios()
 
