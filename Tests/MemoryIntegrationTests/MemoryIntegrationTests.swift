@@ -117,7 +117,7 @@ func expectPass(_ job: Job, _ scenario: String, sourceLocation: SourceLocation =
     /// each blocked writing to the other.
     @Test(arguments: try Registered.all())
     func bulkTrafficBothWaysNeverHangs(protocol: String) throws {
-        let job = try runJob(ranks: 2, protocol: `protocol`, ["bulk-both-ways"], plexusOptions: ["--timeout", "120"])
+        let job = try runJob(ranks: 2, protocol: `protocol`, ["bulk-both-ways"], plexusOptions: ["--timeout", "120", "--collection-bound", "6M"])
         expectPass(job, "bulk-both-ways")
     }
 

@@ -1,17 +1,18 @@
 import Plexus
 
 /// `bulk-both-ways`: every rank writes every word of its own block of pages
-/// in many intervals (a barrier after each), then every rank reads every
-/// other rank's block at once, after hinting all of it. Under lrc each read
-/// miss fetches a diff per interval, so every rank answers megabytes of
-/// diffs while it receives as many: a rank whose threads blocked writing to
-/// a peer whose threads block writing back would hang the job. Every value
-/// read is checked.
+/// (4 MiB) in several intervals (a barrier after each), then reads every
+/// other rank's block, after hinting all of it. Under lrc with a small
+/// `--collection-bound` the barriers collect: every rank then asks for the
+/// diffs of every page the others wrote at once, and answers as many, so
+/// megabytes cross both ways at the same moment: a rank whose threads
+/// blocked writing to a peer whose threads block writing back would hang
+/// the job. Every value read is checked.
 func bulkBothWays(_ px: Plexus, _ o: Options) throws -> Bool {
-    let rounds = o.iterations ?? 12
+    let rounds = o.iterations ?? 6
     let pageSize = px.pageSize!
     let wordsPerPage = pageSize / MemoryLayout<Int>.stride
-    let pagesPerRank = 128
+    let pagesPerRank = (4 << 20) / pageSize
     let block = pagesPerRank * wordsPerPage
     let data = try px.allocate(Int.self, count: px.size * block, name: "bulk", alignment: pageSize)
     func value(rank: Int, word: Int, round: Int) -> Int { (rank << 48) | (round << 32) | word }
