@@ -175,7 +175,10 @@ final class LockService: @unchecked Sendable {
         cond.lock()
         engage(me)
         while true {
-            if let f = failure {
+            // The peer table knows of a loss before this service is told
+            // (`peerLost` runs after the collectives fail): a lock this
+            // process manages must not be granted in between.
+            if let f = failure ?? runtime.peers.firstLost {
                 disengage(me)
                 cond.unlock()
                 throw .peerGone(rank: f.rank, reason: f.reason)
