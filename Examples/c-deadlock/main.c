@@ -16,7 +16,12 @@
         }                                                                   \
     } while (0)
 
-int main(void) {
+int main(int argc, char **argv) {
+    if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        printf("usage: plexus run -n 2 c-deadlock: two processes take two locks in opposite order; Plexus finds\n"
+               "the deadlock, one acquire returns -1 naming the cycle, and the other process goes on\n");
+        return 0;
+    }
     CHECK(plexus_init());
     int rank = plexus_rank();
     if (plexus_size() != 2) {

@@ -20,6 +20,11 @@
     } while (0)
 
 int main(int argc, char **argv) {
+    if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        printf("usage: plexus run -n N c-dsm [increments, default 100]: a shared counter under a lock and a slot per\n"
+               "process, checked by every process; then read(2) into shared memory after plexus_touch\n");
+        return 0;
+    }
     long increments = argc > 1 ? atol(argv[1]) : 100;
     CHECK(plexus_init());
     int rank = plexus_rank(), size = plexus_size();

@@ -1,9 +1,14 @@
 /* c-hello: a plain C program on Plexus.
  *   plexus run -n 4 .build/debug/c-hello */
 #include <stdio.h>
+#include <string.h>
 #include "plexus.h"
 
-int main(void) {
+int main(int argc, char **argv) {
+    if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        printf("usage: plexus run -n N c-hello: each process prints its rank, the job size and its global PID\n");
+        return 0;
+    }
     if (plexus_init() != 0) {
         fprintf(stderr, "c-hello: %s\n", plexus_last_error());
         return 1;

@@ -6,6 +6,12 @@ import Foundation
 import Plexus
 import Workloads
 
+if CommandLine.arguments.contains("--help") || CommandLine.arguments.contains("-h") {
+    print("usage: plexus run -n 2 false-sharing [iterations, default 20000]: each process increments its own counter,")
+    print("both counters on one page, then on a page each; prints time, transfers and faults of both layouts")
+    exit(0)
+}
+
 do {
     let px = try Plexus.join()
     let iterations = CommandLine.arguments.count > 1 ? Int(CommandLine.arguments[1]) ?? 20_000 : 20_000

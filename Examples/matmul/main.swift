@@ -5,6 +5,11 @@ import Foundation
 import Plexus
 import Workloads
 
+if CommandLine.arguments.contains("--help") || CommandLine.arguments.contains("-h") {
+    print("usage: plexus run -n N matmul [size >= 1, default 256]: C = A×B on shared memory, checked against one process")
+    exit(0)
+}
+
 do {
     let args = CommandLine.arguments
     let n = args.count > 1 ? Int(args[1]) ?? 256 : 256

@@ -4,6 +4,11 @@
 import Foundation
 import Plexus
 
+if CommandLine.arguments.contains("--help") || CommandLine.arguments.contains("-h") {
+    print("usage: plexus run -n N ring [laps, default 3]: passes a token around every rank; each adds its rank")
+    exit(0)
+}
+
 do {
     let px = try Plexus.join()
     let laps = CommandLine.arguments.count > 1 ? Int(CommandLine.arguments[1]) ?? 3 : 3

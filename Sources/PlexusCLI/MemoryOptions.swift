@@ -46,9 +46,9 @@ struct MemoryOptions: ParsableArguments {
         guard parseSize(collectionBound) != nil else {
             throw ValidationError("--collection-bound '\(collectionBound)' is not a size: use bytes or a K/M/G suffix, e.g. 64M")
         }
+        try Self.checkPageSize(pageSize)
         try Self.checkRegion(sharedMemory: sharedMemory, pageSize: pageSize)
         try Self.checkProtocol(`protocol`)
-        try Self.checkPageSize(pageSize)
         if let stats { try OutputFile.validate(stats, option: "--stats") }
     }
 
@@ -96,8 +96,12 @@ struct MemoryOptions: ParsableArguments {
     }
 
     static func checkPageSize(_ pageSize: Int) throws {
-        guard pageSize >= 4096, pageSize & (pageSize - 1) == 0 else {
-            throw ValidationError("--page-size \(pageSize) must be a power of two of at least 4096")
+        guard pageSize > 0, pageSize & (pageSize - 1) == 0 else {
+            throw ValidationError("--page-size \(pageSize) is not a power of two: use 4096, 8192, 16384, ...")
+        }
+        let system = Int(getpagesize())
+        guard pageSize >= system else {
+            throw ValidationError("--page-size \(pageSize) is smaller than this system's page (\(system) bytes): a coherence unit is whole system pages")
         }
     }
 

@@ -23,9 +23,13 @@ struct PlexusCommand: ParsableCommand {
             Each process learns its rank and the job size from PLEXUS_RANK and PLEXUS_SIZE
             (or Plexus.join() in Swift, plexus_init() in C).
             """,
+        version: plexusVersion,
         subcommands: [Run.self, Node.self, Demo.self, Bench.self, Compare.self, ClusterCommand.self, NamesCommand.self, ProcessList.self,
                       LincheckCommand.self, Exec.self, Guard.self, DemoRing.self, DemoFalseSharing.self, DemoDeadlock.self])
 }
+
+/// The version `plexus --version` prints.
+let plexusVersion = "0.9.0"
 
 /// Options every subcommand shares.
 struct CommonOptions: ParsableArguments {
@@ -96,8 +100,11 @@ struct Run: ParsableCommand {
               plexus run -n 4 --names 10.0.0.1:7401,10.0.0.2:7401,10.0.0.3:7401 ./my-program
             """)
 
-    @Option(name: .customShort("n"), help: "Number of processes.")
-    var processes: Int
+    // Optional and taking any next word, so that a missing -n, `-n -1` and an
+    // unknown option are each reported as what they are (`validate`).
+    @Option(name: .customShort("n"), parsing: .unconditional, help: ArgumentHelp("Number of processes (required).", valueName: "n"))
+    var processCount: String?
+    var processes: Int { Int(processCount ?? "") ?? 0 }
 
     @Option(name: .long, help: "Comma-separated node daemons (IP:PORT) to place ranks on, round-robin.")
     var nodes: String?
@@ -131,10 +138,21 @@ struct Run: ParsableCommand {
     @Argument(parsing: .captureForPassthrough, help: "The program and its arguments.")
     var command: [String] = []
 
+    /// The program and its arguments, without a leading `--`.
+    var programAndArguments: [String] { command.first == "--" ? Array(command.dropFirst()) : command }
+
     func validate() throws {
-        guard processes >= 1 else { throw ValidationError("-n must be at least 1 (got \(processes))") }
+        if command.first == "--help" || command.first == "-h" { throw CleanExit.helpRequest(Run.self) }
+        if let first = command.first, first.hasPrefix("-"), first != "--" {
+            throw ValidationError("unknown option '\(first)' for `plexus run` (`plexus run --help` lists them; a program whose name starts with '-' is given as ./\(first))")
+        }
+        guard let given = processCount else {
+            throw ValidationError("-n is required: the number of processes, e.g. `plexus run -n 4 ./my-program`")
+        }
+        guard let n = Int(given) else { throw ValidationError("-n '\(given)' is not a number of processes: give a whole number >= 1") }
+        guard n >= 1 else { throw ValidationError("-n must be a positive number of processes (got \(n))") }
         guard processes <= 4096 else { throw ValidationError("-n \(processes) is more than the 4096 processes a job may have") }
-        guard let first = command.first, !first.isEmpty else {
+        guard let first = programAndArguments.first, !first.isEmpty else {
             throw ValidationError("no program given: try `plexus run -n \(processes) ./my-program`")
         }
         guard grace >= 0 else { throw ValidationError("--grace must be >= 0") }
@@ -154,7 +172,7 @@ struct Run: ParsableCommand {
                 throw ValidationError("--nodes: \(error)")
             }
         }
-        var args = command
+        var args = programAndArguments
         let program = args.removeFirst()
         var spec = JobSpec(processes: processes, nodes: nodeAddresses, program: program, arguments: args,
                            environment: try memory.environment().merging(deadlock.environment) { $1 }, graceMillis: grace)

@@ -18,7 +18,7 @@ do {
     }
     if !(error is ExitCode) {
         let message = PlexusCommand.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
-        writeAll(2, "plexus: \(message) (see `plexus help`)\n")
+        writeAll(2, "plexus: \(message)\(Suggestion.forMisspelledSubcommand(CommandLine.arguments.dropFirst().first)) (see `plexus help`)\n")
     }
     exit(code.rawValue)
 }

@@ -311,6 +311,38 @@ import TestSupport
         #expect(r.status == 0)
         for m in mentions { #expect(r.stdout.contains(m), "help for \(args) lacks '\(m)'") }
     }
+
+    /// Mistakes are reported as what they are, with what to do, and exit 64
+    /// (usage); nothing runs.
+    @Test(arguments: [
+        (["run", "--bogus", "true"], "unknown option '--bogus'"),
+        (["run", "true"], "-n is required"),
+        (["run", "-n", "-1", "true"], "-n must be a positive number of processes (got -1)"),
+        (["run", "-n", "four", "true"], "-n 'four' is not a number"),
+        (["run", "-n", "2", "--page-size", "5000", "true"], "--page-size 5000 is not a power of two"),
+        (["run", "-n", "2", "--page-size", "2048", "true"], "smaller than this system's page"),
+        (["rnu", "-n", "2", "true"], "did you mean 'run'?"),
+        (["compar"], "did you mean 'compare'?"),
+    ])
+    func mistakesAreNamedForWhatTheyAre(args: [String], says: String) throws {
+        let r = try runPlexus(args, timeout: 20)
+        #expect(r.status == 64, "\(args): status \(r.status)\n\(r.stderr)")
+        #expect(r.stderr.contains(says), "\(args): \(r.stderr)")
+        #expect(r.stdout.isEmpty, "\(args) ran something: \(r.stdout)")
+    }
+
+    @Test func versionIsPrinted() throws {
+        let r = try runPlexus(["--version"], timeout: 20)
+        #expect(r.status == 0 && r.stdout.split(separator: ".").count == 3, "\(r.stdout)\(r.stderr)")
+    }
+
+    /// Every example answers --help (exit 0, a usage line) instead of running.
+    @Test(arguments: ["ring", "jacobi", "matmul", "false-sharing", "c-hello", "c-dsm", "c-deadlock"])
+    func examplesAnswerHelp(example: String) throws {
+        let c = try Child(try product(example), ["--help"])
+        let status = try c.wait(timeout: 20)
+        #expect(status == 0 && c.stdout.hasPrefix("usage:"), "\(example): \(status)\n\(c.stdout)\(c.stderr)")
+    }
 }
 
 
