@@ -144,7 +144,7 @@ import TestSupport
 
     @Test(arguments: [
         (["run", "-n", "2"], "no program given"),
-        (["run", "-n", "0", "true"], "-n must be at least 1"),
+        (["run", "-n", "0", "true"], "-n must be a positive number of processes"),
         (["run", "-n", "2", "no-such-program-xyz"], "was not found on PATH"),
         (["run", "-n", "2", "/etc/os-release"], "is not an executable"),
         (["run", "-n", "2", "./no/such/path"], "does not exist"),
