@@ -65,6 +65,11 @@ final class DeadlockAgent: @unchecked Sendable {
     private var detector: DeadlockDetector
     private var lastSequence: UInt64 = 0
     private var stopped = false
+    /// The timer thread sleeps (in `cond`), until this deadline (nil: until
+    /// woken). Waits wake it only for an earlier deadline, so that a lock
+    /// acquired without waiting long costs no thread wake-up.
+    private var timerSleeping = false
+    private var timerSleepsUntil: Duration?
     private var timer: Thread?
     private let origin = DispatchTime.now().uptimeNanoseconds
 
@@ -126,7 +131,7 @@ final class DeadlockAgent: @unchecked Sendable {
         lastSequence += 1
         let seq = lastSequence
         _ = detector.waitStarted(Wait(waiter: detector.configuration.pid, sequence: seq, waitingFor: waitingFor, resource: resource), now: now())
-        cond.broadcast()
+        nudgeTimer()
         cond.unlock()
         return seq
     }
@@ -134,7 +139,7 @@ final class DeadlockAgent: @unchecked Sendable {
     func waitChanged(_ sequence: UInt64, waitingFor: Set<UInt64>) {
         cond.lock()
         _ = detector.waitChanged(sequence: sequence, waitingFor: waitingFor, now: now())
-        cond.broadcast()
+        nudgeTimer()
         cond.unlock()
     }
 
@@ -175,18 +180,30 @@ final class DeadlockAgent: @unchecked Sendable {
         perform(effects)
     }
 
+    /// Under `cond`: wakes the timer thread if the detector's next deadline
+    /// comes before the one it sleeps until.
+    private func nudgeTimer() {
+        guard timerSleeping, let deadline = detector.nextDeadline else { return }
+        if let until = timerSleepsUntil, until <= deadline { return }
+        cond.broadcast()
+    }
+
     private func runTimer() {
         cond.lock()
         while !stopped {
             guard let deadline = detector.nextDeadline else {
+                (timerSleeping, timerSleepsUntil) = (true, nil)
                 cond.wait()
+                timerSleeping = false
                 continue
             }
             let t = now()
             if t < deadline {
                 let (s, a) = (deadline - t).components
                 let seconds = Double(s) + Double(a) / 1e18
+                (timerSleeping, timerSleepsUntil) = (true, deadline)
                 _ = cond.wait(until: Date(timeIntervalSinceNow: seconds))
+                timerSleeping = false
                 continue
             }
             let effects = detector.tick(now: t)
