@@ -83,14 +83,21 @@ final class DeadlockAgent: @unchecked Sendable {
     private var holds: (@Sendable (Int) -> Bool)?
     /// Writes a verdict (a deadlock found) on stderr.
     private let describe: @Sendable (DeadlockCycle, DeadlockPolicy) -> String
+    /// Records the deadlocks this process is the victim of in the job's name
+    /// service, if it has one; `pids` give the members' ranks.
+    private let recorder: DeadlockRecorder?
+    private let pids: [UInt64]
 
     init(settings: DeadlockSettings, rank: Int, pid: UInt64, node: String,
          send: @escaping @Sendable (UInt64, [UInt8]) -> Void,
-         describe: @escaping @Sendable (DeadlockCycle, DeadlockPolicy) -> String) {
+         describe: @escaping @Sendable (DeadlockCycle, DeadlockPolicy) -> String,
+         recorder: DeadlockRecorder? = nil, pids: [UInt64] = []) {
         self.settings = settings
         self.rank = rank
         self.send = send
         self.describe = describe
+        self.recorder = recorder
+        self.pids = pids
         var nodeName = node
         while nodeName.utf8.count > Hop.maxNodeBytes { nodeName.removeLast() }
         let threshold = Duration.milliseconds(settings.thresholdMillis)
@@ -113,12 +120,14 @@ final class DeadlockAgent: @unchecked Sendable {
         t.start()
     }
 
-    /// Stops the timer thread; later waits are not probed.
+    /// Stops the timer thread; later waits are not probed. Waits (a few
+    /// seconds at most) for the deadlock records still being written.
     func stop() {
         cond.lock()
         stopped = true
         cond.broadcast()
         cond.unlock()
+        recorder?.flush(seconds: 5)
     }
 
     private func now() -> Duration { .nanoseconds(Int64(DispatchTime.now().uptimeNanoseconds &- origin)) }
@@ -221,6 +230,10 @@ final class DeadlockAgent: @unchecked Sendable {
                 send(to, m.encoded())
             case .deadlock(let cycle):
                 writeStderr("plexus[\(rank)]: \(describe(cycle, settings.policy))")
+                if let recorder {
+                    recorder.record(DeadlockRecord(cycle: cycle, ranks: DeadlockReport.ranks(of: cycle, pids: pids),
+                                                   job: recorder.job, policy: settings.policy))
+                }
             case .abortWait(let sequence, let error):
                 guard case .victim(let cycle) = error else { continue }
                 cond.lock()

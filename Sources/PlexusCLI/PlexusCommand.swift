@@ -23,7 +23,7 @@ struct PlexusCommand: ParsableCommand {
             Each process learns its rank and the job size from PLEXUS_RANK and PLEXUS_SIZE
             (or Plexus.join() in Swift, plexus_init() in C).
             """,
-        subcommands: [Run.self, Node.self, Demo.self, Bench.self, Compare.self, ClusterCommand.self, NamesCommand.self, ProcessList.self,
+        subcommands: [Run.self, Node.self, Demo.self, Bench.self, Compare.self, ClusterCommand.self, NamesCommand.self, ProcessList.self, DeadlocksCommand.self,
                       LincheckCommand.self, Exec.self, Guard.self, DemoRing.self, DemoFalseSharing.self, DemoDeadlock.self])
 }
 
