@@ -68,13 +68,16 @@ extension DeadlockCycle {
             let control = (x: (a.x + b.x) / 2 - dy / length * bend, y: (a.y + b.y) / 2 + dx / length * bend)
             let start = Self.boundary(from: a, towards: control, rx: rxs[i], ry: ry)
             let end = Self.boundary(from: b, towards: control, rx: rxs[j], ry: ry)
-            // The label at the curve's midpoint, pushed a little further out.
+            // The curve's midpoint.
             let mid = (x: 0.25 * start.x + 0.5 * control.x + 0.25 * end.x, y: 0.25 * start.y + 0.5 * control.y + 0.25 * end.y)
             let victim = i == 0
             let stroke = victim ? "#c00" : "#333"
             out += "<g class=\"edge\" id=\"e\(hops[i].pid)-\(hops[j].pid)\">"
             out += "<path d=\"M \(f(start.x)) \(f(start.y)) Q \(f(control.x)) \(f(control.y)) \(f(end.x)) \(f(end.y))\" fill=\"none\" stroke=\"\(stroke)\" stroke-width=\"1.5\" marker-end=\"url(#\(victim ? "arrow-victim" : "arrow"))\"/>"
-            out += "<text x=\"\(f(mid.x))\" y=\"\(f(mid.y - 4))\" text-anchor=\"middle\" fill=\"\(stroke)\" stroke=\"white\" stroke-width=\"3\" paint-order=\"stroke\">\(Self.escaped(edgeLabels[i]))</text>"
+            // Labels on the circle's left end at the curve, on its right start there.
+            let anchor = mid.x < cx - 1 ? "end" : mid.x > cx + 1 ? "start" : "middle"
+            let labelX = anchor == "end" ? mid.x - 6 : anchor == "start" ? mid.x + 6 : mid.x
+            out += "<text x=\"\(f(labelX))\" y=\"\(f(mid.y + 4))\" text-anchor=\"\(anchor)\" fill=\"\(stroke)\" stroke=\"white\" stroke-width=\"3\" paint-order=\"stroke\">\(Self.escaped(edgeLabels[i]))</text>"
             out += "</g>\n"
         }
         for i in 0..<n {
