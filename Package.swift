@@ -34,7 +34,7 @@ let package = Package(
         .target(name: "Deadlock", dependencies: ["Wire"], swiftSettings: strict),
         .target(name: "NamesCore", swiftSettings: strict),
         .target(name: "NameService", dependencies: ["NamesCore", "Wire", "Transport", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
-        .target(name: "Plexus", dependencies: ["Wire", "Transport", "Cluster", "Memory", "Deadlock"], swiftSettings: strict),
+        .target(name: "Plexus", dependencies: ["Wire", "Transport", "Cluster", "Memory", "Deadlock", "NameService"], swiftSettings: strict),
         .target(name: "Workloads", dependencies: ["Plexus"], swiftSettings: strict),
         .target(name: "PlexusC", dependencies: ["Plexus", "Transport"], swiftSettings: strict),
         .executableTarget(

@@ -65,6 +65,11 @@ final class DeadlockAgent: @unchecked Sendable {
     private var detector: DeadlockDetector
     private var lastSequence: UInt64 = 0
     private var stopped = false
+    /// The timer thread sleeps (in `cond`), until this deadline (nil: until
+    /// woken). Waits wake it only for an earlier deadline, so that a lock
+    /// acquired without waiting long costs no thread wake-up.
+    private var timerSleeping = false
+    private var timerSleepsUntil: Duration?
     private var timer: Thread?
     private let origin = DispatchTime.now().uptimeNanoseconds
 
@@ -78,14 +83,21 @@ final class DeadlockAgent: @unchecked Sendable {
     private var holds: (@Sendable (Int) -> Bool)?
     /// Writes a verdict (a deadlock found) on stderr.
     private let describe: @Sendable (DeadlockCycle, DeadlockPolicy) -> String
+    /// Records the deadlocks this process is the victim of in the job's name
+    /// service, if it has one; `pids` give the members' ranks.
+    private let recorder: DeadlockRecorder?
+    private let pids: [UInt64]
 
     init(settings: DeadlockSettings, rank: Int, pid: UInt64, node: String,
          send: @escaping @Sendable (UInt64, [UInt8]) -> Void,
-         describe: @escaping @Sendable (DeadlockCycle, DeadlockPolicy) -> String) {
+         describe: @escaping @Sendable (DeadlockCycle, DeadlockPolicy) -> String,
+         recorder: DeadlockRecorder? = nil, pids: [UInt64] = []) {
         self.settings = settings
         self.rank = rank
         self.send = send
         self.describe = describe
+        self.recorder = recorder
+        self.pids = pids
         var nodeName = node
         while nodeName.utf8.count > Hop.maxNodeBytes { nodeName.removeLast() }
         let threshold = Duration.milliseconds(settings.thresholdMillis)
@@ -108,12 +120,14 @@ final class DeadlockAgent: @unchecked Sendable {
         t.start()
     }
 
-    /// Stops the timer thread; later waits are not probed.
+    /// Stops the timer thread; later waits are not probed. Waits (a few
+    /// seconds at most) for the deadlock records still being written.
     func stop() {
         cond.lock()
         stopped = true
         cond.broadcast()
         cond.unlock()
+        recorder?.flush(seconds: 5)
     }
 
     private func now() -> Duration { .nanoseconds(Int64(DispatchTime.now().uptimeNanoseconds &- origin)) }
@@ -126,7 +140,7 @@ final class DeadlockAgent: @unchecked Sendable {
         lastSequence += 1
         let seq = lastSequence
         _ = detector.waitStarted(Wait(waiter: detector.configuration.pid, sequence: seq, waitingFor: waitingFor, resource: resource), now: now())
-        cond.broadcast()
+        nudgeTimer()
         cond.unlock()
         return seq
     }
@@ -134,7 +148,7 @@ final class DeadlockAgent: @unchecked Sendable {
     func waitChanged(_ sequence: UInt64, waitingFor: Set<UInt64>) {
         cond.lock()
         _ = detector.waitChanged(sequence: sequence, waitingFor: waitingFor, now: now())
-        cond.broadcast()
+        nudgeTimer()
         cond.unlock()
     }
 
@@ -175,18 +189,30 @@ final class DeadlockAgent: @unchecked Sendable {
         perform(effects)
     }
 
+    /// Under `cond`: wakes the timer thread if the detector's next deadline
+    /// comes before the one it sleeps until.
+    private func nudgeTimer() {
+        guard timerSleeping, let deadline = detector.nextDeadline else { return }
+        if let until = timerSleepsUntil, until <= deadline { return }
+        cond.broadcast()
+    }
+
     private func runTimer() {
         cond.lock()
         while !stopped {
             guard let deadline = detector.nextDeadline else {
+                (timerSleeping, timerSleepsUntil) = (true, nil)
                 cond.wait()
+                timerSleeping = false
                 continue
             }
             let t = now()
             if t < deadline {
                 let (s, a) = (deadline - t).components
                 let seconds = Double(s) + Double(a) / 1e18
+                (timerSleeping, timerSleepsUntil) = (true, deadline)
                 _ = cond.wait(until: Date(timeIntervalSinceNow: seconds))
+                timerSleeping = false
                 continue
             }
             let effects = detector.tick(now: t)
@@ -204,6 +230,10 @@ final class DeadlockAgent: @unchecked Sendable {
                 send(to, m.encoded())
             case .deadlock(let cycle):
                 writeStderr("plexus[\(rank)]: \(describe(cycle, settings.policy))")
+                if let recorder {
+                    recorder.record(DeadlockRecord(cycle: cycle, ranks: DeadlockReport.ranks(of: cycle, pids: pids),
+                                                   job: recorder.job, policy: settings.policy))
+                }
             case .abortWait(let sequence, let error):
                 guard case .victim(let cycle) = error else { continue }
                 cond.lock()

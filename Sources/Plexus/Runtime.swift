@@ -228,8 +228,10 @@ public final class Plexus: @unchecked Sendable {
             self.pids = pids
             rankOf = Dictionary(uniqueKeysWithValues: pids.enumerated().map { ($1, $0) })
             peers.set(transport: transport, pids: pids)
+            let names = ProcessInfo.processInfo.environment["PLEXUS_NAMES"] ?? ""
+            let recorder = names.isEmpty ? nil : DeadlockRecorder(spec: names, job: job, rank: rank)
             let agent = deadlockSettings.policy == .off ? nil : Self.deadlockAgent(deadlockSettings, rank: rank, pid: pid, node: host,
-                                                                                 pids: pids, peers: peers)
+                                                                                 pids: pids, peers: peers, recorder: recorder)
             deadlocks = agent
             locks.attach(send: { [peers] frame, r throws(PlexusError) in try peers.send(frame, to: r) }, memory: memory,
                          deadlocks: agent, pids: pids)
@@ -497,7 +499,7 @@ extension Plexus {
     /// The detector of a process with these settings; its messages travel
     /// as `.deadlock` frames to the rank with the global PID they name.
     fileprivate static func deadlockAgent(_ settings: DeadlockSettings, rank: Int, pid: ProcessID, node: String,
-                                          pids: [ProcessID], peers: PeerTable) -> DeadlockAgent {
+                                          pids: [ProcessID], peers: PeerTable, recorder: DeadlockRecorder?) -> DeadlockAgent {
         let rankOf = Dictionary(uniqueKeysWithValues: pids.enumerated().map { ($1, $0) })
         return DeadlockAgent(
             settings: settings, rank: rank, pid: pid, node: node,
@@ -514,7 +516,8 @@ extension Plexus {
                 default:
                     return text + ". Rank \(ranks[0]) (global PID \(cycle.victim), the highest on the cycle) is the victim: its acquire fails (--deadlock abort)"
                 }
-            })
+            },
+            recorder: recorder, pids: pids)
     }
 }
 

@@ -15,14 +15,15 @@ struct Bench: ParsableCommand {
         discussion: """
             plexus bench [memory] [OPTIONS]   remote faults, locks, barriers and Jacobi
             plexus bench names [OPTIONS]      PID allocation, Raft replicas vs etcd
+            plexus bench deadlock [OPTIONS]   deadlock detection latency, detector cost
 
             Each writes its rows as JSON with --json FILE; every row carries what produced
             it (date, commit, build, kernel, CPUs, and for the memory rows protocol, page
             size, look-ahead, binding and process count). Results kept in the repository
-            go in Papers/data/, named YYYY-MM-DD-SHORTCOMMIT-bench.json (or -names.json);
+            go in Papers/data/, named YYYY-MM-DD-SHORTCOMMIT-bench.json (-names.json, -deadlock.json);
             each run prints the name for its own figures.
             """,
-        subcommands: [BenchMemory.self, NamesBench.self, BenchWorker.self, FloorPeer.self],
+        subcommands: [BenchMemory.self, NamesBench.self, DeadlockBench.self, BenchWorker.self, FloorPeer.self, DeadlockBenchWorker.self],
         defaultSubcommand: BenchMemory.self)
 }
 

@@ -29,8 +29,8 @@ struct Demo: ParsableCommand {
             lock 2, rank 1 lock 2 then lock 1), a lock-order inversion. Each waits for the
             other; their detectors find the cycle by passing probes along the wait-for edges,
             the process with the highest global PID on it is the victim and its acquire
-            fails with the cycle (shown as text and as Graphviz DOT); it lets go of its lock
-            and the other finishes.
+            fails with the cycle (shown as text and as Graphviz DOT; --svg FILE also draws it
+            as SVG); it lets go of its lock and the other finishes.
             """)
 
     @Argument(help: "Which demonstration: false-sharing, ring or deadlock.")
@@ -42,6 +42,9 @@ struct Demo: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Coherence protocols to run the false-sharing demo under, in order.",
                                             valueName: ProtocolRegistry.names.joined(separator: ",")))
     var protocols: String = ProtocolRegistry.names.joined(separator: ",")
+
+    @Option(name: .long, help: ArgumentHelp("deadlock: also write the cycle's wait-for graph as SVG to this file.", valueName: "file"))
+    var svg: String?
 
     @OptionGroup var common: CommonOptions
 
@@ -55,6 +58,10 @@ struct Demo: ParsableCommand {
         guard !protocolList.isEmpty else { throw ValidationError("--protocols is empty: name at least one of \(ProtocolRegistry.names.joined(separator: ", "))") }
         for p in protocolList where !ProtocolRegistry.names.contains(p) {
             throw ValidationError("unknown protocol '\(p)' in --protocols: choose from \(ProtocolRegistry.names.joined(separator: ", "))")
+        }
+        if let svg {
+            guard which == "deadlock" else { throw ValidationError("--svg draws the deadlock demo's cycle: use it with plexus demo deadlock") }
+            try OutputFile.validate(svg, option: "--svg")
         }
     }
 
@@ -70,10 +77,12 @@ struct Demo: ParsableCommand {
             return
         }
         if which == "deadlock" {
-            let spec = JobSpec(processes: 2, nodes: [], program: selfExecutable(), arguments: ["_demo-deadlock"],
+            let spec = JobSpec(processes: 2, nodes: [], program: selfExecutable(),
+                               arguments: ["_demo-deadlock"] + (svg.map { ["--svg", URL(fileURLWithPath: $0).path] } ?? []),
                                environment: DeadlockSettings(policy: .abort).environment.merging(["PLEXUS_SHARED_MEMORY": "0"]) { $1 })
             let result = try runJob(spec, logger: logger)
             if result.status != 0 { throw ExitCode(result.status) }
+            if let svg { writeAll(1, "the cycle's wait-for graph is drawn in \(svg)\n") }
             writeAll(1, String(format: "demo finished in %.2f s\n", result.seconds))
             return
         }
@@ -159,6 +168,9 @@ struct DemoRing: ParsableCommand {
 struct DemoDeadlock: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "_demo-deadlock", shouldDisplay: false)
 
+    /// The victim writes the cycle's SVG drawing here.
+    @Option var svg: String?
+
     func run() throws {
         let px = try Plexus.join()
         let first = px.lock(px.rank == 0 ? 1 : 2), second = px.lock(px.rank == 0 ? 2 : 1)
@@ -168,7 +180,7 @@ struct DemoDeadlock: ParsableCommand {
         // two acquires below close a cycle whatever the timing.
         try px.barrier()
         if px.rank < 2 {
-            outcome = try Self.takeSecond(second, holding: first, pid: px.pid)
+            outcome = try Self.takeSecond(second, holding: first, pid: px.pid, svg: svg)
             try first.release()
         }
         let outcomes = try px.allGather(Array(outcome.utf8)).map { String(decoding: $0, as: UTF8.self) }
@@ -181,7 +193,7 @@ struct DemoDeadlock: ParsableCommand {
     }
 
     /// Acquires `second` while holding `first`: what happened, for the summary.
-    static func takeSecond(_ second: DistributedLock, holding first: DistributedLock, pid: UInt64) throws -> String {
+    static func takeSecond(_ second: DistributedLock, holding first: DistributedLock, pid: UInt64, svg: String?) throws -> String {
         do {
             try second.acquire()
             let token = second.token ?? 0
@@ -192,6 +204,7 @@ struct DemoDeadlock: ParsableCommand {
             print("deadlock detected: \(report.cycleText)")
             print("as Graphviz DOT:")
             print(report.cycle.dot(), terminator: "")
+            if let svg { try OutputFile.write(Data(report.cycle.svg(ranks: report.ranks).utf8), to: svg, option: "--svg") }
             // Before the summary rank 0 prints once every rank has reported.
             fflush(nil)
             return "was the victim (global PID \(pid), the highest on the cycle): its acquire of lock \(report.lock) failed; "

@@ -267,6 +267,24 @@ import TestSupport
         #expect(r.stdout.contains("demo finished in"), "\(r.stdout)")
     }
 
+    /// --svg FILE: the victim draws the cycle as well-formed SVG, both
+    /// ranks as nodes, the victim marked.
+    @Test func demoDrawsTheCycleAsSVG() throws {
+        let file = NSTemporaryDirectory() + "plexus-demo-\(UInt32.random(in: 0...UInt32.max)).svg"
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let r = try runPlexus(["demo", "deadlock", "--svg", file], timeout: 30)
+        #expect(r.status == 0, "\(r.stdout)\n\(r.stderr)")
+        #expect(r.stdout.contains("the cycle's wait-for graph is drawn in \(file)"), "\(r.stdout)")
+        let svg = try String(contentsOfFile: file, encoding: .utf8)
+        #expect(svg.hasPrefix("<?xml") && svg.contains("<svg "), "\(svg)")
+        #expect(svg.components(separatedBy: "<g class=\"node").count - 1 == 2, "\(svg)")
+        #expect(svg.contains("class=\"node victim\"") && svg.contains("rank 0 / pid ") && svg.contains("rank 1 / pid "), "\(svg)")
+        #expect(svg.contains("held by rank"), "\(svg)")
+        // --svg belongs to the deadlock demo.
+        let wrong = try runPlexus(["demo", "ring", "--svg", file])
+        #expect(wrong.status != 0 && wrong.stderr.contains("plexus demo deadlock"), "\(wrong.stderr)")
+    }
+
     /// The README's first command: the false-sharing table, both layouts,
     /// counters exact, and the same-page layout moving the page many times
     /// under sc (the first protocol); then every protocol side by side.

@@ -52,3 +52,43 @@ import TestSupport
         #expect(c.stdout.contains("floor") && c.stdout.contains("ratio") && c.stdout.contains("ratio/limit"), "\(c.stdout)")
     }
 }
+
+/// `plexus bench deadlock` in a tiny run: every row, its floor, ratio and
+/// target in the table and the JSON, each JSON row with its run.
+@Suite struct DeadlockBenchSmokeTests {
+    @Test func rowsHaveTheirFloorRatioAndTarget() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("plexus-bench-deadlock-\(UInt32.random(in: 0...UInt32.max)).json")
+        defer { try? FileManager.default.removeItem(at: file) }
+        let c = try Child(try product("plexus"), ["bench", "deadlock", "--threshold-ms", "20", "--cycles", "2,3", "--rounds", "2",
+                                                  "--pings", "20", "--ops", "50", "--blocks", "1", "--repeats", "1", "--think-us", "10",
+                                                  "--json", file.path])
+        let status = try c.wait(timeout: 120)
+        #expect(status == 0, "\(c.stderr)")
+        let rows = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [[String: Any]])
+        let names = rows.compactMap { $0["name"] as? String }
+        for expected in ["detect a 2-cycle", "same, against threshold + 2 round trips", "detect a 3-cycle",
+                         "uncontended lock, remote manager, --deadlock abort", "uncontended lock, remote manager, --deadlock off",
+                         "uncontended lock, local manager, --deadlock abort", "lightly contended lock, 2 processes",
+                         "one-way message (half a send/receive round trip), job of 2", "one-way message (half a send/receive round trip), job of 3"] {
+            #expect(names.contains { $0.hasPrefix(expected) }, "no row '\(expected)' in \(names)")
+        }
+        for row in rows {
+            for key in ["unit", "median", "p99", "samples", "run"] { #expect(row[key] != nil, "\(key) missing in \(row)") }
+            let name = try #require(row["name"] as? String)
+            if name.hasPrefix("detect") || name.hasSuffix("--deadlock abort") {
+                for key in ["floor", "floorName", "ratio", "target", "met"] { #expect(row[key] != nil, "\(key) missing in \(row)") }
+            }
+            if name.hasSuffix("--deadlock abort") { #expect(row["overheadPercent"] is Double, "\(row)") }
+            #expect((row["run"] as? [String: Any])?["commit"] is String, "\(row)")
+            #expect(c.stdout.split(separator: "\n").contains { $0.hasPrefix(name) }, "row '\(name)' not printed:\n\(c.stdout)")
+        }
+        #expect(c.stderr.contains("-deadlock.json"), "\(c.stderr)")
+    }
+
+    @Test func badOptionsAreRefusedBeforeAnythingRuns() throws {
+        let r = try runPlexus(["bench", "deadlock", "--cycles", "1,2"])
+        #expect(r.status != 0 && r.stderr.contains("--cycles takes cycle lengths from 2 to 64"), "\(r.stderr)")
+        let j = try runPlexus(["bench", "deadlock", "--json", "/nonexistent-dir/x.json"])
+        #expect(j.status != 0 && j.stderr.contains("does not exist"), "\(j.stderr)")
+    }
+}
