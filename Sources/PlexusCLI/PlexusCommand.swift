@@ -24,6 +24,7 @@ struct PlexusCommand: ParsableCommand {
             (or Plexus.join() in Swift, plexus_init() in C).
             """,
         subcommands: [Run.self, Node.self, Demo.self, Bench.self, Compare.self, ClusterCommand.self, NamesCommand.self, ProcessList.self,
+                      CompileC.self, CompileCXX.self,
                       LincheckCommand.self, Exec.self, Guard.self, DemoRing.self, DemoFalseSharing.self, DemoDeadlock.self])
 }
 
