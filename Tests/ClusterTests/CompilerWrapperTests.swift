@@ -62,6 +62,35 @@ import TestSupport
         #expect(r2.status == 0 && r2.stdout.contains("[0] hello from rank 0 of 1"), "\(r2.stdout) \(r2.stderr)")
     }
 
+    /// Scripts/install.sh's layout (here from the built products, without
+    /// building): the installed plexus finds PREFIX/include and PREFIX/lib,
+    /// plexus.pc gives the same flags, and both programs run.
+    @Test func anInstalledPrefixBuildsProgramsThatRun() throws {
+        let prefix = NSTemporaryDirectory() + "plexus-prefix-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: prefix) }
+        let install = try Child("/bin/bash", [Self.sourceTree + "/Scripts/install.sh", prefix],
+                                environment: ["PLEXUS_INSTALL_FROM": try libraryDirectory])
+        #expect(try install.wait(timeout: 60) == 0, "\(install.stderr)")
+        for f in ["bin/plexus", "lib/libPlexusC.so", "include/plexus.h", "lib/pkgconfig/plexus.pc"] {
+            #expect(FileManager.default.fileExists(atPath: prefix + "/" + f), "\(f) is not installed")
+        }
+        let installed = prefix + "/bin/plexus"
+        let showme = try Child(installed, ["cc", "--showme:compile"])
+        #expect(try showme.wait(timeout: 30) == 0)
+        #expect(showme.stdout == "-I\(prefix)/include\n", "\(showme.stdout)")
+        let dir = prefix + "/work"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let main = quoted(Self.sourceTree + "/Examples/c-hello/main.c")
+        let script = "cd \(quoted(dir)) && \(quoted(installed)) cc \(main) -o hello "
+            + "&& cc \(main) -o hello-pc $(PKG_CONFIG_PATH=\(quoted(prefix + "/lib/pkgconfig")) pkg-config --cflags --libs plexus) "
+            + "&& \(quoted(installed)) run -n 2 ./hello && \(quoted(installed)) run -n 2 ./hello-pc"
+        let build = try Child("/bin/sh", ["-c", script], environment: ["LD_LIBRARY_PATH": "", "PLEXUS_CC": ""])
+        #expect(try build.wait(timeout: 120) == 0, "\(build.stderr)")
+        for rank in 0..<2 {
+            #expect(build.stdout.components(separatedBy: "[\(rank)] hello from rank \(rank) of 2").count == 3, "\(build.stdout)")
+        }
+    }
+
     @Test func theCompilersStatusIsReturned() throws {
         let r = try plexus(["cc", "/nonexistent/prog.c", "-o", "/dev/null"])
         #expect(r.status == 1, "\(r.stderr)")
