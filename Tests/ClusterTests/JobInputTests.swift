@@ -162,3 +162,89 @@ func checksum(of file: String) throws -> String {
     guard try c.wait(timeout: 30) == 0 else { throw HarnessError("cksum failed: \(c.stderr)") }
     return c.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
 }
+
+/// A node's standard-input writer for one process: bounded by the window,
+/// credits what the process took, and ends with an end-of-file.
+@Suite struct InputFeederTests {
+    /// Credits as they arrive, for a test to wait on.
+    final class Credits: @unchecked Sendable {
+        private let condition = NSCondition()
+        private var total = 0
+        func add(_ n: Int) {
+            condition.lock()
+            total += n
+            condition.broadcast()
+            condition.unlock()
+        }
+        /// Waits until `n` bytes in all were credited; false after 30 s.
+        func wait(for n: Int) -> Bool {
+            condition.lock()
+            defer { condition.unlock() }
+            let deadline = Date().addingTimeInterval(30)
+            while total < n { if !condition.wait(until: deadline) { return false } }
+            return true
+        }
+        var value: Int {
+            condition.lock()
+            defer { condition.unlock() }
+            return total
+        }
+    }
+
+    func readAll(_ fd: Int32) -> [UInt8] {
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { return out }
+            out.append(contentsOf: buf[0..<n])
+        }
+    }
+
+    func nonBlockingPipe() -> (read: Int32, write: Int32) {
+        var fds: [Int32] = [0, 0]
+        _ = pipe(&fds)
+        _ = fcntl(fds[1], F_SETFL, fcntl(fds[1], F_GETFL) | O_NONBLOCK)
+        return (fds[0], fds[1])
+    }
+
+    @Test func holdsNoMoreThanTheWindowAndCreditsWhatWasRead() {
+        let p = nonBlockingPipe()
+        defer { close(p.read) }
+        let credits = Credits()
+        let feeder = InputFeeder(fd: p.write, rank: 0) { credits.add($0) }
+        let window = ControlMessage.inputWindow
+        let data = (0..<window).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        #expect(feeder.put(data, end: false))
+        // The pipe holds far less than the window: the chunk is still queued.
+        #expect(!feeder.put([1], end: false), "a byte beyond the window was accepted")
+        #expect(feeder.put([], end: true))
+        #expect(readAll(p.read) == data, "the input arrived changed")
+        #expect(credits.wait(for: window))
+        #expect(credits.value == window)
+    }
+
+    @Test func inputForAProcessThatClosedItsStdinIsDroppedAndCredited() {
+        let p = nonBlockingPipe()
+        close(p.read)
+        let credits = Credits()
+        let feeder = InputFeeder(fd: p.write, rank: 0) { credits.add($0) }
+        #expect(feeder.put([UInt8](repeating: 1, count: 4096), end: false))
+        #expect(feeder.put([UInt8](repeating: 2, count: 4096), end: true))
+        #expect(credits.wait(for: 8192))
+    }
+
+    @Test func stopDropsWhatAProcessDidNotRead() {
+        let p = nonBlockingPipe()
+        defer { close(p.read) }
+        let credits = Credits()
+        let feeder = InputFeeder(fd: p.write, rank: 0) { credits.add($0) }
+        let window = ControlMessage.inputWindow
+        #expect(feeder.put([UInt8](repeating: 3, count: window), end: false))
+        feeder.stop()
+        #expect(credits.wait(for: window))
+        // The feeder closed its end: what the pipe held, then end-of-file.
+        #expect(readAll(p.read).count < window)
+    }
+}
