@@ -86,6 +86,18 @@ extension LauncherTests {
             #expect(r.stderr.split(separator: "\n").count == 1, "expected one line, got: \(r.stderr)")
         }
 
+        @Test(arguments: [
+            (["run", "--help"], ["-x, --env <NAME[=VALUE]>", "--stdin <RANK|all|none>", "PATH, LD_LIBRARY_PATH, OMP_* and PLEXUS_*"]),
+            (["cc", "--help"], ["--showme", "$PLEXUS_CC", "pkg-config --cflags --libs plexus"]),
+            (["c++", "--help"], ["--showme", "$PLEXUS_CXX"]),
+            (["--help"], ["Compile and link a C program against Plexus"]),
+        ])
+        func helpTeachesTheHabits(args: [String], mentions: [String]) throws {
+            let r = try runPlexus(args, timeout: 20)
+            #expect(r.status == 0)
+            for m in mentions { #expect(r.stdout.contains(m), "help for \(args) lacks '\(m)'") }
+        }
+
         /// The same environment on the embedded node and on `plexus node`
         /// daemons: the default set, -x and --env; not the caller's other
         /// variables, nor the nodes' own.
