@@ -46,7 +46,19 @@ public enum ControlMessage: Equatable, Sendable {
     /// launcher → process: the job is being stopped; send your statistics
     /// (`processReport`) now, as finalize would have.
     case reportRequest
+    /// launcher → node: the next bytes of a process's standard input; with
+    /// `end`, its end (the process reads end-of-file once it has read them).
+    /// The launcher keeps at most `inputWindow` bytes unacknowledged per
+    /// process, so a node buffers no more than that for a slow reader.
+    case input(rank: Int, bytes: [UInt8], end: Bool)
+    /// node → launcher: the process took (or, if it has closed its standard
+    /// input or ended, dropped) this many more bytes of its input: send more.
+    case inputCredit(rank: Int, bytes: Int)
 
+    /// Unacknowledged standard-input bytes per process (see `input`).
+    public static let inputWindow = 1 << 20
+    /// The largest `input` chunk.
+    public static let maxInputChunk = 64 * 1024
     static let maxText = 64 * 1024
     static let maxArgs = 4096
     static let maxReport = 8 << 20
@@ -71,6 +83,8 @@ public enum ControlMessage: Equatable, Sendable {
         case .statusRequest: .statusRequest
         case .status: .status
         case .reportRequest: .reportRequest
+        case .input: .input
+        case .inputCredit: .inputCredit
         }
     }
 
@@ -97,6 +111,8 @@ public enum ControlMessage: Equatable, Sendable {
         case .finalized(let rank): w.u32(UInt32(rank))
         case .statusRequest, .reportRequest: break
         case .status(let st): st.encode(&w)
+        case .input(let rank, let bytes, let end): w.u32(UInt32(rank)); w.u8(end ? 1 : 0); w.blob(bytes)
+        case .inputCredit(let rank, let bytes): w.u32(UInt32(rank)); w.u32(UInt32(bytes))
         }
         return Frame(kind, payload: w.bytes)
     }
@@ -150,6 +166,16 @@ public enum ControlMessage: Equatable, Sendable {
         case .statusRequest: self = .statusRequest
         case .reportRequest: self = .reportRequest
         case .status: self = .status(try ProcessStatus.decode(&r))
+        case .input:
+            let rank = try rank()
+            let end = try r.u8("end flag")
+            guard end <= 1 else { throw .malformed("input end flag \(end)") }
+            self = .input(rank: rank, bytes: try r.blob("input", limit: Self.maxInputChunk), end: end == 1)
+        case .inputCredit:
+            let rank = try rank()
+            let n = Int(try r.u32("credit"))
+            guard n <= Self.inputWindow else { throw .oversized(what: "input credit", length: n, limit: Self.inputWindow) }
+            self = .inputCredit(rank: rank, bytes: n)
         default: throw .malformed("\(frame.kind) is not a control message")
         }
         try r.expectEnd("\(frame.kind)")
@@ -273,9 +299,12 @@ public struct SpawnRequest: Equatable, Sendable {
     public var arguments: [String]
     public var environment: [String: String]
     public var workingDirectory: String
+    /// Whether the process reads its standard input from `input` messages
+    /// (else from /dev/null).
+    public var standardInput: Bool
 
     public init(job: String, rank: Int, size: Int, pid: ProcessID, program: String, arguments: [String],
-                environment: [String: String], workingDirectory: String) {
+                environment: [String: String], workingDirectory: String, standardInput: Bool = false) {
         self.job = job
         self.rank = rank
         self.size = size
@@ -284,6 +313,7 @@ public struct SpawnRequest: Equatable, Sendable {
         self.arguments = arguments
         self.environment = environment
         self.workingDirectory = workingDirectory
+        self.standardInput = standardInput
     }
 
     func encode(_ w: inout ByteWriter) {
@@ -293,6 +323,7 @@ public struct SpawnRequest: Equatable, Sendable {
         w.u32(UInt32(environment.count))
         for (k, v) in environment.sorted(by: { $0.key < $1.key }) { w.string(k); w.string(v) }
         w.string(workingDirectory)
+        w.u8(standardInput ? 1 : 0)
     }
 
     static func decode(_ r: inout ByteReader) throws(WireError) -> SpawnRequest {
@@ -310,8 +341,10 @@ public struct SpawnRequest: Equatable, Sendable {
         var env: [String: String] = [:]
         for _ in 0..<envc { env[try r.string("name", limit: 1024)] = try r.string("value", limit: ControlMessage.maxText) }
         let cwd = try r.string("working directory", limit: 4096)
+        let stdin = try r.u8("standard input flag")
+        guard stdin <= 1 else { throw .malformed("standard input flag \(stdin)") }
         return SpawnRequest(job: job, rank: rank, size: size, pid: pid, program: program, arguments: args,
-                            environment: env, workingDirectory: cwd)
+                            environment: env, workingDirectory: cwd, standardInput: stdin == 1)
     }
 }
 

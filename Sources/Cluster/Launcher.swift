@@ -16,8 +16,14 @@ public struct JobSpec: Sendable {
     public var nodes: [SocketAddress]
     public var program: String
     public var arguments: [String]
-    /// Extra environment for every process (settings for the runtime).
+    /// Extra environment for every process (settings for the runtime);
+    /// it wins over `inherited`.
     public var environment: [String: String]
+    /// The caller's variables every process gets (see `JobEnvironment`):
+    /// by default those of `JobEnvironment.defaultNames`.
+    public var inherited: [String: String] = JobEnvironment.defaults(from: ProcessInfo.processInfo.environment)
+    /// Which ranks read the launcher's standard input (the rest read /dev/null).
+    public var standardInput: StandardInputTarget = .none
     public var workingDirectory: String
     /// How long processes get between SIGTERM and SIGKILL when a job is stopped.
     public var graceMillis: Int
@@ -72,6 +78,7 @@ public enum LaunchError: Error, Sendable, CustomStringConvertible {
     case node(String, TransportError)
     case rendezvous(TransportError)
     case names(String)
+    case standardInput(rank: Int, size: Int)
 
     public var description: String {
         switch self {
@@ -80,6 +87,8 @@ public enum LaunchError: Error, Sendable, CustomStringConvertible {
         case .node(let a, let e): return "cannot use node \(a): \(e)"
         case .rendezvous(let e): return "cannot open the job's rendezvous endpoint: \(e)"
         case .names(let why): return "cannot get global PIDs from the name service: \(why)"
+        case .standardInput(let r, let size):
+            return "--stdin \(r) is not a rank of a job of \(size) process\(size == 1 ? "" : "es"): use 0...\(size - 1), all or none"
         }
     }
 }
@@ -144,6 +153,7 @@ public final class Launcher: @unchecked Sendable {
         let started = Date()
         let n = spec.processes
         guard n >= 1 else { throw .badSize(n) }
+        if case .rank(let r) = spec.standardInput, r >= n { throw .standardInput(rank: r, size: n) }
         // Check the program here as well as on the nodes, so that the common
         // local mistake is reported before anything starts.
         if spec.nodes.isEmpty {
@@ -266,10 +276,11 @@ public final class Launcher: @unchecked Sendable {
             defer { onHost[hostOf[rank], default: 0] += 1 }
             return onHost[hostOf[rank], default: 0]
         }
+        let readers = Set(spec.standardInput.ranks(size: n))
         for rank in 0..<n {
             let node = rank % nodes.count
             placement.append(node)
-            var env = spec.environment
+            var env = spec.inherited.merging(spec.environment) { $1 }
             env["PLEXUS_RANK"] = "\(rank)"
             env["PLEXUS_SIZE"] = "\(n)"
             env["PLEXUS_JOB"] = job
@@ -282,11 +293,18 @@ public final class Launcher: @unchecked Sendable {
             // A short backtrace of a crashing rank, unless the user chose.
             env["SWIFT_BACKTRACE"] = CrashReports.setting(job: spec.environment, launcher: ProcessInfo.processInfo.environment)
             let req = SpawnRequest(job: job, rank: rank, size: n, pid: globalPIDs[rank], program: spec.program,
-                                   arguments: spec.arguments, environment: env, workingDirectory: spec.workingDirectory)
+                                   arguments: spec.arguments, environment: env, workingDirectory: spec.workingDirectory,
+                                   standardInput: readers.contains(rank))
             do { try nodes[node].send(ControlMessage.spawn(req).frame()) } catch {
                 events.put(.nodeLost(node: node, error.description))
             }
         }
+        // Standard input goes out on the nodes' connections after the spawn
+        // requests, so each node has started the process before its input.
+        let forwarder = readers.isEmpty ? nil
+            : InputForwarder(source: 0, targets: Dictionary(uniqueKeysWithValues: readers.map { ($0, nodes[placement[$0]]) }))
+        forwarder?.start()
+        defer { forwarder?.stop() }
 
         // The event loop.
         var exited: [Int: ExitStatus] = [:]
@@ -511,10 +529,14 @@ public final class Launcher: @unchecked Sendable {
             case .control(_, .spawned(let rank, let pid)):
                 osPIDs[rank] = pid
                 registry?.started(pid: globalPIDs[rank])
+            case .control(_, .inputCredit(let rank, let bytes)):
+                forwarder?.credited(rank: rank, bytes: bytes)
             case .control(_, .spawnFailed(let rank, let reason)):
+                forwarder?.gone(rank: rank)
                 exited[rank] = .exited(127)
                 stop("\(whereIs(rank)) could not start: \(reason)", status: 127)
             case .control(_, .exited(let rank, let pid, let st)):
+                forwarder?.gone(rank: rank)
                 osPIDs[rank] = pid
                 exited[rank] = st
                 statuses[rank] = nil
@@ -545,6 +567,7 @@ public final class Launcher: @unchecked Sendable {
                 if lostNodes.insert(node).inserted {
                     let ranks = (0..<n).filter { placement[$0] == node && exited[$0] == nil }
                     for r in ranks {
+                        forwarder?.gone(rank: r)
                         exited[r] = .signaled(SIGKILL)
                         registry?.lost(pid: globalPIDs[r])
                     }

@@ -118,6 +118,11 @@ public final class NodeDaemon: @unchecked Sendable {
                     try? c.send(ControlMessage.nodeInfo(names: self.names).frame())
                 case .spawn(let req): session.spawn(req)
                 case .killJob(let grace, let except): session.killAll(graceMillis: grace, except: Set(except))
+                case .input(let rank, let bytes, let end):
+                    if !session.input(rank: rank, bytes: bytes, end: end) {
+                        self.log.warning("\(c.remote) sent more standard input for rank \(rank) than the window allows; closing the session")
+                        c.shutdown()
+                    }
                 default:
                     self.log.warning("unexpected \(f.kind) from \(c.remote)")
                 }
@@ -137,6 +142,8 @@ final class Session: @unchecked Sendable {
     let cgroups: ProcessCgroups?
     let log: Logger
     private let children = Locked<[Int: ChildState]>([:])
+    /// The standard input of each live process that reads it.
+    private let feeders = Locked<[Int: InputFeeder]>([:])
     private let ended = AtomicFlag()
 
     struct ChildState: Sendable {
@@ -154,7 +161,8 @@ final class Session: @unchecked Sendable {
     }
 
     func spawn(_ req: SpawnRequest) {
-        var env = ProcessInfo.processInfo.environment
+        // The job's environment, plus this node's account variables (see `JobEnvironment`).
+        var env = JobEnvironment.nodeBase(ProcessInfo.processInfo.environment)
         env.merge(req.environment) { _, new in new }
         let program: String
         do {
@@ -168,13 +176,21 @@ final class Session: @unchecked Sendable {
             + ["--", program] + req.arguments
         let child: Child
         do {
-            child = try spawnChild(argv: argv, environment: env)
+            child = try spawnChild(argv: argv, environment: env, standardInput: req.standardInput)
         } catch {
             if let cgroup { ProcessCgroups.kill(cgroup) }
             try? connection.send(ControlMessage.spawnFailed(rank: req.rank, reason: error.description).frame())
             return
         }
         children.withLock { $0[req.rank] = ChildState(pid: child.pid, cgroup: cgroup) }
+        if child.stdin >= 0 {
+            let rank = req.rank
+            let feeder = InputFeeder(fd: child.stdin, rank: rank) { [connection] n in
+                try? connection.send(ControlMessage.inputCredit(rank: rank, bytes: n).frame())
+            }
+            feeders.withLock { $0[rank] = feeder }
+            if ended.isSet { feeder.stop() }
+        }
         guardian?.add(child.pid, cgroup: cgroup)
         log.debug("started rank \(req.rank) of \(req.job) as pid \(child.pid)")
         try? connection.send(ControlMessage.spawned(rank: req.rank, osPID: child.pid).frame())
@@ -222,6 +238,7 @@ final class Session: @unchecked Sendable {
             }
         }
         for p in fds where p.fd >= 0 { close(p.fd) }
+        feeders.withLock { $0.removeValue(forKey: rank) }?.stop()
         if status == nil {
             var st: Int32 = 0
             while waitpid(child.pid, &st, 0) < 0 && errno == EINTR {}
@@ -269,8 +286,20 @@ final class Session: @unchecked Sendable {
         }
     }
 
+    /// Standard input for `rank`'s process; false if the launcher exceeded
+    /// the window. Input for a process that does not read it (or no longer
+    /// exists) is credited back at once.
+    func input(rank: Int, bytes: [UInt8], end: Bool) -> Bool {
+        guard let feeder = feeders.value[rank] else {
+            if !bytes.isEmpty { try? connection.send(ControlMessage.inputCredit(rank: rank, bytes: bytes.count).frame()) }
+            return true
+        }
+        return feeder.put(bytes, end: end)
+    }
+
     func end(reason: String) {
         if ended.set() { return }
+        for f in feeders.withLock({ m in defer { m = [:] }; return Array(m.values) }) { f.stop() }
         signalAll(SIGKILL)
         connection.shutdown()
     }

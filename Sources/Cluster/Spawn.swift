@@ -47,44 +47,59 @@ public func resolveProgram(_ program: String, path: String?, directory: String) 
     throw sawNonExecutable ? .notExecutable(program) : .notFound(program)
 }
 
-/// A started child: its pid (also its process-group id) and the read ends of
-/// its stdout and stderr pipes.
+/// A started child: its pid (also its process-group id), the read ends of
+/// its stdout and stderr pipes, and the write end of its stdin pipe
+/// (non-blocking; -1 when its stdin is /dev/null).
 struct Child {
     var pid: pid_t
     var stdout: Int32
     var stderr: Int32
+    var stdin: Int32 = -1
 }
 
 /// Starts `argv[0]` (an absolute path; normally the `plexus _exec`
 /// trampoline, which changes directory and sets the parent-death signal
-/// before it execs the program) in a new process group with stdin from
-/// /dev/null, stdout and stderr to fresh pipes, default signal dispositions
+/// before it execs the program) in a new process group with stdin from a
+/// fresh pipe (`standardInput`) or /dev/null, stdout and stderr to fresh pipes, default signal dispositions
 /// and an empty signal mask, so the launcher's own signal set-up never leaks
 /// into job processes.
-func spawnChild(argv: [String], environment: [String: String]) throws(SpawnError) -> Child {
+func spawnChild(argv: [String], environment: [String: String], standardInput: Bool = false) throws(SpawnError) -> Child {
     // pipe2(O_CLOEXEC) is not exported to Swift; pipe + FD_CLOEXEC under one
     // lock held across the spawn keeps a concurrent spawn from inheriting
     // these pipes (which would hold them open and delay end-of-output).
     spawnLock.lock()
     defer { spawnLock.unlock() }
-    return try spawnLocked(argv: argv, environment: environment)
+    return try spawnLocked(argv: argv, environment: environment, standardInput: standardInput)
 }
 
 private let spawnLock = NSLock()
 
-private func spawnLocked(argv: [String], environment: [String: String]) throws(SpawnError) -> Child {
-    var outPipe: [Int32] = [0, 0], errPipe: [Int32] = [0, 0]
+private func spawnLocked(argv: [String], environment: [String: String], standardInput: Bool) throws(SpawnError) -> Child {
+    var outPipe: [Int32] = [0, 0], errPipe: [Int32] = [0, 0], inPipe: [Int32] = [-1, -1]
     guard pipe(&outPipe) == 0 else { throw .system(call: "pipe", errno: errno) }
     guard pipe(&errPipe) == 0 else {
         let e = errno
         close(outPipe[0]); close(outPipe[1])
         throw .system(call: "pipe", errno: e)
     }
-    for fd in outPipe + errPipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+    if standardInput {
+        guard pipe(&inPipe) == 0 else {
+            let e = errno
+            for fd in outPipe + errPipe { close(fd) }
+            throw .system(call: "pipe", errno: e)
+        }
+        // Only the node's end: the writer never blocks (see `InputFeeder`).
+        _ = fcntl(inPipe[1], F_SETFL, fcntl(inPipe[1], F_GETFL) | O_NONBLOCK)
+    }
+    for fd in outPipe + errPipe + inPipe where fd >= 0 { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    if standardInput {
+        posix_spawn_file_actions_adddup2(&actions, inPipe[0], 0)
+    } else {
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    }
     posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
     posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
 
@@ -98,7 +113,7 @@ private func spawnLocked(argv: [String], environment: [String: String]) throws(S
     posix_spawnattr_setsigmask(&attr, &empty)
     var defaults = sigset_t()
     sigemptyset(&defaults)
-    for s in [SIGINT, SIGTERM, SIGPIPE, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR1, SIGUSR2] { sigaddset(&defaults, s) }
+    for s in [SIGINT, SIGTERM, SIGPIPE, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR1, SIGUSR2, SIGTTIN] { sigaddset(&defaults, s) }
     posix_spawnattr_setsigdefault(&attr, &defaults)
 
     let cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
@@ -111,13 +126,15 @@ private func spawnLocked(argv: [String], environment: [String: String]) throws(S
     let rc = posix_spawn(&pid, argv[0], &actions, &attr, cArgs, cEnv)
     close(outPipe[1])
     close(errPipe[1])
+    if inPipe[0] >= 0 { close(inPipe[0]) }
     if rc != 0 {
         close(outPipe[0]); close(errPipe[0])
+        if inPipe[1] >= 0 { close(inPipe[1]) }
         if rc == ENOENT { throw .notFound(argv[0]) }
         if rc == EACCES || rc == ENOEXEC { throw .notExecutable(argv[0]) }
         throw .system(call: "posix_spawn", errno: rc)
     }
-    return Child(pid: pid, stdout: outPipe[0], stderr: errPipe[0])
+    return Child(pid: pid, stdout: outPipe[0], stderr: errPipe[0], stdin: inPipe[1])
 }
 
 /// Decodes a waitpid status.

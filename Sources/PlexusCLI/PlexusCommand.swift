@@ -25,6 +25,7 @@ struct PlexusCommand: ParsableCommand {
             """,
         version: plexusVersion,
         subcommands: [Run.self, Node.self, Demo.self, Bench.self, Compare.self, ClusterCommand.self, NamesCommand.self, ProcessList.self, DeadlocksCommand.self,
+                      CompileC.self, CompileCXX.self,
                       LincheckCommand.self, Exec.self, Guard.self, DemoRing.self, DemoFalseSharing.self, DemoDeadlock.self])
 }
 
@@ -94,10 +95,16 @@ struct Run: ParsableCommand {
             chasing, no central view): by default the blocked acquire of one process of the
             cycle fails with an error naming every process, node and lock on it (--deadlock).
 
+            Environment and input, the same on --nodes as on this machine: every process
+            gets PATH, LD_LIBRARY_PATH, OMP_* and PLEXUS_* from here, HOME, USER, LOGNAME
+            and SHELL from its node, and the variables -x/--env name; nothing else.
+            Standard input goes to rank 0 (--stdin RANK, all or none).
+
             Examples:
               plexus run -n 4 ./my-program --size 1000
               plexus run -n 8 --nodes 10.0.0.1:7400,10.0.0.2:7400 ./my-program
               plexus run -n 4 --names 10.0.0.1:7401,10.0.0.2:7401,10.0.0.3:7401 ./my-program
+              plexus run -n 4 -x OMP_NUM_THREADS --env MODE=fast ./my-program < input.txt
             """)
 
     // Optional and taking any next word, so that a missing -n, `-n -1` and an
@@ -132,6 +139,8 @@ struct Run: ParsableCommand {
     @OptionGroup var memory: MemoryOptions
 
     @OptionGroup(title: "Deadlock detection") var deadlock: DeadlockOptions
+
+    @OptionGroup(title: "Environment and standard input") var input: JobInputOptions
 
     @OptionGroup var common: CommonOptions
 
@@ -182,6 +191,7 @@ struct Run: ParsableCommand {
         spec.leaseTTLMillis = lease.leaseTtlMs
         spec.stallReportSeconds = stallReport
         spec.timeoutSeconds = timeout
+        try input.apply(to: &spec)
         var started = RunMetadata.now()
         started.processes = processes
         let result = try runJob(spec, logger: logger)
@@ -206,6 +216,7 @@ extension LaunchError {
     var isUsage: Bool {
         if case .badSize = self { return true }
         if case .program = self { return true }
+        if case .standardInput = self { return true }
         return false
     }
 }

@@ -101,6 +101,10 @@ public struct MessageKind: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let statusRequest = MessageKind(rawValue: 0x0110)
     public static let status = MessageKind(rawValue: 0x0111)
     public static let reportRequest = MessageKind(rawValue: 0x0112)
+    /// Standard input for one job process (launcher → node), and the
+    /// node's word that the process took some of it (node → launcher).
+    public static let input = MessageKind(rawValue: 0x0120)
+    public static let inputCredit = MessageKind(rawValue: 0x0121)
     // 0x02xx: shared memory protocols
     public static let memory = MessageKind(rawValue: 0x0201)
     public static let sync = MessageKind(rawValue: 0x0202)

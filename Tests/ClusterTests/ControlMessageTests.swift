@@ -8,6 +8,8 @@ import Wire
     static let samples: [ControlMessage] = [
         .spawn(SpawnRequest(job: "job-1", rank: 2, size: 4, pid: 77, program: "/bin/echo", arguments: ["a", "b c"],
                             environment: ["PLEXUS_RANK": "2", "X": ""], workingDirectory: "/tmp")),
+        .spawn(SpawnRequest(job: "job-1", rank: 0, size: 1, pid: 78, program: "cat", arguments: [],
+                            environment: [:], workingDirectory: "/", standardInput: true)),
         .spawned(rank: 3, osPID: 4242),
         .spawnFailed(rank: 1, reason: "not found"),
         .output(rank: 0, stream: 2, bytes: Array("hello\n".utf8)),
@@ -30,6 +32,10 @@ import Wire
         .nodeInfoRequest,
         .nodeInfo(names: []),
         .nodeInfo(names: ["127.0.0.1:7401", "127.0.0.1:7402"]),
+        .input(rank: 0, bytes: Array("data\n".utf8), end: false),
+        .input(rank: 3, bytes: [], end: true),
+        .input(rank: 1, bytes: [UInt8](repeating: 7, count: ControlMessage.maxInputChunk), end: true),
+        .inputCredit(rank: 2, bytes: 65_536),
     ]
 
     @Test(arguments: samples)
@@ -63,6 +69,23 @@ import Wire
             do { _ = try ControlMessage(frame: Frame(base.kind, payload: payload)) } catch { refused += 1 }
         }
         #expect(refused > 0)
+    }
+
+    /// Standard input is bounded on the wire: no chunk above
+    /// `maxInputChunk`, no credit above the window, no flag but 0 or 1.
+    @Test func oversizedOrMalformedInputIsRefused() {
+        var chunk = ByteWriter()
+        chunk.u32(0); chunk.u8(0); chunk.blob([UInt8](repeating: 1, count: ControlMessage.maxInputChunk + 1))
+        #expect(throws: WireError.self) { try ControlMessage(frame: Frame(.input, payload: chunk.bytes)) }
+        var claimed = ByteWriter()
+        claimed.u32(0); claimed.u8(1); claimed.u32(1 << 30)
+        #expect(throws: WireError.self) { try ControlMessage(frame: Frame(.input, payload: claimed.bytes)) }
+        var flag = ByteWriter()
+        flag.u32(0); flag.u8(2); flag.blob([])
+        #expect(throws: WireError.self) { try ControlMessage(frame: Frame(.input, payload: flag.bytes)) }
+        var credit = ByteWriter()
+        credit.u32(0); credit.u32(UInt32(ControlMessage.inputWindow + 1))
+        #expect(throws: WireError.self) { try ControlMessage(frame: Frame(.inputCredit, payload: credit.bytes)) }
     }
 
     @Test func anOversizedNameServiceListIsRefused() {

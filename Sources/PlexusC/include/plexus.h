@@ -1,4 +1,9 @@
-/* plexus.h: the C API of Plexus. Link with -lPlexusC.
+/* plexus.h: the C API of Plexus.
+ *
+ * Build with `plexus cc prog.c -o prog` (C++: `plexus c++`), which adds the
+ * include path, -lPlexusC and a run path to it; or with the flags of
+ * `pkg-config --cflags --libs plexus` for an installed Plexus
+ * (Scripts/install.sh).
  *
  * A C program started by `plexus run -n N ./prog` calls plexus_init() first,
  * then uses its rank, the job size, shared memory, locks and barriers, and
