@@ -160,13 +160,25 @@ child_of() { pgrep -P "$1" | head -n 1; }
 ticked_to() { local n; n=$(last_value tick "$2" || true); [ -n "$n" ] && [ "$n" -ge "$1" ]; }
 gone() { [ ! -d "/proc/$1" ] || [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ]; }
 
+# without_inherited_fds COMMAND...: runs COMMAND with descriptors 0-2 only.
+# Another one inherited from whoever started this script (a test runner's
+# socket, say) would lead outside the dumped tree and fail the dump.
+without_inherited_fds() {
+    local fd
+    for fd in /proc/self/fd/*; do
+        fd=${fd##*/}
+        if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi
+    done
+    exec "$@"
+}
+
 # round_trip NAME PROGRAM: the whole check for one program.
 round_trip() {
     local name="$1" prog="$2" dir="$work/$1"
     local out="$dir/out.log" images="$dir/images"
     mkdir -p "$images"
 
-    unshare --fork --pid setsid "$prog" "$mb" >>"$out" 2>&1 </dev/null &
+    without_inherited_fds unshare --fork --pid setsid "$prog" "$mb" >>"$out" 2>&1 </dev/null &
     local outer=$!
     started+=("$outer")
     local pid=""
