@@ -35,8 +35,11 @@ while [ $# -gt 0 ]; do
     shift
 done
 
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+start_ms=$(now_ms)
 fail() { echo "criu-smoke: FAILED: $*" >&2; exit 1; }
-note() { echo "criu-smoke: $*" >&2; }
+# note MESSAGE: progress on stderr, with the seconds since the start.
+note() { local t=$(($(now_ms) - start_ms)); echo "criu-smoke: [$((t / 1000)).$((t % 1000 / 100)) s] $*" >&2; }
 
 [ "$(id -u)" = 0 ] || fail "criu dump and restore need root; run: sudo $0"
 criu="${PLEXUS_CRIU:-$(command -v criu || true)}"
@@ -58,7 +61,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 # wait_until SECONDS COMMAND...: polls COMMAND every 50 ms, for at most SECONDS.
 wait_until() {
@@ -190,6 +192,7 @@ round_trip() {
         || fail "$name: it did not verify its memory within 60 s; its output:"$'\n'"$(tail -n 5 "$out")"
     wait_until 10 ticked_to 3 "$out" \
         || fail "$name: it did not tick"
+    note "$name: running as pid $pid, memory verified once"
     local sid
     sid=$(ps -o sid= -p "$pid" | tr -d ' ')
     [ "$sid" = "$pid" ] || fail "$name: pid $pid is not a session leader (session $sid)"
@@ -199,6 +202,7 @@ round_trip() {
     "$criu" dump -t "$pid" -D "$images" -o dump.log \
         || fail "$name: criu dump failed; the end of $images/dump.log:"$'\n'"$(tail -n 15 "$images/dump.log")"
     t1=$(now_ms)
+    note "$name: dumped"
     wait "$outer" 2>/dev/null || true
     wait_until 10 gone "$pid" || fail "$name: pid $pid still runs after the dump"
 
@@ -214,6 +218,7 @@ round_trip() {
     local restored
     restored=$(cat "$dir/restored.pid")
     started+=("$restored")
+    note "$name: restored as pid $restored"
 
     went_on() {
         tail -c +"$((size + 1))" "$out" >"$dir/after.log"
@@ -241,11 +246,13 @@ round_trip() {
 
 note "criu $criu_version ($criu), kernel $(uname -r)"
 cc -O2 -pthread -o "$work/prog-c" "$work/prog.c" || fail "could not compile the C program"
+note "compiled the C program"
 round_trip c "$work/prog-c"
 if [ $c_only = 0 ]; then
     if command -v swiftc >/dev/null; then
         swiftc -O -swift-version 6 -o "$work/prog-swift" "$work/prog.swift" 2>"$work/swiftc.log" \
             || fail "could not compile the Swift program:"$'\n'"$(cat "$work/swiftc.log")"
+        note "compiled the Swift program"
         round_trip swift "$work/prog-swift"
     else
         note "swiftc is not on PATH: the Swift round trip did not run"
