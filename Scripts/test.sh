@@ -3,8 +3,11 @@
 #
 # As root it installs the Debian packages the tests need if they are missing
 # (etcd-server and etcd-client for the etcd backend, iproute2 for the
-# network-namespace tests), starts a local 3-member etcd cluster, builds and
-# runs the whole Swift suite, and stops etcd. Without root or without apt it
+# network-namespace tests), builds and installs CRIU 4.2.1 for the
+# checkpoint/restore tests if it is missing (Scripts/install-criu.sh: about
+# 1-2 minutes on a fresh machine, cached in /var/cache/plexus after that),
+# starts a local 3-member etcd cluster, builds and runs the whole Swift
+# suite, and stops etcd. Without root or without apt it
 # runs everything it can and says once, at the end, which suites it skipped
 # and the command that would enable them.
 #
@@ -31,6 +34,14 @@ if [ ${#missing[@]} -gt 0 ]; then
             echo "test.sh: apt-get could not install ${missing[*]}; going on without" >&2
         fi
     fi
+fi
+
+# CRIU 4.2.1, built from source (Debian 12's 3.17 fails on current kernels).
+criu_version() { "${PLEXUS_CRIU:-criu}" --version 2>/dev/null | sed -n 's/^Version: *//p' || true; }
+if [ $is_root = 1 ] && [ "$(criu_version)" != 4.2.1 ] && command -v apt-get >/dev/null; then
+    echo "test.sh: building and installing CRIU 4.2.1 (Scripts/install-criu.sh)" >&2
+    Scripts/install-criu.sh || echo "test.sh: Scripts/install-criu.sh failed; going on without CRIU" >&2
+    hash -r
 fi
 
 # 2. A local etcd cluster, unless one is given. Ports below the kernel's
@@ -64,6 +75,10 @@ if [ $is_root = 0 ]; then
 elif ! command -v ip >/dev/null; then
     skipped+=("jobs across network namespaces: iproute2 is not installed; enable: apt-get install iproute2")
 fi
+case "$(criu_version)" in
+    4.[2-9]*|[5-9].*) [ $is_root = 1 ] || skipped+=("checkpoint and restore (CRIUTests): needs root; enable: sudo Scripts/test.sh") ;;
+    *) skipped+=("checkpoint and restore (CRIUTests): needs root and CRIU 4.2 or later; enable: sudo Scripts/test.sh (it runs Scripts/install-criu.sh)") ;;
+esac
 
 if [ ${#skipped[@]} -gt 0 ] && [ "${PLEXUS_TEST_REQUIRE_ALL:-}" = 1 ]; then
     echo "test.sh: PLEXUS_TEST_REQUIRE_ALL=1 and these suites cannot run here:" >&2
