@@ -496,49 +496,13 @@ public struct HLRCProtocol: CoherenceProtocol {
 
     // MARK: Payload
 
-    /// Little-endian: rank count u32, the timestamp (one u32 per rank),
-    /// notice count u32, then per notice its page u32 and one interval u32
-    /// per rank, pages ascending.
+    /// This rank's timestamp and notices (`WriteNotices`).
     public func encodedNotices() -> [UInt8] {
-        var out: [UInt8] = []
-        let n = configuration.rankCount
-        out.reserveCapacity(8 + 4 * n + notices.count * (4 + 4 * n))
-        func put(_ v: Int) { withUnsafeBytes(of: UInt32(v).littleEndian) { out.append(contentsOf: $0) } }
-        put(n)
-        for t in timestamp { put(t) }
-        put(notices.count)
-        for p in notices.keys.sorted() {
-            put(p)
-            for i in notices[p]! { put(i) }
-        }
-        return out
+        WriteNotices.encode(timestamp: timestamp, notices: notices, flag: nil)
     }
 
     /// The payload's timestamp and notices, or nil if it is malformed.
     public static func decodeNotices(_ bytes: [UInt8], _ configuration: CoherenceConfiguration) -> ([Int], [(Int, [Int])])? {
-        var reader = Reader(bytes: bytes, offset: 0, end: bytes.count)
-        func u32() -> Int? { (try? reader.u32()).map(Int.init) }
-        let n = configuration.rankCount
-        guard u32() == n else { return nil }
-        var timestamp: [Int] = []
-        for _ in 0..<n {
-            guard let t = u32() else { return nil }
-            timestamp.append(t)
-        }
-        guard let count = u32(), count <= configuration.pageCount, reader.remaining == count * (4 + 4 * n) else { return nil }
-        var out: [(Int, [Int])] = []
-        out.reserveCapacity(count)
-        var previous = -1
-        for _ in 0..<count {
-            guard let p = u32(), p > previous, p < configuration.pageCount else { return nil }
-            previous = p
-            var v: [Int] = []
-            for _ in 0..<n {
-                guard let i = u32() else { return nil }
-                v.append(i)
-            }
-            out.append((p, v))
-        }
-        return (timestamp, out)
+        WriteNotices.decode(bytes, configuration, hasFlag: false).map { ($0.timestamp, $0.notices) }
     }
 }

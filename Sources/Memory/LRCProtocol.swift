@@ -496,51 +496,14 @@ public struct LRCProtocol: CoherenceProtocol {
 
     // MARK: Payload
 
-    /// Little-endian: rank count u32, the timestamp (one u32 per rank),
-    /// notice count u32, per notice its page u32 and one interval u32 per
-    /// rank (pages ascending), then a flag u8: this rank wants a collection.
+    /// This rank's timestamp and the notices learned since the last barrier
+    /// (`WriteNotices`), and whether it wants a collection.
     public func encodedNotices(wantsCollection: Bool) -> [UInt8] {
-        var out: [UInt8] = []
-        let n = rankCount
-        out.reserveCapacity(9 + 4 * n + recent.count * (4 + 4 * n))
-        func put(_ v: Int) { withUnsafeBytes(of: UInt32(v).littleEndian) { out.append(contentsOf: $0) } }
-        put(n)
-        for t in timestamp { put(t) }
-        put(recent.count)
-        for p in recent.keys.sorted() {
-            put(p)
-            for i in recent[p]! { put(i) }
-        }
-        out.append(wantsCollection ? 1 : 0)
-        return out
+        WriteNotices.encode(timestamp: timestamp, notices: recent, flag: wantsCollection)
     }
 
     /// The payload's timestamp, notices and collection flag, or nil if it is malformed.
     public static func decodeNotices(_ bytes: [UInt8], _ configuration: CoherenceConfiguration) -> ([Int], [(Int, [Int])], Bool)? {
-        var reader = Reader(bytes: bytes, offset: 0, end: bytes.count)
-        func u32() -> Int? { (try? reader.u32()).map(Int.init) }
-        let n = configuration.rankCount
-        guard u32() == n else { return nil }
-        var timestamp: [Int] = []
-        for _ in 0..<n {
-            guard let t = u32() else { return nil }
-            timestamp.append(t)
-        }
-        guard let count = u32(), count <= configuration.pageCount, reader.remaining == count * (4 + 4 * n) + 1 else { return nil }
-        var out: [(Int, [Int])] = []
-        out.reserveCapacity(count)
-        var previous = -1
-        for _ in 0..<count {
-            guard let p = u32(), p > previous, p < configuration.pageCount else { return nil }
-            previous = p
-            var v: [Int] = []
-            for _ in 0..<n {
-                guard let i = u32() else { return nil }
-                v.append(i)
-            }
-            out.append((p, v))
-        }
-        guard let flag = try? reader.flag() else { return nil }
-        return (timestamp, out, flag)
+        WriteNotices.decode(bytes, configuration, hasFlag: true).map { ($0.timestamp, $0.notices, $0.flag) }
     }
 }
