@@ -53,10 +53,18 @@ if ! check_out=$("$criu" check 2>&1); then
 fi
 
 work=$(mktemp -d /tmp/criu-smoke.XXXXXX)
-started=()
+# The processes this script started that may still run, killed on exit. A
+# pid leaves the list as soon as its process is known to be gone: the number
+# may then be another process's.
+running=()
+forget() {
+    local p kept=()
+    for p in "${running[@]}"; do [ "$p" = "$1" ] || kept+=("$p"); done
+    running=("${kept[@]}")
+}
 cleanup() {
     local p
-    for p in "${started[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    for p in "${running[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
     if [ $keep = 1 ]; then note "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -182,12 +190,12 @@ round_trip() {
 
     without_inherited_fds unshare --fork --pid setsid "$prog" "$mb" >>"$out" 2>&1 </dev/null &
     local outer=$!
-    started+=("$outer")
+    running+=("$outer")
     local pid=""
     found_init() { pid=$(child_of "$outer"); [ -n "$pid" ]; }
     wait_until 10 found_init \
         || fail "$name: no process appeared in the new PID namespace"
-    started+=("$pid")
+    running+=("$pid")
     wait_until 60 has_line "verified 1" "$out" \
         || fail "$name: it did not verify its memory within 60 s; its output:"$'\n'"$(tail -n 5 "$out")"
     wait_until 10 ticked_to 3 "$out" \
@@ -204,7 +212,9 @@ round_trip() {
     t1=$(now_ms)
     note "$name: dumped"
     wait "$outer" 2>/dev/null || true
+    forget "$outer"
     wait_until 10 gone "$pid" || fail "$name: pid $pid still runs after the dump"
+    forget "$pid"
 
     local size last_tick last_verified
     size=$(stat -c %s "$out")
@@ -217,7 +227,7 @@ round_trip() {
     t3=$(now_ms)
     local restored
     restored=$(cat "$dir/restored.pid")
-    started+=("$restored")
+    running+=("$restored")
     note "$name: restored as pid $restored"
 
     went_on() {
@@ -241,6 +251,7 @@ round_trip() {
 
     kill -KILL "$restored"
     wait_until 10 gone "$restored" || fail "$name: pid $restored did not end on SIGKILL"
+    forget "$restored"
     echo "criu-smoke: $name ok: ${mb} MiB, dump $((t1 - t0)) ms (images $(du -sm "$images" | cut -f1) MiB), restore $((t3 - t2)) ms, ticks went on from $last_tick, verifications from $last_verified"
 }
 
