@@ -27,9 +27,8 @@ import TestSupport
 
     /// Runs `argv` under coreutils' `timeout` (so it ends within `seconds`
     /// plus 10) with its standard output and error in a file, and waits for it
-    /// with waitpid. Foundation's Process learns of an exit on dispatch
-    /// threads, which the other suites' waiting children can hold for minutes
-    /// on two cores.
+    /// with waitpid: the bound holds whatever the script's children do with
+    /// inherited pipes, and no dispatch thread is needed to see the exit.
     static func runBounded(_ argv: [String], seconds: Int) throws -> (status: Int32, output: String) {
         let log = FileManager.default.temporaryDirectory
             .appendingPathComponent("criu-smoke-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).log").path
