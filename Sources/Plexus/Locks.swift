@@ -145,8 +145,6 @@ final class LockService: @unchecked Sendable {
     private var engaged: [UInt: Int] = [:]
     /// The wait reported to the detector, if any (at most one: see above).
     private var reported: (id: Int, sequence: UInt64)?
-    /// The first peer lost: from then on every acquire fails naming it.
-    private var failure: (rank: Int, reason: String)?
     private let cond = NSCondition()
     /// Counts grants, denials and failures as they arrive, readable without
     /// `cond` so that an acquirer can poll for its answer before sleeping.
@@ -175,10 +173,10 @@ final class LockService: @unchecked Sendable {
         cond.lock()
         engage(me)
         while true {
-            // The peer table knows of a loss before this service is told
-            // (`peerLost` runs after the collectives fail): a lock this
-            // process manages must not be granted in between.
-            if let f = failure ?? runtime.peers.firstLost {
+            // Once a peer is lost every acquire fails naming the first one
+            // (the peer table is the one record of losses; `peerLost` only
+            // wakes the waiters).
+            if let f = runtime.peers.firstLost {
                 disengage(me)
                 cond.unlock()
                 throw .peerGone(rank: f.rank, reason: f.reason)
@@ -215,7 +213,7 @@ final class LockService: @unchecked Sendable {
         // The grant is one round trip away: poll for it before sleeping.
         _ = spin.poll { answers.load(ordering: .acquiring) != answered }
         cond.lock()
-        while local[id]?.grant == nil && local[id]?.denied != true && local[id]?.victimOf == nil && failure == nil { cond.wait() }
+        while local[id]?.grant == nil && local[id]?.denied != true && local[id]?.victimOf == nil && runtime.peers.firstLost == nil { cond.wait() }
         if let grant = local[id]?.grant {
             // The wait ends before the manager hears the acquisition completed.
             endReportedWait(id)
@@ -245,7 +243,7 @@ final class LockService: @unchecked Sendable {
             // arrives before the answer and is handed on by the manager.
             try? deliver(kind: 10, id: id, to: manager(of: id))
             cond.lock()
-            while local[id]?.withdrawn != true && failure == nil { cond.wait() }
+            while local[id]?.withdrawn != true && runtime.peers.firstLost == nil { cond.wait() }
             endReportedWait(id)
             local[id] = nil
             disengage(me)
@@ -254,7 +252,7 @@ final class LockService: @unchecked Sendable {
             cond.unlock()
             throw .deadlock(DeadlockReport(cycle: cycle, pids: pids, lock: id, held: held))
         }
-        let f = failure!
+        let f = runtime.peers.firstLost!
         endReportedWait(id)
         local[id] = nil
         disengage(me)
@@ -473,9 +471,10 @@ final class LockService: @unchecked Sendable {
         }
     }
 
-    func peerLost(_ r: Int, _ why: String) {
+    /// A peer was lost (the peer table has it): wakes every acquirer, which
+    /// then fails naming the first rank lost.
+    func peerLost() {
         cond.lock()
-        if failure == nil { failure = (r, why) }
         answers.add(1, ordering: .releasing)
         cond.broadcast()
         cond.unlock()

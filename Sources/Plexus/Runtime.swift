@@ -466,7 +466,7 @@ public final class Plexus: @unchecked Sendable {
         let (first, firstWhy) = peers.firstLost ?? (r, why)
         inbox.close(reason: "rank \(first) is gone: \(firstWhy)")
         collectives.fail(firstWhy)
-        locks.peerLost(first, firstWhy)
+        locks.peerLost()
         memory?.peerLost(first, reason: firstWhy)
     }
 }
